@@ -1,0 +1,1 @@
+"""usermgmt: the shared package of the user lifecycle functions."""

@@ -1,0 +1,175 @@
+"""The resolver factory shared by every HTTP function, and the request/response helpers.
+
+Every JSON error is RFC 9457 problem details; every response carries ``Cache-Control: no-store``
+and ``Referrer-Policy: no-referrer``. Request bodies are validated by the package's own models
+(``usermgmt.models``), which name each offending field; see docs/decisions.md for why Powertools'
+``enable_validation`` is off.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from typing import Any
+from urllib.parse import unquote
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+
+from usermgmt.adapters.dynamo import StoreUnavailable
+from usermgmt.auth import RequestCtx
+from usermgmt.errors import (
+    ApiError,
+    DependencyUnavailable,
+    InvalidJson,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RouteNotFound,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from usermgmt.errors import FieldProblem as FieldProblem
+from usermgmt.observability import count, logger
+from usermgmt.settings import MAX_BODY_BYTES
+
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+BASE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _dumps(body: Any) -> str:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_response(status: int, body: Any, *, etag: int | None = None, headers: dict[str, str] | None = None) -> Response:
+    all_headers = dict(BASE_HEADERS)
+    if etag is not None:
+        all_headers["ETag"] = f'"{etag}"'
+    all_headers.update(headers or {})
+    return Response(status_code=status, content_type=JSON, body=_dumps(body), headers=all_headers)
+
+
+def empty_response(status: int, *, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, body="", headers={**BASE_HEADERS, **(headers or {})})
+
+
+def problem_response(err: ApiError) -> Response:
+    return Response(
+        status_code=err.status,
+        content_type=PROBLEM,
+        body=_dumps(err.problem()),
+        headers={**BASE_HEADERS, **err.headers},
+    )
+
+
+def make_resolver() -> APIGatewayHttpResolver:
+    app = APIGatewayHttpResolver()
+
+    @app.exception_handler(ApiError)
+    def _api_error(err: ApiError) -> Response:
+        count("ClientError" if err.status < 500 else "ServerError")
+        if err.status >= 500:
+            logger.warning("request failed", extra={"code": err.code})
+        return problem_response(err)
+
+    @app.exception_handler(StoreUnavailable)
+    def _store_down(err: StoreUnavailable) -> Response:
+        logger.warning("table unavailable", extra={"code": "dependency_unavailable"})
+        count("ServerError")
+        return problem_response(DependencyUnavailable())
+
+    @app.exception_handler(Exception)
+    def _unexpected(err: Exception) -> Response:
+        # Type and frames only: an exception message may carry user data.
+        frames = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in traceback.extract_tb(err.__traceback__)]
+        count("ServerError")
+        logger.error("unhandled error", extra={"error_type": type(err).__name__, "frames": frames[-8:]})
+        return problem_response(ApiError("An unexpected error occurred"))
+
+    @app.not_found
+    def _not_found(_: Exception) -> Response:
+        count("ClientError")
+        return problem_response(RouteNotFound())
+
+    return app
+
+
+# ------------------------------------------------------------------------------------------------
+# request helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def request_ctx(app: APIGatewayHttpResolver) -> RequestCtx:
+    event = app.current_event
+    rc = event.request_context
+    claims: dict[str, Any] = {}
+    try:
+        claims = dict(rc.authorizer.jwt_claim or {})
+    except (AttributeError, KeyError, TypeError):
+        claims = {}
+    iat: int | None
+    try:
+        iat = int(float(str(claims["iat"])))
+    except (KeyError, TypeError, ValueError):
+        iat = None
+    sub = claims.get("sub")
+    return RequestCtx(
+        sub=str(sub) if sub else None,
+        iat=iat,
+        request_id=rc.request_id or "",
+        source_ip=rc.http.source_ip or "",
+    )
+
+
+def path_user_id(raw: str) -> str:
+    """Path ids arrive percent-encoded (``auth0%7C...``) or already decoded; accept both."""
+    return unquote(raw) if "%" in raw else raw
+
+
+def json_body(app: APIGatewayHttpResolver) -> Any:
+    event = app.current_event
+    raw = event.decoded_body or ""
+    if len(raw.encode()) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"The body must be at most {MAX_BODY_BYTES} bytes")
+    content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type != JSON and not content_type.endswith("+json"):
+        raise UnsupportedMediaType()
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        raise InvalidJson() from None
+
+
+def if_match(app: APIGatewayHttpResolver) -> int | None:
+    """The version a client says it edits; None when it sent no ``If-Match`` (or ``*``)."""
+    value = (app.current_event.headers.get("if-match") or "").strip()
+    if not value or value == "*":
+        return None
+    if value.startswith("W/"):
+        value = value[2:]
+    try:
+        return int(value.strip('"'))
+    except ValueError:
+        raise ValidationFailed(
+            "If-Match must be an ETag of this API", errors=[FieldProblem("If-Match", "must be a version ETag")]
+        ) from None
+
+
+def query_int(app: APIGatewayHttpResolver, name: str, default: int, low: int, high: int) -> int:
+    raw = app.current_event.get_query_string_value(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ValidationFailed(errors=[FieldProblem(name, f"must be an integer from {low} to {high}")])
+    return value
+
+
+def method_not_allowed() -> Response:
+    return problem_response(MethodNotAllowed())

@@ -1,0 +1,85 @@
+"""Who is calling, and what they may do to whom (SPEC section 3).
+
+The JWT authorizer has verified the token before a handler runs. Here the caller is identified by
+``sub`` alone and checked against the record on every request; roles come from the record, never
+from token claims.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from usermgmt.errors import Forbidden, Unauthenticated, UserNotFound
+from usermgmt.errors import TokenRevoked as TokenRevoked
+from usermgmt.models import ACTIVE, User
+
+CallerKind = Literal["platform", "delegated", "self"]
+
+
+@dataclass(frozen=True)
+class RequestCtx:
+    """What a handler knows about the request: verified claims, request id, source address."""
+
+    sub: str | None
+    iat: int | None
+    request_id: str
+    source_ip: str = ""
+
+    def require_sub(self) -> str:
+        if not self.sub:
+            raise Unauthenticated("The token has no subject")
+        return self.sub
+
+
+@dataclass(frozen=True)
+class Access:
+    """The rules that apply to one caller acting on one target."""
+
+    kind: CallerKind
+    caller: User
+    target: User
+    # accounts whose memberships the caller may see and edit (None: all)
+    accounts: frozenset[str] | None
+
+    @property
+    def actor(self) -> str:
+        return self.caller.id
+
+
+def authenticate(ctx: RequestCtx, caller: User | None) -> User:
+    """Refuse a caller that is unknown, not ACTIVE, or holds a token issued before tokensValidAfter."""
+    if caller is None or caller.status != ACTIVE:
+        raise TokenRevoked()
+    if ctx.iat is None or ctx.iat < caller.tokens_valid_after:
+        raise TokenRevoked()
+    return caller
+
+
+def self_access(caller: User) -> Access:
+    return Access("self", caller, caller, None)
+
+
+def admin_access(caller: User, target: User | None) -> Access:
+    """Administrator rules for ``/users/{userId}`` routes; 404 for anything outside the caller's scope."""
+    if caller.is_platform_admin:
+        if target is None:
+            raise UserNotFound()
+        return Access("platform", caller, target, None)
+    administered = caller.administered_accounts()
+    if not administered or target is None or target.is_platform_admin:
+        raise UserNotFound()
+    if not target.account_ids & administered:
+        raise UserNotFound()
+    return Access("delegated", caller, target, administered)
+
+
+def require_platform(access: Access) -> None:
+    """Actions only a platform administrator may take (the target is already in scope)."""
+    if access.kind != "platform":
+        raise Forbidden("Only a platform administrator may do this")
+
+
+def forbid_self(access: Access, what: str) -> None:
+    if access.caller.id == access.target.id:
+        raise Forbidden(f"You cannot {what} yourself")

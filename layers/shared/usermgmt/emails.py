@@ -1,0 +1,97 @@
+"""The emails this system sends: plain text and HTML, links on PUBLIC_BASE_URL only."""
+
+from __future__ import annotations
+
+from html import escape
+
+from usermgmt.ports import Email
+
+
+def mask(email: str) -> str:
+    """j***@acme.example: enough for a person to recognise, not to harvest."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def _render(to: str, subject: str, greeting: str, paragraphs: list[str], link: tuple[str, str] | None = None) -> Email:
+    text_parts = [greeting, *paragraphs]
+    html_parts = [f"<p>{escape(greeting)}</p>", *(f"<p>{escape(p)}</p>" for p in paragraphs)]
+    if link:
+        label, url = link
+        text_parts.append(f"{label}: {url}")
+        html_parts.append(f'<p><a href="{escape(url, quote=True)}">{escape(label)}</a></p>')
+    text = "\n\n".join(text_parts) + "\n"
+    html = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(subject)}</title></head><body>{''.join(html_parts)}</body></html>"
+    )
+    return Email(to=to, subject=subject, text=text, html=html)
+
+
+def verify_address(to: str, first_name: str, url: str, ttl_hours: float) -> Email:
+    return _render(
+        to,
+        "Confirm your email address",
+        f"Hello {first_name},",
+        [
+            "Please confirm that this is the email address you want to use to sign in.",
+            f"The link works once and expires in {ttl_hours:g} hours.",
+            "If you did not ask for this, ignore this email: nothing changes until the address is confirmed.",
+        ],
+        ("Confirm this email address", url),
+    )
+
+
+def email_change_notice(to: str, first_name: str, new_address: str, cancel_url: str) -> Email:
+    return _render(
+        to,
+        "Your sign-in email address is being changed",
+        f"Hello {first_name},",
+        [
+            f"A change of your sign-in email address to {mask(new_address)} was requested.",
+            "You keep signing in with this address until the new one is confirmed.",
+            "If this was not you, cancel the change.",
+        ],
+        ("Cancel this change", cancel_url),
+    )
+
+
+def email_changed(to: str, first_name: str, new_address: str) -> Email:
+    return _render(
+        to,
+        "Your sign-in email address was changed",
+        f"Hello {first_name},",
+        [f"Your sign-in email address is now {mask(new_address)}. If this was not you, contact your administrator."],
+    )
+
+
+def access_changed(to: str, first_name: str, summary: list[str]) -> Email:
+    return _render(
+        to,
+        "Your account access has changed",
+        f"Hello {first_name},",
+        ["Your role or account assignment has changed:", *summary],
+    )
+
+
+def password_reset(to: str, first_name: str, url: str, ttl_minutes: float) -> Email:
+    return _render(
+        to,
+        "Reset your password",
+        f"Hello {first_name},",
+        [
+            "Someone asked to reset the password of your account.",
+            f"The link works once and expires in {ttl_minutes:g} minutes.",
+            "If this was not you, ignore this email: your password stays as it is.",
+        ],
+        ("Choose a new password", url),
+    )
+
+
+def password_changed(to: str, first_name: str) -> Email:
+    return _render(
+        to,
+        "Your password was changed",
+        f"Hello {first_name},",
+        ["The password of your account was just changed. If this was not you, contact your administrator."],
+    )

@@ -1,0 +1,180 @@
+"""The package's own errors.
+
+Two families:
+
+* ``ApiError`` and its subclasses are what a client sees: each carries the HTTP status and the
+  stable ``code`` of SPEC section 9 and renders as RFC 9457 problem details.
+* ``IdpError`` and its subclasses are what the identity-provider port raises. Adapters translate
+  vendor failures into them in one place; the service decides what they mean for a request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+PROBLEM_TYPE_BASE = "https://usermgmt.dev/problems/"
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    field: str
+    message: str
+
+
+class ApiError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+    title: str = "Internal error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        errors: list[FieldProblem] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.errors = errors or []
+        self.headers = headers or {}
+
+    def problem(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": PROBLEM_TYPE_BASE + self.code,
+            "title": self.title,
+            "status": self.status,
+            "code": self.code,
+            "detail": self.detail,
+        }
+        if self.errors:
+            body["errors"] = [{"field": e.field, "message": e.message} for e in self.errors]
+        return body
+
+
+class InvalidJson(ApiError):
+    status, code, title = 400, "invalid_json", "The request body is not valid JSON"
+
+
+class PasswordTooWeak(ApiError):
+    status, code, title = 400, "password_too_weak", "The password does not meet the password policy"
+
+
+class Unauthenticated(ApiError):
+    status, code, title = 401, "unauthenticated", "Authentication is required"
+
+
+class TokenRevoked(ApiError):
+    status, code, title = 401, "token_revoked", "This token is no longer accepted"
+
+
+class Forbidden(ApiError):
+    status, code, title = 403, "forbidden", "This action is not allowed"
+
+
+class UserNotFound(ApiError):
+    status, code, title = 404, "user_not_found", "User not found"
+
+
+class RouteNotFound(ApiError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class MethodNotAllowed(ApiError):
+    status, code, title = 405, "method_not_allowed", "Method not allowed"
+
+
+class EmailTaken(ApiError):
+    status, code, title = 409, "email_taken", "This email address is already in use"
+
+
+class EmailImmutable(ApiError):
+    status, code, title = 409, "email_immutable", "The login email cannot be changed"
+
+
+class UserSuspended(ApiError):
+    status, code, title = 409, "user_suspended", "The user is suspended"
+
+
+class LinkGone(ApiError):
+    status = 410
+
+    def __init__(self, code: str, detail: str, *, can_renew: bool = False) -> None:
+        self.code = code
+        self.title = detail
+        self.can_renew = can_renew
+        super().__init__(detail)
+
+
+class VersionMismatch(ApiError):
+    status, code, title = 412, "version_mismatch", "The resource has changed since it was read"
+
+
+class PayloadTooLarge(ApiError):
+    status, code, title = 413, "payload_too_large", "The request body is too large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code, title = 415, "unsupported_media_type", "The request body must be application/json"
+
+
+class ValidationFailed(ApiError):
+    status, code, title = 422, "validation_failed", "The request has invalid fields"
+
+
+class RateLimited(ApiError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+    def __init__(self, retry_after: int, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, int(retry_after)))})
+
+
+class DependencyUnavailable(ApiError):
+    status, code, title = 503, "dependency_unavailable", "A dependency is unavailable; nothing was changed"
+
+    def __init__(self, detail: str | None = None, retry_after: int = 5) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, int(retry_after)))})
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity provider (Auth0) errors, raised by the IdentityProvider port.
+# ---------------------------------------------------------------------------------------------
+
+
+class IdpError(Exception):
+    """Base of every identity-provider failure. Messages never carry vendor text."""
+
+
+@dataclass
+class IdpUnavailable(IdpError):
+    """Transient: 429, 5xx, timeout, connection failure. Worth retrying later."""
+
+    reason: str
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        return f"identity provider unavailable ({self.reason})"
+
+
+@dataclass
+class IdpRejected(IdpError):
+    """Permanent: the provider refused the request (a 4xx other than 404/429)."""
+
+    status: int
+    error_code: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"identity provider rejected the request (status {self.status}, {self.error_code})"
+
+
+class IdpUserMissing(IdpError):
+    """The provider does not know the user (404)."""
+
+
+class IdpEmailTaken(IdpError):
+    """The provider already has another user with that email."""
+
+
+class IdpPasswordTooWeak(IdpError):
+    """The provider's password policy refused the password."""

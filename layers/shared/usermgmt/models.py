@@ -1,0 +1,219 @@
+"""The user resource (SPEC section 4): the domain record, its public view, and request models."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from usermgmt.errors import FieldProblem, ValidationFailed
+
+PROFILES = ("customer", "partner", "sales_rep", "marketing", "administrator")
+ROLES = ("Administrator", "Buyer", "Approver", "AccountAddressManager", "ProfileAddressManager")
+ADMIN_ROLE = "Administrator"
+ACTIVE = "ACTIVE"
+SUSPENDED = "SUSPENDED"
+
+Profile = Literal["customer", "partner", "sales_rep", "marketing", "administrator"]
+Role = Literal["Administrator", "Buyer", "Approver", "AccountAddressManager", "ProfileAddressManager"]
+
+
+@dataclass(frozen=True)
+class Membership:
+    account_id: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class User:
+    """The record of one user. ``version`` grows by one with every committed change."""
+
+    id: str
+    email: str
+    first_name: str
+    last_name: str
+    profile: str = "customer"
+    status: str = ACTIVE
+    email_verified: bool = False
+    pending_email: str | None = None
+    account_number: str | None = None
+    default_account_id: str | None = None
+    memberships: tuple[Membership, ...] = ()
+    idp_sync: str = "synced"
+    version: int = 1
+    created_at: str = ""
+    updated_at: str = ""
+    tokens_valid_after: int = 0
+    # purpose -> sha256 of the link that is currently valid for that purpose
+    links: dict[str, str] = field(default_factory=dict)
+    # what the Auth0 copy is behind on (read-only here: the store maintains it with the sync marker)
+    sync_fields: frozenset[str] = frozenset()
+    lease_until: float = 0
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}"
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return self.profile == "administrator"
+
+    @property
+    def account_ids(self) -> frozenset[str]:
+        return frozenset(m.account_id for m in self.memberships)
+
+    def administered_accounts(self) -> frozenset[str]:
+        return frozenset(m.account_id for m in self.memberships if ADMIN_ROLE in m.roles)
+
+    def evolve(self, **changes: Any) -> User:
+        return replace(self, **changes)
+
+
+def user_view(user: User, visible_accounts: frozenset[str] | None = None) -> dict[str, Any]:
+    """The public JSON of a user. ``visible_accounts`` limits memberships (delegated administrators)."""
+    memberships = [
+        {"accountId": m.account_id, "roles": list(m.roles)}
+        for m in user.memberships
+        if visible_accounts is None or m.account_id in visible_accounts
+    ]
+    default_account = user.default_account_id
+    if visible_accounts is not None and default_account not in visible_accounts:
+        default_account = None
+    return {
+        "id": user.id,
+        "email": user.email,
+        "emailVerified": user.email_verified,
+        "pendingEmail": user.pending_email,
+        "firstName": user.first_name,
+        "lastName": user.last_name,
+        "accountNumber": user.account_number,
+        "profile": user.profile,
+        "status": user.status,
+        "defaultAccountId": default_account,
+        "memberships": memberships,
+        "idpSync": user.idp_sync,
+        "version": user.version,
+        "createdAt": user.created_at,
+        "updatedAt": user.updated_at,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Field rules
+# ------------------------------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+
+
+def _clean_name(value: str) -> str:
+    value = unicodedata.normalize("NFC", value).strip()
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    if not 1 <= len(value) <= 100:
+        raise ValueError("must be 1 to 100 characters")
+    return value
+
+
+def normalize_email(value: str) -> str:
+    value = value.strip().lower()
+    if len(value) > 254 or not _EMAIL.match(value):
+        raise ValueError("must be a valid email address")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_clean_name)]
+EmailAddress = Annotated[str, AfterValidator(normalize_email)]
+AccountNumber = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._-]+$")]
+AccountId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class MembershipIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    accountId: AccountId
+    roles: Annotated[list[Role], Field(min_length=1, max_length=len(ROLES))]
+
+    def to_domain(self) -> Membership:
+        # keep the catalogue order so equal sets compare equal
+        return Membership(self.accountId, tuple(r for r in ROLES if r in set(self.roles)))
+
+
+class _Patch(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class SelfPatch(_Patch):
+    firstName: Name | None = None
+    lastName: Name | None = None
+    email: EmailAddress | None = None
+
+
+class DelegatedPatch(_Patch):
+    firstName: Name | None = None
+    lastName: Name | None = None
+    memberships: Annotated[list[MembershipIn], Field(max_length=50)] | None = None
+
+
+class PlatformPatch(_Patch):
+    firstName: Name | None = None
+    lastName: Name | None = None
+    email: EmailAddress | None = None
+    accountNumber: AccountNumber | None = None
+    profile: Profile | None = None
+    defaultAccountId: AccountId | None = None
+    memberships: Annotated[list[MembershipIn], Field(max_length=50)] | None = None
+
+
+PATCH_MODELS: dict[str, type[_Patch]] = {
+    "self": SelfPatch,
+    "delegated": DelegatedPatch,
+    "platform": PlatformPatch,
+}
+READ_ONLY_FIELDS = frozenset(
+    {"id", "status", "emailVerified", "pendingEmail", "idpSync", "version", "createdAt", "updatedAt"}
+)
+WRITABLE_BY_SOMEONE = frozenset(PlatformPatch.model_fields)
+NULLABLE = frozenset({"accountNumber", "defaultAccountId"})
+
+
+def parse_patch(kind: str, body: object) -> dict[str, Any]:
+    """Validate a JSON merge patch for a caller kind; return only the fields present.
+
+    Raises ``ValidationFailed`` naming every offending field; nothing is applied on error.
+    """
+    if not isinstance(body, dict):
+        raise ValidationFailed("The body must be a JSON object", errors=[FieldProblem("", "must be an object")])
+    model = PATCH_MODELS[kind]
+    allowed = set(model.model_fields)
+    problems: list[FieldProblem] = []
+    for key in body:
+        if key in allowed:
+            if body[key] is None and key not in NULLABLE:
+                problems.append(FieldProblem(key, "must not be null"))
+            continue
+        if key in READ_ONLY_FIELDS:
+            problems.append(FieldProblem(key, "is read-only"))
+        elif key in WRITABLE_BY_SOMEONE:
+            problems.append(FieldProblem(key, "cannot be changed by this caller"))
+        else:
+            problems.append(FieldProblem(key, "is not a known field"))
+    known = {k: v for k, v in body.items() if k in allowed and (v is not None or k in NULLABLE)}
+    try:
+        parsed = model.model_validate(known)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False, include_input=False, include_context=False):
+            loc = ".".join(str(p) for p in err["loc"])
+            problems.append(FieldProblem(loc, _message(err["msg"])))
+        parsed = None
+    if problems:
+        raise ValidationFailed("Some fields are invalid", errors=problems)
+    assert parsed is not None
+    return {k: getattr(parsed, k) for k in parsed.model_fields_set}
+
+
+def _message(msg: str) -> str:
+    return msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg

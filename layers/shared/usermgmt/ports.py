@@ -1,0 +1,82 @@
+"""Ports: the small interfaces the service depends on. Adapters implement them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class IdpUserUpdate:
+    """Absolute values to set on the identity provider's user. ``None`` means "leave as is".
+
+    The adapter splits the change into as many PATCH calls as the provider needs (Auth0 refuses
+    some combinations) and sends the connection name where the provider requires it.
+    """
+
+    name: str | None = None
+    given_name: str | None = None
+    family_name: str | None = None
+    blocked: bool | None = None
+    email: str | None = None
+    email_verified: bool | None = None
+
+    def is_empty(self) -> bool:
+        return all(v is None for v in (self.name, self.given_name, self.family_name, self.blocked, self.email, self.email_verified))
+
+
+@dataclass(frozen=True)
+class IdpUser:
+    user_id: str
+    email: str | None
+    email_verified: bool
+    blocked: bool
+    name: str | None
+    given_name: str | None
+    family_name: str | None
+
+
+class IdentityProvider(Protocol):
+    """Auth0 (or the local stand-in). Every method is idempotent.
+
+    Raises ``IdpUnavailable`` (transient), ``IdpRejected`` (permanent), ``IdpUserMissing``,
+    ``IdpEmailTaken`` and ``IdpPasswordTooWeak`` from ``usermgmt.errors``; nothing else.
+    """
+
+    def get_user(self, user_id: str) -> IdpUser | None: ...
+
+    def update_user(self, user_id: str, update: IdpUserUpdate) -> None: ...
+
+    def set_password(self, user_id: str, password: str) -> None: ...
+
+    def delete_user(self, user_id: str) -> None:
+        """Delete; a user the provider does not know counts as deleted."""
+        ...
+
+    def revoke_sessions(self, user_id: str) -> None:
+        """End the user's sessions and refresh tokens."""
+        ...
+
+
+@dataclass(frozen=True)
+class Email:
+    to: str
+    subject: str
+    text: str
+    html: str
+
+
+class Mailer(Protocol):
+    def send(self, email: Email) -> None:
+        """Send one email. Raises ``MailUnavailable`` on failure."""
+        ...
+
+
+class MailUnavailable(Exception):
+    """The mail service refused or could not be reached."""
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        ...

@@ -1,0 +1,1 @@
+"""Use cases: authorization, state transitions and the order of side effects."""

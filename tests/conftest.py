@@ -1,0 +1,280 @@
+"""Shared fixtures: moto-backed table built from template.yaml, fakes, and a handler invoker."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.fakes.fake_idp import FakeIdentityProvider
+from usermgmt import container as container_module
+from usermgmt.models import Membership, User
+from usermgmt.ports import Email, MailUnavailable
+from usermgmt.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = ROOT / "events"
+TABLE = "usermgmt-test"
+START = 1_800_000_000.0
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
+    monkeypatch.setenv("AWS_REGION", "eu-central-1")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "usermgmt")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "UserManagementTest")
+
+
+@pytest.fixture(autouse=True)
+def _reset_metrics() -> Iterator[None]:
+    from usermgmt.observability import metrics
+
+    yield
+    metrics.clear_metrics()
+
+
+class FakeClock:
+    def __init__(self, start: float = START) -> None:
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class RecordingMailer:
+    def __init__(self) -> None:
+        self.sent: list[Email] = []
+        self.failing = False
+
+    def send(self, email: Email) -> None:
+        if self.failing:
+            raise MailUnavailable("MessageRejected")
+        self.sent.append(email)
+
+    def to(self, address: str) -> list[Email]:
+        return [e for e in self.sent if e.to == address]
+
+
+def table_definition() -> dict[str, Any]:
+    """The table exactly as template.yaml defines it (never a hand copy)."""
+    from local.template import load_template
+
+    resources = load_template(ROOT / "template.yaml")["Resources"]
+    (table,) = [r for r in resources.values() if r["Type"] == "AWS::DynamoDB::Table"]
+    return dict(table["Properties"])
+
+
+def create_table(client: Any, name: str) -> None:
+    props = table_definition()
+    kwargs: dict[str, Any] = {
+        "TableName": name,
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    if props.get("GlobalSecondaryIndexes"):
+        kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    client.create_table(**kwargs)
+    ttl = props.get("TimeToLiveSpecification")
+    if ttl:
+        client.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+
+
+def user_id_for(email: str) -> str:
+    return "auth0|" + hashlib.sha256(email.lower().encode()).hexdigest()[:24]
+
+
+@dataclass
+class Env:
+    """A wired container over moto with fakes for Auth0, SES and the clock."""
+
+    container: container_module.Container
+    idp: FakeIdentityProvider
+    mailer: RecordingMailer
+    clock: FakeClock
+    dynamodb: Any
+    handlers: dict[str, ModuleType] = field(default_factory=dict)
+
+    @property
+    def store(self) -> Any:
+        return self.container.store
+
+    def add_account(self, account_id: str, name: str | None = None) -> None:
+        self.store.put_account(account_id, name or account_id.title())
+
+    def add_user(
+        self,
+        email: str,
+        *,
+        first: str = "Test",
+        last: str = "User",
+        profile: str = "customer",
+        memberships: dict[str, list[str]] | None = None,
+        status: str = "ACTIVE",
+        default: str | None = None,
+        account_number: str | None = None,
+    ) -> User:
+        memberships = memberships or {}
+        user = User(
+            id=user_id_for(email),
+            email=email.lower(),
+            email_verified=True,
+            first_name=first,
+            last_name=last,
+            profile=profile,
+            status=status,
+            memberships=tuple(Membership(a, tuple(r)) for a, r in memberships.items()),
+            default_account_id=default or (next(iter(memberships)) if memberships else None),
+            account_number=account_number,
+            created_at="2026-01-01T00:00:00.000Z",
+            updated_at="2026-01-01T00:00:00.000Z",
+        )
+        self.store.put_user(user)
+        self.idp.add_user(
+            user.id, user.email, given_name=first, family_name=last, blocked=status != "ACTIVE", password="Passw0rd!x"
+        )
+        return user
+
+    def user(self, user_id: str) -> User | None:
+        return self.store.get_user(user_id)
+
+    def handler(self, name: str) -> ModuleType:
+        if name not in self.handlers:
+            self.handlers[name] = load_handler(name)
+        return self.handlers[name]
+
+    def call(
+        self,
+        function: str,
+        method: str,
+        path: str,
+        *,
+        as_user: User | str | None = None,
+        iat: float | None = None,
+        body: Any = None,
+        raw_body: str | None = None,
+        headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+        source_ip: str = "203.0.113.10",
+    ) -> Response:
+        event = http_event(method, path, body=body, raw_body=raw_body, headers=headers, query=query, source_ip=source_ip)
+        if as_user is None:
+            event["requestContext"].pop("authorizer", None)
+        else:
+            sub = as_user if isinstance(as_user, str) else as_user.id
+            claims = event["requestContext"]["authorizer"]["jwt"]["claims"]
+            claims["sub"] = sub
+            claims["iat"] = str(int(self.clock.now() if iat is None else iat))
+        result = self.handler(function).lambda_handler(event, LambdaContext(function))
+        return Response(result)
+
+
+class Response:
+    def __init__(self, result: dict[str, Any]) -> None:
+        self.raw = result
+        self.status: int = result["statusCode"]
+        self.headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
+        self.text: str = result.get("body") or ""
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.text[:300]}>"
+
+
+class LambdaContext:
+    def __init__(self, name: str) -> None:
+        self.function_name = name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = 512
+        self.invoked_function_arn = f"arn:aws:lambda:eu-central-1:123456789012:function:{name}"
+        self.aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 15_000
+
+
+def http_event(
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    raw_body: str | None = None,
+    headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+    source_ip: str = "203.0.113.10",
+) -> dict[str, Any]:
+    event = copy.deepcopy(json.loads((EVENTS / "http-get-me.json").read_text()))
+    event["routeKey"] = f"{method} {path}"
+    event["rawPath"] = path
+    event["requestContext"]["http"]["method"] = method
+    event["requestContext"]["http"]["path"] = path
+    event["requestContext"]["http"]["sourceIp"] = source_ip
+    event["headers"].pop("authorization", None)
+    if query:
+        from urllib.parse import urlencode
+
+        event["rawQueryString"] = urlencode(query)
+        event["queryStringParameters"] = dict(query)
+    if body is not None:
+        event["body"] = json.dumps(body)
+        event["headers"]["content-type"] = "application/json"
+    if raw_body is not None:
+        event["body"] = raw_body
+    for k, v in (headers or {}).items():
+        event["headers"][k.lower()] = v
+    return event
+
+
+def load_handler(function_dir: str) -> ModuleType:
+    """Import ``functions/<dir>/<dir_with_underscores>.py`` by path, as the Lambda runtime would."""
+    module_name = function_dir.replace("-", "_")
+    path = ROOT / "functions" / function_dir / f"{module_name}.py"
+    spec = importlib.util.spec_from_file_location(f"handler_{module_name}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    from moto import mock_aws
+
+    with mock_aws():
+        import boto3
+
+        dynamodb = boto3.client("dynamodb", region_name="eu-central-1")
+        create_table(dynamodb, TABLE)
+        settings = Settings(table_name=TABLE, public_base_url="https://users.example.com", auth0_domain="tenant.example")
+        idp = FakeIdentityProvider()
+        mailer = RecordingMailer()
+        clock = FakeClock()
+        c = container_module.Container(settings, idp=idp, mailer=mailer, clock=clock)
+        container_module.override(c)
+        e = Env(container=c, idp=idp, mailer=mailer, clock=clock, dynamodb=dynamodb)
+        e.add_account("acme", "Acme Corp")
+        e.add_account("globex", "Globex Inc")
+        try:
+            yield e
+        finally:
+            container_module.reset()

@@ -1,0 +1,114 @@
+"""update-user end to end through lambda_handler, over moto, with fake Auth0/SES and an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Env
+from usermgmt.errors import IdpRejected, IdpUnavailable
+
+FN = "update-user"
+
+
+@pytest.fixture
+def people(env: Env) -> dict[str, object]:
+    return {
+        "admin": env.add_user("ada@example.com", first="Ada", last="Admin", profile="administrator", memberships={"acme": ["Administrator"]}),
+        "dana": env.add_user("dana@acme.example", first="Dana", last="Delegate", memberships={"acme": ["Administrator", "Buyer"]}),
+        "bob": env.add_user("bob@acme.example", first="Bob", last="Buyer", memberships={"acme": ["Buyer"]}),
+        "carol": env.add_user("carol@example.com", first="Carol", last="Both", memberships={"acme": ["Buyer"], "globex": ["Approver"]}),
+        "gus": env.add_user("gus@globex.example", first="Gus", last="Globex", memberships={"globex": ["Buyer"]}),
+    }
+
+
+def test_get_me_returns_own_record_with_etag(env: Env, people: dict) -> None:
+    r = env.call(FN, "GET", "/me", as_user=people["bob"])
+    assert r.status == 200, r
+    assert r.json()["email"] == "bob@acme.example"
+    assert r.headers["etag"] == '"1"'
+    assert r.headers["cache-control"] == "no-store"
+
+
+def test_delegated_admin_sees_only_memberships_of_own_accounts(env: Env, people: dict) -> None:
+    carol = people["carol"]
+    r = env.call(FN, "GET", f"/users/{carol.id.replace('|', '%7C')}", as_user=people["dana"])
+    assert r.status == 200, r
+    assert [m["accountId"] for m in r.json()["memberships"]] == ["acme"]
+
+
+def test_delegated_admin_out_of_scope_is_404(env: Env, people: dict) -> None:
+    r = env.call(FN, "GET", f"/users/{people['gus'].id}", as_user=people["dana"])
+    assert r.status == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "user_not_found"
+
+
+def test_token_older_than_tokens_valid_after_is_refused(env: Env, people: dict) -> None:
+    bob = people["bob"]
+    env.store.put_user(bob.evolve(tokens_valid_after=int(env.clock.now()) + 1))
+    r = env.call(FN, "GET", "/me", as_user=bob, iat=env.clock.now())
+    assert r.status == 401 and r.json()["code"] == "token_revoked"
+
+
+def test_patch_name_syncs_auth0_and_audits(env: Env, people: dict) -> None:
+    bob = people["bob"]
+    r = env.call(FN, "PATCH", "/me", as_user=bob, body={"firstName": "  Robert "})
+    assert r.status == 200, r
+    body = r.json()
+    assert body["firstName"] == "Robert" and body["version"] == 2 and body["idpSync"] == "synced"
+    assert r.headers["etag"] == '"2"'
+    assert env.idp.users[bob.id].given_name == "Robert"
+    assert env.idp.users[bob.id].name == "Robert Buyer"
+    stored = env.user(bob.id)
+    assert stored.first_name == "Robert" and stored.idp_sync == "synced" and not stored.sync_fields
+    audit = env.call(FN, "GET", f"/users/{bob.id}/audit", as_user=people["admin"]).json()
+    assert audit["items"][0]["changes"] == [{"field": "firstName", "from": "Bob", "to": "Robert"}]
+
+
+def test_patch_rejects_unknown_readonly_and_forbidden_fields_and_changes_nothing(env: Env, people: dict) -> None:
+    bob = people["bob"]
+    r = env.call(FN, "PATCH", "/me", as_user=bob, body={"firstName": "X", "status": "SUSPENDED", "profile": "administrator", "nope": 1})
+    assert r.status == 422
+    fields = {e["field"] for e in r.json()["errors"]}
+    assert fields == {"status", "profile", "nope"}
+    assert env.user(bob.id) == bob.evolve(links={}) or env.user(bob.id).version == 1
+
+
+def test_pending_when_auth0_down_then_sync_run_finishes(env: Env, people: dict) -> None:
+    bob = people["bob"]
+    env.idp.fail_next(1, IdpUnavailable("http 503"))
+    r = env.call(FN, "PATCH", "/me", as_user=bob, body={"lastName": "Builder"})
+    assert r.status == 200 and r.json()["idpSync"] == "pending"
+    assert env.idp.users[bob.id].family_name == "Buyer"
+    from usermgmt.service.sync import SyncEngine
+
+    outcome = SyncEngine(env.container).run_due()
+    assert outcome["synced"] == 1
+    assert env.idp.users[bob.id].family_name == "Builder"
+    assert env.user(bob.id).idp_sync == "synced"
+
+
+def test_permanent_auth0_refusal_is_failed(env: Env, people: dict) -> None:
+    bob = people["bob"]
+    env.idp.fail_next(1, IdpRejected(400, "invalid_body"))
+    r = env.call(FN, "PATCH", "/me", as_user=bob, body={"lastName": "Builder"})
+    assert r.status == 200 and r.json()["idpSync"] == "failed"
+    assert env.user(bob.id).idp_sync == "failed"
+
+
+def test_stale_if_match_is_412_and_changes_nothing(env: Env, people: dict) -> None:
+    bob = people["bob"]
+    r = env.call(FN, "PATCH", f"/users/{bob.id}", as_user=people["admin"], body={"firstName": "Z"}, headers={"If-Match": '"7"'})
+    assert r.status == 412 and r.json()["code"] == "version_mismatch"
+    assert env.user(bob.id).first_name == "Bob"
+
+
+def test_email_change_sends_verify_and_notice(env: Env, people: dict) -> None:
+    bob = people["bob"]
+    r = env.call(FN, "PATCH", "/me", as_user=bob, body={"email": "Robert@New.Example"})
+    assert r.status == 200, r
+    assert r.json()["pendingEmail"] == "robert@new.example" and r.json()["email"] == "bob@acme.example"
+    assert len(env.mailer.to("robert@new.example")) == 1
+    assert "/email-verification/" in env.mailer.to("robert@new.example")[0].text
+    assert "/email-change/" in env.mailer.to("bob@acme.example")[0].text
+    assert not env.idp.calls_to("update_user")
