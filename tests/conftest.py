@@ -6,6 +6,8 @@ import copy
 import hashlib
 import importlib.util
 import json
+import logging
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,6 +39,58 @@ def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_REGION", "eu-central-1")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "usermgmt")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "UserManagementTest")
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # pragma: no cover - a broken record is itself worth seeing
+            self.lines.append(repr(record.__dict__))
+
+
+_ENVS: list[Env] = []
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.")
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+LINK_TOKEN = re.compile(r"/(?:password-reset|email-verification|email-change)/([A-Za-z0-9_-]{20,})")
+
+
+@pytest.fixture(autouse=True)
+def log_canary() -> Iterator[_Capture]:
+    """Fails a test whose logs carry a token, a JWT, a password or an email address (SPEC section 10)."""
+    from usermgmt.observability import logger
+
+    capture = _Capture()
+    capture.setFormatter(logger.registered_formatter)
+    targets = [logging.getLogger(logger.name), logging.getLogger()]
+    for target in targets:
+        target.addHandler(capture)
+    yield capture
+    for target in targets:
+        target.removeHandler(capture)
+    findings = canary_findings(capture.lines, _ENVS)
+    _ENVS.clear()
+    assert not findings, f"log canary: {findings}"
+
+
+def canary_findings(lines: list[str], envs: list[Env]) -> list[str]:
+    """What must never be logged: link tokens, passwords, JWTs, email addresses."""
+    text = "\n".join(lines)
+    secrets: set[str] = set()
+    for e in envs:
+        for email in e.mailer.sent:
+            secrets.update(LINK_TOKEN.findall(email.text))
+        secrets.update(e.idp.passwords.values())
+    findings = ["a link token or password" for s in secrets if s and s in text]
+    if JWT.search(text):
+        findings.append("a JWT")
+    if EMAIL.search(text):
+        findings.append("an email address")
+    return findings
 
 
 @pytest.fixture(autouse=True)
@@ -272,6 +326,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         c = container_module.Container(settings, idp=idp, mailer=mailer, clock=clock)
         container_module.override(c)
         e = Env(container=c, idp=idp, mailer=mailer, clock=clock, dynamodb=dynamodb)
+        _ENVS.append(e)
         e.add_account("acme", "Acme Corp")
         e.add_account("globex", "Globex Inc")
         try:

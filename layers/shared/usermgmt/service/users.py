@@ -167,6 +167,10 @@ class UserService:
                     before.id, owner, after, after.version, after.sync_fields, 0, inline=True
                 )
                 after = after.evolve(idp_sync=state)
+            logger.info(
+                "change committed",
+                extra={"action": plan.action, "target": before.id, "version": after.version, "idpSync": after.idp_sync},
+            )
             self.send(plan.emails)
             count(f"User{plan.action.split('.')[-1].title().replace('_', '')}")
             return Written(after, access, changed=True)

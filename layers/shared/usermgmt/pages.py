@@ -1,0 +1,113 @@
+"""Link pages: plain, accessible HTML with no external assets, for people clicking links in emails.
+
+Browsers (``Accept: text/html``) get pages; every other caller gets JSON / problem+json. Every
+response carries ``Cache-Control: no-store`` and ``Referrer-Policy: no-referrer`` (SPEC section 10).
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Any
+from urllib.parse import parse_qs
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+
+from usermgmt.api import BASE_HEADERS, JSON, json_response, problem_response
+from usermgmt.errors import ApiError, InvalidJson, LinkGone, PayloadTooLarge, UnsupportedMediaType
+from usermgmt.settings import MAX_BODY_BYTES
+
+FORM = "application/x-www-form-urlencoded"
+PAGE_HEADERS = {
+    **BASE_HEADERS,
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+}
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;line-height:1.5;color:#111}"
+    "label{display:block;margin-top:1rem;font-weight:600}input{font-size:1rem;padding:.5rem;width:100%;box-sizing:border-box}"
+    "button{margin-top:1.5rem;font-size:1rem;padding:.6rem 1.2rem;cursor:pointer}"
+    ".error{color:#a00;font-weight:600}"
+)
+
+
+def wants_html(app: APIGatewayHttpResolver) -> bool:
+    accept = (app.current_event.headers.get("accept") or "").lower()
+    return "text/html" in accept
+
+
+def page(title: str, body_html: str, status: int = 200) -> Response:
+    html = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
+        f'<body><main><h1>{escape(title)}</h1>{body_html}</main></body></html>'
+    )
+    return Response(status_code=status, content_type="text/html; charset=utf-8", body=html, headers=dict(PAGE_HEADERS))
+
+
+def paragraph(text: str, css_class: str | None = None) -> str:
+    cls = f' class="{css_class}"' if css_class else ""
+    return f"<p{cls}>{escape(text)}</p>"
+
+
+def button_form(action: str, label: str, fields_html: str = "") -> str:
+    return f'<form method="post" action="{escape(action, quote=True)}">{fields_html}<button type="submit">{escape(label)}</button></form>'
+
+
+def gone(app: APIGatewayHttpResolver, err: LinkGone, renew_action: str | None = None) -> Response:
+    """410 for an expired, used, superseded or unknown link: a page for people, problem+json otherwise."""
+    if not wants_html(app):
+        response = problem_response(err)
+        response.headers.update(PAGE_HEADERS)
+        return response
+    body = paragraph(err.detail)
+    if renew_action and err.can_renew:
+        body += paragraph("You can ask for a new link; it is sent to the address on file.")
+        body += button_form(renew_action, "Send a new link")
+    return page("This link cannot be used", body, status=410)
+
+
+def error(app: APIGatewayHttpResolver, err: ApiError, title: str, body_html: str = "") -> Response:
+    if not wants_html(app):
+        response = problem_response(err)
+        response.headers.update(PAGE_HEADERS)
+        return response
+    return page(title, paragraph(err.detail, "error") + body_html, status=err.status)
+
+
+def done(app: APIGatewayHttpResolver, result: str, title: str, message: str) -> Response:
+    """200 after a successful link POST: a page for people, ``{"result": ...}`` otherwise."""
+    if wants_html(app):
+        return page(title, paragraph(message))
+    response = json_response(200, {"result": result})
+    response.headers.update(PAGE_HEADERS)
+    return response
+
+
+def json_answer(status: int, body: Any) -> Response:
+    response = json_response(status, body)
+    response.headers.update(PAGE_HEADERS)
+    return response
+
+
+def form_or_json(app: APIGatewayHttpResolver) -> dict[str, str]:
+    """A link POST's fields, from a form submission or a JSON body (empty body: no fields)."""
+    event = app.current_event
+    raw = event.decoded_body or ""
+    if len(raw.encode()) > MAX_BODY_BYTES:
+        raise PayloadTooLarge()
+    if not raw:
+        return {}
+    content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type == FORM:
+        return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+    if content_type == JSON or content_type.endswith("+json"):
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise InvalidJson() from None
+        if not isinstance(data, dict):
+            raise InvalidJson("The body must be a JSON object")
+        return {str(k): v for k, v in data.items()}
+    raise UnsupportedMediaType("The body must be JSON or a form")

@@ -1,0 +1,68 @@
+"""Is this link usable? One answer for every link route (SPEC sections 6, 8, 10).
+
+A link is good when its item exists for that purpose, is unused, is still the user's current link
+for the purpose (``user.links[purpose]``; suspension, deletion, a newer link or a password change
+remove it), is bound to the address it was issued for, and has not expired. Expiry is checked
+here, never left to DynamoDB TTL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from usermgmt.adapters.dynamo import DynamoStore, Link
+from usermgmt.errors import LinkGone
+from usermgmt.links import VERIFY, address_hash, hash_token, plausible_token
+from usermgmt.models import ACTIVE, User
+
+INVALID = "link_invalid"
+USED = "link_used"
+SUPERSEDED = "link_superseded"
+EXPIRED = "link_expired"
+
+MESSAGES = {
+    INVALID: "This link is not valid.",
+    USED: "This link has already been used.",
+    SUPERSEDED: "A newer link was sent; only the newest one works.",
+    EXPIRED: "This link has expired.",
+}
+
+
+def gone(code: str, *, can_renew: bool = False) -> LinkGone:
+    return LinkGone(code, MESSAGES[code], can_renew=can_renew)
+
+
+@dataclass(frozen=True)
+class CheckedLink:
+    link: Link
+    user: User
+
+
+def verify_target(user: User) -> str | None:
+    """The address a verification link of this user confirms: the pending one, else an unverified current one."""
+    if user.pending_email:
+        return user.pending_email
+    return None if user.email_verified else user.email
+
+
+def check(store: DynamoStore, token: str, purpose: str, now: float) -> CheckedLink:
+    """Raise ``LinkGone`` with the right code, or return the link and its (ACTIVE) user."""
+    if not plausible_token(token):
+        raise gone(INVALID)
+    link = store.get_link(hash_token(token))
+    if link is None or link.purpose != purpose:
+        raise gone(INVALID)
+    user = store.get_user(link.user_id)
+    if user is None or user.status != ACTIVE:
+        raise gone(INVALID)
+    if link.status == "used":
+        raise gone(USED)
+    if user.links.get(purpose) != link.token_hash:
+        raise gone(SUPERSEDED)
+    if purpose == VERIFY:
+        target = verify_target(user)
+        if target is None or link.address_hash != address_hash(target):
+            raise gone(SUPERSEDED)
+    if link.expires_at <= now:
+        raise gone(EXPIRED, can_renew=True)
+    return CheckedLink(link, user)

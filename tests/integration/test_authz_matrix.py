@@ -1,0 +1,196 @@
+"""The authorization matrix: caller kind x route x relation to the target -> status (SPEC section 3).
+
+Every HttpApi route of template.yaml must be either in MATRIX or in PUBLIC_ROUTES:
+``test_every_route_is_in_the_matrix`` fails when a route is added without its rows.
+A refused row must also have changed nothing (no audit entry, no Auth0 call, no email).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Env
+from usermgmt.models import User
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PUBLIC_ROUTES = {
+    ("POST", "/password-reset"),
+    ("GET", "/password-reset/{token}"),
+    ("POST", "/password-reset/{token}"),
+    ("POST", "/password-reset/{token}/renew"),
+    ("GET", "/email-verification/{token}"),
+    ("POST", "/email-verification/{token}"),
+    ("POST", "/email-verification/{token}/renew"),
+    ("GET", "/email-change/{token}/cancel"),
+    ("POST", "/email-change/{token}/cancel"),
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    function: str
+    method: str
+    path: str
+    body: Any = None
+
+
+ROUTES = {
+    "get_user": Route("update-user", "GET", "/users/{userId}"),
+    "patch_user": Route("update-user", "PATCH", "/users/{userId}", {"firstName": "Changed"}),
+    "audit": Route("update-user", "GET", "/users/{userId}/audit"),
+    "suspend": Route("suspend-user", "POST", "/users/{userId}/suspend"),
+    "enable": Route("enable-user", "POST", "/users/{userId}/enable"),
+    "delete": Route("delete-user", "DELETE", "/users/{userId}"),
+    "reset": Route("reset-password", "POST", "/users/{userId}/password-reset"),
+    "verify": Route("verify-email", "POST", "/users/{userId}/verification-email"),
+    "get_me": Route("update-user", "GET", "/me"),
+    "patch_me": Route("update-user", "PATCH", "/me", {"firstName": "Changed"}),
+    "reset_me": Route("reset-password", "POST", "/me/password-reset"),
+    "verify_me": Route("verify-email", "POST", "/me/verification-email"),
+}
+
+# Relations of the target to the caller on /users/{userId} routes.
+#   in: a user in an account the caller administers; out: a user only in another account;
+#   admin: another platform administrator; self: the caller's own id.
+# Callers: platform (profile administrator), delegated (Administrator of acme), user (administers nothing).
+# "verify" targets are verified, so an allowed call answers 409 nothing_to_verify.
+MATRIX: dict[str, dict[tuple[str, str], int]] = {
+    "get_user": {
+        ("platform", "in"): 200, ("platform", "out"): 200, ("platform", "admin"): 200, ("platform", "self"): 200,
+        ("delegated", "in"): 200, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 200,
+        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+    },
+    "patch_user": {
+        ("platform", "in"): 200, ("platform", "out"): 200, ("platform", "admin"): 200, ("platform", "self"): 200,
+        ("delegated", "in"): 200, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 200,
+        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+    },
+    "audit": {
+        ("platform", "in"): 200, ("platform", "out"): 200, ("platform", "admin"): 200, ("platform", "self"): 200,
+        ("delegated", "in"): 403, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 403,
+        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+    },
+    "suspend": {
+        ("platform", "in"): 200, ("platform", "out"): 200, ("platform", "admin"): 200, ("platform", "self"): 403,
+        ("delegated", "in"): 200, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 403,
+        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+    },
+    "enable": {
+        ("platform", "in"): 200, ("platform", "out"): 200, ("platform", "admin"): 200, ("platform", "self"): 200,
+        ("delegated", "in"): 200, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 200,
+        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+    },
+    "delete": {
+        ("platform", "in"): 204, ("platform", "out"): 204, ("platform", "admin"): 204, ("platform", "self"): 403,
+        ("delegated", "in"): 403, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 403,
+        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+    },
+    "reset": {
+        ("platform", "in"): 202, ("platform", "out"): 202, ("platform", "admin"): 202, ("platform", "self"): 202,
+        ("delegated", "in"): 202, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 202,
+        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+    },
+    "verify": {
+        ("platform", "in"): 409, ("platform", "out"): 409, ("platform", "admin"): 409, ("platform", "self"): 409,
+        ("delegated", "in"): 409, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 409,
+        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+    },
+    # /me routes: relation is always "me"
+    "get_me": {("platform", "me"): 200, ("delegated", "me"): 200, ("user", "me"): 200},
+    "patch_me": {("platform", "me"): 200, ("delegated", "me"): 200, ("user", "me"): 200},
+    "reset_me": {("platform", "me"): 202, ("delegated", "me"): 202, ("user", "me"): 202},
+    "verify_me": {("platform", "me"): 409, ("delegated", "me"): 409, ("user", "me"): 409},
+}
+# Callers that are refused before any rule applies, on every authenticated route.
+REFUSED_CALLERS = ("suspended", "stale_token", "unknown")
+
+ROWS = [(r, c, rel, s) for r, rows in MATRIX.items() for (c, rel), s in rows.items()]
+
+
+@pytest.fixture
+def cast(env: Env) -> dict[str, User]:
+    return {
+        "platform": env.add_user("ada@example.com", first="Ada", last="Admin", profile="administrator", memberships={"acme": ["Administrator"]}),
+        "admin2": env.add_user("alan@example.com", first="Alan", last="Admin", profile="administrator"),
+        "delegated": env.add_user("dana@acme.example", first="Dana", last="Delegate", memberships={"acme": ["Administrator", "Buyer"]}),
+        "user": env.add_user("bob@acme.example", first="Bob", last="Buyer", memberships={"acme": ["Buyer"]}),
+        "in": env.add_user("ivy@acme.example", first="Ivy", last="Inside", memberships={"acme": ["Buyer"], "globex": ["Buyer"]}),
+        "out": env.add_user("gus@globex.example", first="Gus", last="Globex", memberships={"globex": ["Buyer"]}),
+        "suspended": env.add_user("sam@acme.example", first="Sam", last="Suspended", memberships={"acme": ["Administrator"]}, status="SUSPENDED"),
+    }
+
+
+def _target(cast: dict[str, User], caller: str, relation: str) -> User:
+    if relation == "self":
+        return cast[caller]
+    if relation == "admin":
+        return cast["admin2"]
+    return cast[relation]
+
+
+def _path(route: Route, target: User | None) -> str:
+    return route.path.replace("{userId}", target.id.replace("|", "%7C")) if target else route.path
+
+
+def _snapshot(env: Env) -> tuple[int, int, int]:
+    items = env.dynamodb.scan(TableName="usermgmt-test", Select="COUNT")["Count"]
+    return items, len(env.idp.calls), len(env.mailer.sent)
+
+
+@pytest.mark.parametrize(("route_name", "caller", "relation", "expected"), ROWS, ids=[f"{r}-{c}-{rel}" for r, c, rel, _ in ROWS])
+def test_matrix(env: Env, cast: dict[str, User], route_name: str, caller: str, relation: str, expected: int) -> None:
+    route = ROUTES[route_name]
+    target = None if relation == "me" else _target(cast, caller, relation)
+    before = _snapshot(env)
+    r = env.call(route.function, route.method, _path(route, target), as_user=cast[caller], body=route.body)
+    assert r.status == expected, r
+    if expected in (403, 404):
+        assert r.json()["code"] == ("forbidden" if expected == 403 else "user_not_found")
+        assert _snapshot(env) == before, "a refused request changed something"
+
+
+@pytest.mark.parametrize("route_name", sorted(ROUTES))
+@pytest.mark.parametrize("caller", REFUSED_CALLERS)
+def test_refused_callers(env: Env, cast: dict[str, User], route_name: str, caller: str) -> None:
+    route = ROUTES[route_name]
+    who: User | str
+    iat = None
+    if caller == "suspended":
+        who = cast["suspended"]
+    elif caller == "unknown":
+        who = "auth0|ffffffffffffffffffffffff"
+    else:
+        who = cast["platform"]
+        env.store.put_user(cast["platform"].evolve(tokens_valid_after=int(env.clock.now()) + 1))
+        iat = env.clock.now()
+    before = _snapshot(env)
+    r = env.call(route.function, route.method, _path(route, cast["in"]), as_user=who, iat=iat, body=route.body)
+    assert r.status == 401, r
+    assert r.json()["code"] == "token_revoked"
+    assert _snapshot(env) == before
+
+
+def _template_routes() -> set[tuple[str, str]]:
+    from local.template import load_template
+
+    resources = load_template(ROOT / "template.yaml")["Resources"]
+    routes = set()
+    for resource in resources.values():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        for event in resource["Properties"].get("Events", {}).values():
+            if event["Type"] == "HttpApi":
+                routes.add((event["Properties"]["Method"].upper(), event["Properties"]["Path"]))
+    return routes
+
+
+def test_every_route_is_in_the_matrix() -> None:
+    covered = {(r.method, r.path) for r in ROUTES.values()}
+    missing = _template_routes() - covered - PUBLIC_ROUTES
+    assert not missing, f"routes without authorization-matrix rows: {sorted(missing)}"
+    assert set(MATRIX) == set(ROUTES)
