@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+# Powertools reads these when its Logger/Metrics are created, which may happen at collection time.
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "usermgmt")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "UserManagementTest")
 
 from tests.fakes.fake_idp import FakeIdentityProvider
 from usermgmt import container as container_module

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+
+# An invocation that changed nothing (a 404, an idle schedule) has no metric to publish; that is fine.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 logger = Logger(use_rfc3339=True)
 metrics = Metrics()

@@ -11,8 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,10 @@ SYNC_PK = "SYNC"
 EXP_PK = "EXP"
 SYNC_INDEX = "SyncIndex"
 EXPIRY_INDEX = "ExpiryIndex"
+# marks the audit entry a deletion leaves behind (kept when the partition is erased)
+_KEEP_ATTR = "tombstone"
+_BATCH_WRITE_MAX = 25
+_BATCH_WRITE_ATTEMPTS = 5
 
 _USER_FIELDS: dict[str, str] = {
     # domain attribute -> item attribute
@@ -111,12 +116,32 @@ class AuditEntry:
     action: str
     request_id: str
     changes: tuple[dict[str, Any], ...] = ()
+    # the version the entry records; part of the key so no two entries of a user ever collide
+    seq: int = 0
 
 
 @dataclass
 class Page:
     items: list[dict[str, Any]] = field(default_factory=list)
     cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class ExpiredLinkRef:
+    """An ExpiryIndex entry of a link: the index is eventually consistent, the item may be gone."""
+
+    token_hash: str
+    expires_at: int
+
+
+@dataclass
+class ExpiredPage:
+    """One page of the ExpiryIndex. ``start_key`` (None on the last page) reads the next one."""
+
+    links: list[ExpiredLinkRef] = field(default_factory=list)
+    start_key: dict[str, Any] | None = None
+    # entries of other kinds of expiring items (not links): left to whoever owns them
+    others: int = 0
 
 
 def _user_key(user_id: str) -> dict[str, Any]:
@@ -442,14 +467,17 @@ class DynamoStore:
     def op_put_audit(self, entry: AuditEntry) -> Op:
         item = {
             "pk": {"S": f"USER#{entry.user_id}"},
-            "sk": {"S": f"AUDIT#{entry.at}#{entry.request_id}"},
+            "sk": {"S": f"AUDIT#{entry.at}#{entry.seq:012d}#{entry.request_id}"},
             "at": {"S": entry.at},
             "actor": {"S": entry.actor},
             "action": {"S": entry.action},
             "requestId": {"S": entry.request_id},
             "changes": _to_av(list(entry.changes)),
         }
-        return Op("audit", {"Put": {"TableName": self._table, "Item": item}})
+        return Op(
+            "audit",
+            {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
+        )
 
     def op_put_link(self, link: Link, ttl: int) -> Op:
         item: dict[str, Any] = {
@@ -492,6 +520,46 @@ class DynamoStore:
 
     def op_delete_link(self, token_hash: str) -> Op:
         return Op("delete-link", {"Delete": {"TableName": self._table, "Key": _link_key(token_hash)}})
+
+    def op_put_tombstone(
+        self,
+        user_id: str,
+        *,
+        version: int,
+        deleted_at: str,
+        sync: SyncMark,
+        lease_owner: str,
+        lease_until: float,
+        label: str = "tombstone",
+    ) -> Op:
+        """What stays of a deleted user until Auth0 has deleted it too: the sync marker, no personal data.
+
+        It carries the marker (found by sync-identity through the SyncIndex) and the lease, taken here
+        by the deleting request. Finishing the deletion erases the rest of the user's partition and the
+        Auth0 user; then ``clear_sync(deleted=True)`` removes this item.
+        """
+        item: dict[str, Any] = {
+            **_tombstone_key(user_id),
+            "deletedAt": {"S": deleted_at},
+            "idpSync": {"S": "pending"},
+            "syncPk": {"S": SYNC_PK},
+            "syncDue": {"N": "0"},
+            "syncVersion": {"N": str(version)},
+            "syncFields": {"SS": sorted(sync.fields)},
+            "syncAttempts": {"N": "0"},
+            "leaseOwner": {"S": lease_owner},
+            "leaseUntil": {"N": repr(lease_until)},
+        }
+        return Op(label, {"Put": {"TableName": self._table, "Item": item}})
+
+    def op_put_tombstone_audit(self, entry: AuditEntry) -> Op:
+        """The audit entry of a deletion: the one item ``erase_deleted_user`` keeps for good.
+
+        It holds the user id, actor, time, action and request id; ``changes`` is always empty.
+        """
+        op = self.op_put_audit(replace(entry, changes=()))
+        put = op.request["Put"]
+        return Op(op.label, {"Put": {**put, "Item": {**put["Item"], _KEEP_ATTR: {"BOOL": True}}}})
 
     # -------------------------------------------------------------------------------- commit
     def transact(self, ops: Sequence[Op], request_token: str | None = None) -> None:
@@ -654,6 +722,187 @@ class DynamoStore:
             Limit=limit,
         )
         return [str(i["pk"]["S"]).removeprefix("USER#") for i in resp.get("Items", [])]
+
+    # -------------------------------------------------------------------------------- erasure
+    def erase_deleted_user(self, user_id: str) -> int:
+        """Delete every item left in a deleted user's partition but the tombstone and its audit entry.
+
+        Older audit entries hold emails and names, so they go too. Idempotent and resumable: a run
+        after a crash deletes what the previous one left. Does nothing while the user's record
+        exists (this only ever finishes a deletion). Returns how many items it deleted.
+        """
+        if self.get_user(user_id) is not None:
+            return 0
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": f"USER#{user_id}"}},
+            "ProjectionExpression": "pk, sk, #keep",
+            "ExpressionAttributeNames": {"#keep": _KEEP_ATTR},
+            "ConsistentRead": True,
+        }
+        erased = 0
+        while True:
+            resp = self._call("query", **kwargs)
+            keys = [
+                {"pk": i["pk"], "sk": i["sk"]}
+                for i in resp.get("Items", [])
+                if i["sk"]["S"] != "TOMBSTONE" and not i.get(_KEEP_ATTR, {}).get("BOOL", False)
+            ]
+            for start in range(0, len(keys), _BATCH_WRITE_MAX):
+                self._batch_delete(keys[start : start + _BATCH_WRITE_MAX])
+            erased += len(keys)
+            last = resp.get("LastEvaluatedKey")
+            if not last:
+                return erased
+            kwargs["ExclusiveStartKey"] = last
+
+    def _batch_delete(self, keys: list[dict[str, Any]]) -> None:
+        request: dict[str, Any] = {self._table: [{"DeleteRequest": {"Key": key}} for key in keys]}
+        for attempt in range(_BATCH_WRITE_ATTEMPTS):
+            resp = self._call("batch_write_item", RequestItems=request)
+            request = resp.get("UnprocessedItems") or {}
+            if not request:
+                return
+            time.sleep(0.05 * 2**attempt)  # DynamoDB asks for backoff on unprocessed items
+        raise StoreUnavailable("items left unprocessed")
+
+    # -------------------------------------------------------------------------------- expiry (cleanup)
+    def expired_links(self, cutoff: int, limit: int, start_key: dict[str, Any] | None = None) -> ExpiredPage:
+        """One page of links that expired before ``cutoff``, read from the sparse ExpiryIndex.
+
+        Only the index entries in ``expAt < cutoff`` are read (a key condition, never a Scan or a
+        filter), so the cost follows the number of expired links, not the size of the table.
+        """
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": EXPIRY_INDEX,
+            "KeyConditionExpression": "expPk = :exp AND expAt < :cutoff",
+            "ExpressionAttributeValues": {":exp": {"S": EXP_PK}, ":cutoff": {"N": str(cutoff)}},
+            "Limit": limit,
+        }
+        if start_key:
+            kwargs["ExclusiveStartKey"] = start_key
+        resp = self._call("query", **kwargs)
+        page = ExpiredPage(start_key=resp.get("LastEvaluatedKey") or None)
+        for item in resp.get("Items", []):
+            pk = str(item["pk"]["S"])
+            if pk.startswith("LINK#") and item["sk"]["S"] == "LINK":
+                page.links.append(ExpiredLinkRef(pk.removeprefix("LINK#"), int(item["expAt"]["N"])))
+            else:
+                page.others += 1
+        return page
+
+    def op_delete_expired_link(self, token_hash: str, cutoff: int, *, label: str = "link") -> Op:
+        """Delete a link only while it is still expired before ``cutoff`` (and exists)."""
+        return Op(
+            label,
+            {
+                "Delete": {
+                    "TableName": self._table,
+                    "Key": _link_key(token_hash),
+                    "ConditionExpression": "expAt < :cutoff",
+                    "ExpressionAttributeValues": {":cutoff": {"N": str(cutoff)}},
+                }
+            },
+        )
+
+    def delete_expired_link(self, token_hash: str, cutoff: int) -> bool:
+        """``op_delete_expired_link`` on its own. False when the item is gone or not expired (nothing done)."""
+        request = self.op_delete_expired_link(token_hash, cutoff).request["Delete"]
+        try:
+            self._call("delete_item", **request)
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def op_end_pending_email(self, user_id: str, verify_hash: str, updated_at: str, *, label: str = "user") -> Op:
+        """End a pending email change: drop ``pendingEmail`` and its verify/cancel links, bump the version.
+
+        Conditional on the change being the one whose verify link is ``verify_hash``: a change that
+        was confirmed, cancelled or superseded meanwhile fails the condition and is left alone.
+        """
+        return Op(
+            label,
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _user_key(user_id),
+                    "UpdateExpression": (
+                        "REMOVE pendingEmail, #links.#verify, #links.#cancel"
+                        " SET version = version + :one, updatedAt = :at"
+                    ),
+                    "ConditionExpression": "#links.#verify = :hash AND attribute_exists(pendingEmail)",
+                    "ExpressionAttributeNames": {"#links": "links", "#verify": "verify", "#cancel": "cancel"},
+                    "ExpressionAttributeValues": {
+                        ":hash": {"S": verify_hash},
+                        ":one": {"N": "1"},
+                        ":at": {"S": updated_at},
+                    },
+                }
+            },
+        )
+
+    # -------------------------------------------------------------------------------- rate counters
+    def incr_counter(self, counter_key: str, ttl: int) -> int:
+        """Add one to a fixed-window counter in one atomic UpdateItem and return the new count.
+
+        ``counter_key`` must hold no personal data (``usermgmt.ratelimit`` passes a hash). ``ttl``
+        (epoch seconds) lets DynamoDB drop the item after its window; it is set by the first hit only.
+        """
+        resp = self._call(
+            "update_item",
+            TableName=self._table,
+            Key={"pk": {"S": f"RATE#{counter_key}"}, "sk": {"S": "RATE"}},
+            UpdateExpression="ADD #n :one SET #ttl = if_not_exists(#ttl, :ttl)",
+            ExpressionAttributeNames={"#n": "hits", "#ttl": "ttl"},
+            ExpressionAttributeValues={":one": {"N": "1"}, ":ttl": {"N": str(int(ttl))}},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(resp["Attributes"]["hits"]["N"])
+
+    # -------------------------------------------------------------------------------- link claims
+    def claim_link(self, token_hash: str, claim: str, now: int, until: int) -> bool:
+        """Hold an active, unexpired link for one request until ``until`` (a lease, so a crash frees it).
+
+        False when the link is gone, used, expired at ``now`` or held by someone else. The holder
+        consumes it with ``op_use_link`` or gives it back with ``release_link_claim``.
+        """
+        try:
+            self._call(
+                "update_item",
+                TableName=self._table,
+                Key=_link_key(token_hash),
+                UpdateExpression="SET claimOwner = :claim, claimUntil = :until",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND #s = :active AND expiresAt > :now"
+                    " AND (attribute_not_exists(claimUntil) OR claimUntil < :now)"
+                ),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":claim": {"S": claim},
+                    ":until": {"N": str(until)},
+                    ":active": {"S": "active"},
+                    ":now": {"N": str(now)},
+                },
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def release_link_claim(self, token_hash: str, claim: str) -> None:
+        """Give a held link back unused (only the holder can; a lost race is not an error)."""
+        try:
+            self._call(
+                "update_item",
+                TableName=self._table,
+                Key=_link_key(token_hash),
+                UpdateExpression="REMOVE claimOwner, claimUntil",
+                ConditionExpression="claimOwner = :claim",
+                ExpressionAttributeValues={":claim": {"S": claim}},
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            pass
 
     # -------------------------------------------------------------------------------- plumbing
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:

@@ -1,0 +1,158 @@
+"""No lost update, no lost Auth0 sync: interleaved writers, crashes, outages, give-up after N attempts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import Env
+from usermgmt.errors import IdpUnavailable
+from usermgmt.models import READ_ONLY_FIELDS, User
+from usermgmt.service.sync import SyncEngine
+
+FN = "update-user"
+
+
+@pytest.fixture
+def admin(env: Env) -> User:
+    return env.add_user("ada@example.com", first="Ada", last="Admin", profile="administrator")
+
+
+@pytest.fixture
+def bob(env: Env) -> User:
+    return env.add_user("bob@acme.example", first="Bob", last="Buyer", memberships={"acme": ["Buyer"]})
+
+
+def _interleave(env: Env, interloper: Any) -> None:
+    """Run ``interloper`` right before the next transaction commits (once)."""
+    store = env.store
+    original = store.transact
+    fired = []
+
+    def transact(ops: Any, *args: Any, **kwargs: Any) -> None:
+        if not fired:
+            fired.append(True)
+            interloper()
+        original(ops, *args, **kwargs)
+
+    store.transact = transact
+
+
+def test_two_writers_interleaved_lose_nothing(env: Env, admin: User, bob: User) -> None:
+    # Given the admin's PATCH has read version 1, when Bob's own PATCH commits first,
+    _interleave(env, lambda: env.call(FN, "PATCH", "/me", as_user=bob, body={"firstName": "Robert"}))
+    r = env.call(FN, "PATCH", f"/users/{bob.id}", as_user=admin, body={"lastName": "Builder"})
+    # then the admin's change is re-applied on top of Bob's: both survive.
+    assert r.status == 200, r
+    assert (r.json()["firstName"], r.json()["lastName"], r.json()["version"]) == ("Robert", "Builder", 3)
+    stored = env.user(bob.id)
+    assert (stored.first_name, stored.last_name) == ("Robert", "Builder")
+    assert env.idp.users[bob.id].name == "Robert Builder"
+    audit = env.call(FN, "GET", f"/users/{bob.id}/audit", as_user=admin).json()["items"]
+    assert [a["changes"][0]["field"] for a in audit] == ["lastName", "firstName"]
+
+
+def test_if_match_loses_to_an_interleaved_writer_with_412(env: Env, admin: User, bob: User) -> None:
+    _interleave(env, lambda: env.call(FN, "PATCH", "/me", as_user=bob, body={"firstName": "Robert"}))
+    r = env.call(FN, "PATCH", f"/users/{bob.id}", as_user=admin, body={"lastName": "Builder"}, headers={"If-Match": '"1"'})
+    assert r.status == 412 and r.json()["code"] == "version_mismatch"
+    assert env.user(bob.id).last_name == "Buyer"
+
+
+def test_matching_if_match_applies(env: Env, admin: User, bob: User) -> None:
+    r = env.call(FN, "PATCH", f"/users/{bob.id}", as_user=admin, body={"lastName": "B"}, headers={"If-Match": '"1"'})
+    assert r.status == 200 and r.headers["etag"] == '"2"'
+
+
+class Crash(BaseException):
+    """The Lambda dies (timeout, out of memory) after the commit, before Auth0 answers."""
+
+
+def test_crash_between_commit_and_auth0_is_finished_by_sync(env: Env, bob: User) -> None:
+    original = env.idp.update_user
+
+    def crash(*_: Any, **__: Any) -> None:
+        raise Crash
+
+    env.idp.update_user = crash  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        env.call(FN, "PATCH", "/me", as_user=bob, body={"lastName": "Builder"})
+    env.idp.update_user = original  # type: ignore[method-assign]
+    stored = env.user(bob.id)
+    assert stored.last_name == "Builder" and stored.idp_sync == "pending" and stored.sync_fields == {"profile"}
+    engine = SyncEngine(env.container)
+    # the dead request's lease still holds for a moment: nobody pushes concurrently with it
+    assert engine.run_due()["synced"] == 0
+    env.clock.advance(env.container.settings.sync_lease_seconds + 1)
+    assert engine.run_due()["synced"] == 1
+    assert env.idp.users[bob.id].family_name == "Builder"
+    assert env.user(bob.id).idp_sync == "synced"
+
+
+def test_rate_limit_reset_is_honoured(env: Env, bob: User) -> None:
+    env.idp.fail_next(1, IdpUnavailable("http 429", retry_after=120))
+    assert env.call(FN, "PATCH", "/me", as_user=bob, body={"lastName": "B2"}).json()["idpSync"] == "pending"
+    engine = SyncEngine(env.container)
+    assert engine.run_due() == {"synced": 0, "pending": 0, "failed": 0, "skipped": 0}
+    env.clock.advance(121)
+    assert engine.run_due()["synced"] == 1
+    assert env.idp.users[bob.id].family_name == "B2"
+
+
+def test_gives_up_after_max_attempts_with_failed(env: Env, bob: User) -> None:
+    env.container.settings = env.container.settings.model_copy(update={"sync_max_attempts": 3})
+    env.idp.fail_next(-1, IdpUnavailable("timeout"))
+    assert env.call(FN, "PATCH", "/me", as_user=bob, body={"lastName": "B3"}).json()["idpSync"] == "pending"
+    engine = SyncEngine(env.container)
+    assert engine.run_due()["pending"] == 1  # attempt 2: backs off
+    assert engine.run_due()["synced"] + engine.run_due()["pending"] == 0  # not due yet
+    env.clock.advance(env.container.settings.sync_max_delay_seconds + 1)
+    assert engine.run_due()["failed"] == 1  # attempt 3: gives up
+    assert env.user(bob.id).idp_sync == "failed"
+    env.clock.advance(10_000)
+    assert engine.run_due() == {"synced": 0, "pending": 0, "failed": 0, "skipped": 0}
+
+
+def test_newer_write_during_a_push_is_pushed_too(env: Env, admin: User, bob: User) -> None:
+    # Bob's push is in flight (he holds the lease) when the admin commits a newer version.
+    original = env.idp.update_user
+    fired: list[bool] = []
+
+    def slow_push(user_id: str, update: Any) -> None:
+        if not fired:
+            fired.append(True)
+            r = env.call(FN, "PATCH", f"/users/{bob.id}", as_user=admin, body={"lastName": "Newer"})
+            assert r.json()["idpSync"] == "pending"  # the lease is Bob's: the admin's request does not push
+        original(user_id, update)
+
+    env.idp.update_user = slow_push  # type: ignore[method-assign]
+    r = env.call(FN, "PATCH", "/me", as_user=bob, body={"firstName": "Rob"})
+    assert r.json()["idpSync"] == "synced"
+    assert env.idp.users[bob.id].name == "Rob Newer"  # the lease holder pushed the newer version too
+    assert env.user(bob.id).idp_sync == "synced" and not env.user(bob.id).sync_fields
+
+
+PROTECTED = sorted(READ_ONLY_FIELDS | {"profile", "accountNumber", "memberships", "defaultAccountId"})
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    extra=st.dictionaries(
+        st.one_of(st.sampled_from(PROTECTED), st.text(min_size=1, max_size=12)).filter(
+            lambda k: k not in {"firstName", "lastName", "email"}
+        ),
+        st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20)),
+        min_size=1,
+        max_size=4,
+    ),
+    name=st.text(min_size=1, max_size=20).filter(lambda s: s.strip() and s.isprintable()),
+)
+def test_any_extra_or_protected_key_is_422_and_changes_nothing(env: Env, extra: dict[str, Any], name: str) -> None:
+    user = env.user(env.add_user("hyp@acme.example", memberships={"acme": ["Buyer"]}).id)
+    r = env.call(FN, "PATCH", "/me", as_user=user, body={"firstName": name, **extra})
+    assert r.status == 422, r
+    assert {e["field"] for e in r.json()["errors"]} >= set(extra)
+    assert env.user(user.id) == user
