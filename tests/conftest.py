@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib.util
 import json
@@ -131,6 +132,7 @@ class RecordingMailer:
         return [e for e in self.sent if e.to == address]
 
 
+@functools.cache
 def table_definition() -> dict[str, Any]:
     """The table exactly as template.yaml defines it (never a hand copy)."""
     from local.template import load_template
@@ -328,7 +330,10 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         idp = FakeIdentityProvider()
         mailer = RecordingMailer()
         clock = FakeClock()
-        c = container_module.Container(settings, idp=idp, mailer=mailer, clock=clock)
+        from usermgmt.adapters.dynamo import DynamoStore
+
+        store = DynamoStore(dynamodb, TABLE)
+        c = container_module.Container(settings, idp=idp, mailer=mailer, clock=clock, store=store)
         container_module.override(c)
         e = Env(container=c, idp=idp, mailer=mailer, clock=clock, dynamodb=dynamodb)
         _ENVS.append(e)
