@@ -50,7 +50,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EMAIL_TAKEN_MESSAGE = "The specified new email already exists"
-PASSWORD_WEAK_PREFIX = "PasswordStrengthError"
+PASSWORD_WEAK_PREFIX = "PasswordStrengthError"  # noqa: S105 - an error message prefix, not a password
 TOKEN_LEEWAY_SECONDS = 60.0
 
 # Sent instead of the SDK's default telemetry header (which reveals the Python version).
@@ -153,7 +153,7 @@ class ClientCredentialsToken:
             secret = self._secret_provider()
         except IdpError:
             raise
-        except Exception:  # noqa: BLE001 - whatever the secret store raised, the IdP is unreachable
+        except Exception:  # whatever the secret store raised, Auth0 cannot be reached without it
             logger.warning("auth0 token: the client secret could not be read")
             raise IdpUnavailable("client secret unavailable") from None
         body = {
@@ -289,7 +289,7 @@ class Auth0IdentityProvider:
         # Email first: if Auth0 refuses the address (taken), nothing at all has changed.
         if email_fields:
             connection = self._config.connection
-            self._call("update_email", lambda: users.update(user_id, **email_fields))
+            self._call("update_email", lambda: users.update(user_id, connection=connection, **email_fields))
         if profile_fields:
             self._call("update_profile", lambda: users.update(user_id, **profile_fields))
 

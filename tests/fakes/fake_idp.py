@@ -1,0 +1,175 @@
+"""An in-memory ``IdentityProvider`` for unit tests.
+
+It mirrors the Auth0 behaviour the service has to cope with (checked by
+``tests/integration/test_auth0_contract.py`` against the real adapter talking to the local Auth0):
+
+* emails are stored lower-case; another user already holding an email -> ``IdpEmailTaken``;
+* the "fair" password policy -> ``IdpPasswordTooWeak``;
+* setting a password lifts an administrator block (Auth0 does that; the service must re-assert it);
+* updating or setting the password of an unknown user -> ``IdpUserMissing``; deleting or revoking the
+  sessions of an unknown user is fine; ``get_user`` of an unknown user -> ``None``;
+* names longer than Auth0 allows -> ``IdpRejected(400, "invalid_body")``.
+
+Every call is recorded in ``calls`` (passwords are not: see ``passwords``). ``fail_next`` makes the next
+N calls (optionally of one method only) raise a given ``IdpError`` without changing anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from usermgmt.errors import IdpEmailTaken, IdpError, IdpPasswordTooWeak, IdpRejected, IdpUserMissing
+from usermgmt.ports import IdpUser, IdpUserUpdate
+
+METHODS = ("get_user", "update_user", "set_password", "delete_user", "revoke_sessions")
+NAME_LIMITS = {"name": 300, "given_name": 150, "family_name": 150}
+
+
+def password_is_fair(password: str) -> bool:
+    if len(password) < 8:
+        return False
+    classes = (
+        any(c.islower() for c in password),
+        any(c.isupper() for c in password),
+        any(c.isdigit() for c in password),
+        any(not c.isalnum() for c in password),
+    )
+    return sum(classes) >= 3
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    user_id: str
+    update: IdpUserUpdate | None = None
+
+
+@dataclass
+class _Failure:
+    error: IdpError
+    remaining: int  # -1: until cleared
+    method: str | None
+
+
+class FakeIdentityProvider:
+    def __init__(self) -> None:
+        self.users: dict[str, IdpUser] = {}
+        self.passwords: dict[str, str] = {}
+        self.calls: list[Call] = []
+        self.revocations: dict[str, int] = {}
+        self._failures: list[_Failure] = []
+        self._lock = threading.RLock()
+
+    # -- test helpers ----------------------------------------------------------------------------
+
+    def add_user(
+        self,
+        user_id: str,
+        email: str,
+        *,
+        given_name: str | None = None,
+        family_name: str | None = None,
+        name: str | None = None,
+        email_verified: bool = True,
+        blocked: bool = False,
+        password: str | None = None,
+    ) -> IdpUser:
+        if name is None:
+            name = " ".join(p for p in (given_name, family_name) if p) or email
+        user = IdpUser(
+            user_id=user_id,
+            email=email.lower(),
+            email_verified=email_verified,
+            blocked=blocked,
+            name=name,
+            given_name=given_name,
+            family_name=family_name,
+        )
+        with self._lock:
+            self.users[user_id] = user
+            if password is not None:
+                self.passwords[user_id] = password
+        return user
+
+    def fail_next(self, count: int, error: IdpError, *, method: str | None = None) -> None:
+        """The next ``count`` calls (of ``method`` only, if given; ``-1``: until cleared) raise ``error``."""
+        if method is not None and method not in METHODS:
+            raise ValueError(f"unknown method {method!r}")
+        with self._lock:
+            self._failures.append(_Failure(error=error, remaining=count, method=method))
+
+    def clear_failures(self) -> None:
+        with self._lock:
+            self._failures.clear()
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    # -- IdentityProvider ------------------------------------------------------------------------
+
+    def get_user(self, user_id: str) -> IdpUser | None:
+        with self._lock:
+            self._enter("get_user", user_id)
+            return self.users.get(user_id)
+
+    def update_user(self, user_id: str, update: IdpUserUpdate) -> None:
+        with self._lock:
+            self._enter("update_user", user_id, update)
+            if update.is_empty():
+                return
+            user = self.users.get(user_id)
+            if user is None:
+                raise IdpUserMissing()
+            for key, limit in NAME_LIMITS.items():
+                value = getattr(update, key)
+                if value is not None and not 1 <= len(value) <= limit:
+                    raise IdpRejected(400, "invalid_body")
+            changes: dict[str, Any] = {
+                k: v for k, v in dataclasses.asdict(update).items() if v is not None and k != "email"
+            }
+            if update.email is not None:
+                email = update.email.lower()
+                if any(u.email == email and uid != user_id for uid, u in self.users.items()):
+                    raise IdpEmailTaken()
+                changes["email"] = email
+            self.users[user_id] = dataclasses.replace(user, **changes)
+
+    def set_password(self, user_id: str, password: str) -> None:
+        with self._lock:
+            self._enter("set_password", user_id)
+            user = self.users.get(user_id)
+            if user is None:
+                raise IdpUserMissing()
+            if not password_is_fair(password):
+                raise IdpPasswordTooWeak()
+            self.passwords[user_id] = password
+            # Auth0 lifts administrator blocks when the password is set through the Management API.
+            self.users[user_id] = dataclasses.replace(user, blocked=False)
+
+    def delete_user(self, user_id: str) -> None:
+        with self._lock:
+            self._enter("delete_user", user_id)
+            self.users.pop(user_id, None)
+            self.passwords.pop(user_id, None)
+
+    def revoke_sessions(self, user_id: str) -> None:
+        with self._lock:
+            self._enter("revoke_sessions", user_id)
+            if user_id in self.users:
+                self.revocations[user_id] = self.revocations.get(user_id, 0) + 1
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _enter(self, method: str, user_id: str, update: IdpUserUpdate | None = None) -> None:
+        self.calls.append(Call(method, user_id, update))
+        for failure in self._failures:
+            if failure.method is None or failure.method == method:
+                if failure.remaining > 0:
+                    failure.remaining -= 1
+                if failure.remaining == 0:
+                    self._failures.remove(failure)
+                raise copy.copy(failure.error)
