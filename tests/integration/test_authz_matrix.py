@@ -194,3 +194,9 @@ def test_every_route_is_in_the_matrix() -> None:
     missing = _template_routes() - covered - PUBLIC_ROUTES
     assert not missing, f"routes without authorization-matrix rows: {sorted(missing)}"
     assert set(MATRIX) == set(ROUTES)
+
+
+def test_every_route_of_the_matrix_and_the_public_list_is_deployed() -> None:
+    # A route the handler serves but the template does not route is unreachable in AWS.
+    absent = (PUBLIC_ROUTES | {(r.method, r.path) for r in ROUTES.values()}) - _template_routes()
+    assert not absent, f"routes missing from template.yaml: {sorted(absent)}"
