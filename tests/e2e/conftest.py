@@ -1,0 +1,276 @@
+"""The local stack, started exactly as ``make run`` starts it, for tests that drive it over HTTP.
+
+``local_stack`` (session scope) runs ``python -m local`` with ``PYTHONPATH=layers/shared:.`` on free ports
+and its own seed file (different users than the default ``local/seed.json``), waits for
+``/_local/health`` and stops it with SIGTERM at the end. It yields a ``LocalStackInfo`` with the URLs, the
+seeded users and two helpers other e2e tests can reuse:
+
+* ``login(email, password) -> str``: an access token from the local Auth0's password grant.
+* ``api(method, path, token=None, json=None, headers=None) -> ApiResponse``: one request to the gateway.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT = 60.0
+AUDIENCE = "https://api.e2e.local"
+LOGIN_CLIENT_ID = "e2e-login-client"
+
+
+@dataclass(frozen=True)
+class SeedLogin:
+    key: str
+    email: str
+    password: str
+    first_name: str
+    last_name: str
+
+    @property
+    def user_id(self) -> str:
+        import hashlib
+
+        return "auth0|" + hashlib.sha256(self.email.lower().encode()).hexdigest()[:24]
+
+
+# A seed unlike local/seed.json, so the tests prove SEED_FILE is honoured.
+SEED_USERS = {
+    "admin": SeedLogin("admin", "root.admin@e2e.example", "E2e-Admin-Pass1", "Rita", "Root"),
+    "delegate": SeedLogin("delegate", "dora.delegate@initech.example", "E2e-Delegate-1", "Dora", "Delegate"),
+    "buyer": SeedLogin("buyer", "vic.buyer@initech.example", "E2e-Buyer-Pass1", "Vic", "Buyer"),
+    "suspended": SeedLogin(
+        "suspended", "sid.suspended@initech.example", "E2e-Suspended-1", "Sid", "Suspended"
+    ),
+}
+SEED = {
+    "accounts": [{"id": "initech", "name": "Initech"}, {"id": "umbrella", "name": "Umbrella"}],
+    "users": [
+        {
+            "email": SEED_USERS["admin"].email,
+            "password": SEED_USERS["admin"].password,
+            "firstName": "Rita",
+            "lastName": "Root",
+            "profile": "administrator",
+        },
+        {
+            "email": SEED_USERS["delegate"].email,
+            "password": SEED_USERS["delegate"].password,
+            "firstName": "Dora",
+            "lastName": "Delegate",
+            "memberships": [{"accountId": "initech", "roles": ["Administrator", "Buyer"]}],
+            "defaultAccountId": "initech",
+        },
+        {
+            "email": SEED_USERS["buyer"].email,
+            "password": SEED_USERS["buyer"].password,
+            "firstName": "Vic",
+            "lastName": "Buyer",
+            "memberships": [
+                {"accountId": "initech", "roles": ["Buyer"]},
+                {"accountId": "umbrella", "roles": ["Buyer", "Approver"]},
+            ],
+            "defaultAccountId": "umbrella",
+            "accountNumber": "E2E-1",
+        },
+        {
+            "email": SEED_USERS["suspended"].email,
+            "password": SEED_USERS["suspended"].password,
+            "firstName": "Sid",
+            "lastName": "Suspended",
+            "memberships": [{"accountId": "initech", "roles": ["Buyer"]}],
+            "defaultAccountId": "initech",
+            "status": "SUSPENDED",
+        },
+    ],
+}
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def __repr__(self) -> str:
+        return f"<ApiResponse {self.status} {self.text[:300]}>"
+
+
+def request(
+    method: str,
+    url: str,
+    *,
+    json: Any = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> ApiResponse:
+    """One HTTP request with the standard library; 4xx/5xx come back as responses, not exceptions."""
+    data = None
+    all_headers = dict(headers or {})
+    if json is not None:
+        data = jsonlib.dumps(json).encode()
+        all_headers.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(url, data=data, method=method, headers=all_headers)  # noqa: S310 - http only
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310 - loopback only
+            return ApiResponse(
+                response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+            )
+    except urllib.error.HTTPError as error:
+        with error:
+            return ApiResponse(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
+
+
+@dataclass
+class LocalStackInfo:
+    api_url: str
+    auth0_url: str
+    aws_url: str
+    audience: str
+    client_id: str
+    users: dict[str, SeedLogin] = field(default_factory=dict)
+    log_dir: Path | None = None
+
+    def token_response(self, email: str, password: str) -> ApiResponse:
+        """The raw answer of Auth0's password grant (for tests of refused logins)."""
+        return request(
+            "POST",
+            f"{self.auth0_url}/oauth/token",
+            json={
+                "grant_type": "password",
+                "username": email,
+                "password": password,
+                "audience": self.audience,
+                "client_id": self.client_id,
+                "scope": "openid",
+            },
+        )
+
+    def login(self, email: str, password: str) -> str:
+        response = self.token_response(email, password)
+        assert response.status == 200, f"login of {email} failed: {response}"
+        token = response.json()["access_token"]
+        assert isinstance(token, str)
+        return token
+
+    def api(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ApiResponse:
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        return request(method, f"{self.api_url}{path}", json=json, headers=all_headers)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no output)"
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackInfo]:
+    workdir = tmp_path_factory.mktemp("local-stack")
+    seed_file = workdir / "seed.json"
+    seed_file.write_text(jsonlib.dumps(SEED, indent=2))
+    api_port, auth0_port, aws_port = _free_ports(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join(["layers/shared", "."]),
+            "PYTHONUNBUFFERED": "1",
+            "LOCAL_API_PORT": str(api_port),
+            "LOCAL_AUTH0_PORT": str(auth0_port),
+            "LOCAL_AWS_PORT": str(aws_port),
+            "API_AUDIENCE": AUDIENCE,
+            "LOCAL_AUTH0_CLIENT_ID": LOGIN_CLIENT_ID,
+            "SEED_FILE": str(seed_file),
+        }
+    )
+    stdout_path, stderr_path = workdir / "stdout.log", workdir / "stderr.log"
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=stdout, stderr=stderr
+        )
+    info = LocalStackInfo(
+        api_url=f"http://127.0.0.1:{api_port}",
+        auth0_url=f"http://127.0.0.1:{auth0_port}",
+        aws_url=f"http://127.0.0.1:{aws_port}",
+        audience=AUDIENCE,
+        client_id=LOGIN_CLIENT_ID,
+        users=dict(SEED_USERS),
+        log_dir=workdir,
+    )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                code = process.returncode
+                pytest.fail(
+                    f"the local stack exited with {code} before it was healthy:\n{_tail(stderr_path)}"
+                )
+            try:
+                if request("GET", f"{info.api_url}/_local/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"the local stack was not healthy within {STARTUP_TIMEOUT:.0f}s:\n{_tail(stderr_path)}"
+                )
+            time.sleep(0.2)
+        yield info
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def admin_token(local_stack: LocalStackInfo) -> str:
+    admin = local_stack.users["admin"]
+    return local_stack.login(admin.email, admin.password)
