@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,11 +209,16 @@ def _tail(path: Path, lines: int = 40) -> str:
         return "(no output)"
 
 
-@pytest.fixture(scope="session")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackInfo]:
-    workdir = tmp_path_factory.mktemp("local-stack")
+@contextmanager
+def running_stack(
+    workdir: Path,
+    seed: Mapping[str, Any],
+    users: Mapping[str, SeedLogin],
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[LocalStackInfo]:
+    """Start ``python -m local`` as ``make run`` does, with ``seed`` and ``extra_env``; stop it after."""
     seed_file = workdir / "seed.json"
-    seed_file.write_text(jsonlib.dumps(SEED, indent=2))
+    seed_file.write_text(jsonlib.dumps(seed, indent=2))
     api_port, auth0_port, aws_port = _free_ports(3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
@@ -225,6 +231,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
             "API_AUDIENCE": AUDIENCE,
             "LOCAL_AUTH0_CLIENT_ID": LOGIN_CLIENT_ID,
             "SEED_FILE": str(seed_file),
+            **(extra_env or {}),
         }
     )
     stdout_path, stderr_path = workdir / "stdout.log", workdir / "stderr.log"
@@ -238,7 +245,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         aws_url=f"http://127.0.0.1:{aws_port}",
         audience=AUDIENCE,
         client_id=LOGIN_CLIENT_ID,
-        users=dict(SEED_USERS),
+        users=dict(users),
         log_dir=workdir,
     )
     try:
@@ -268,6 +275,12 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackInfo]:
+    with running_stack(tmp_path_factory.mktemp("local-stack"), SEED, SEED_USERS) as info:
+        yield info
 
 
 @pytest.fixture(scope="session")
