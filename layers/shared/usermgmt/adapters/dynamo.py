@@ -808,7 +808,7 @@ class DynamoStore:
         )
 
     def delete_expired_link(self, token_hash: str, cutoff: int) -> bool:
-        """``op_delete_expired_link`` on its own. False when the item is gone or not expired (nothing done)."""
+        """``op_delete_expired_link`` on its own; False when the item is gone or not expired."""
         request = self.op_delete_expired_link(token_hash, cutoff).request["Delete"]
         try:
             self._call("delete_item", **request)
@@ -816,7 +816,9 @@ class DynamoStore:
             return False
         return True
 
-    def op_end_pending_email(self, user_id: str, verify_hash: str, updated_at: str, *, label: str = "user") -> Op:
+    def op_end_pending_email(
+        self, user_id: str, verify_hash: str, updated_at: str, *, label: str = "user"
+    ) -> Op:
         """End a pending email change: drop ``pendingEmail`` and its verify/cancel links, bump the version.
 
         Conditional on the change being the one whose verify link is ``verify_hash``: a change that
@@ -890,8 +892,8 @@ class DynamoStore:
             return False
         return True
 
-    def release_link_claim(self, token_hash: str, claim: str) -> None:
-        """Give a held link back unused (only the holder can; a lost race is not an error)."""
+    def release_link_claim(self, token_hash: str, claim: str) -> bool:
+        """Give a held link back unused. Only the holder can: False (not an error) for anyone else."""
         try:
             self._call(
                 "update_item",
@@ -902,7 +904,8 @@ class DynamoStore:
                 ExpressionAttributeValues={":claim": {"S": claim}},
             )
         except self._client.exceptions.ConditionalCheckFailedException:
-            pass
+            return False
+        return True
 
     # -------------------------------------------------------------------------------- plumbing
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
