@@ -209,7 +209,12 @@ class Env:
         )
         self.store.put_user(user)
         self.idp.add_user(
-            user.id, user.email, given_name=first, family_name=last, blocked=status != "ACTIVE", password="Passw0rd!x"
+            user.id,
+            user.email,
+            given_name=first,
+            family_name=last,
+            blocked=status != "ACTIVE",
+            password="Passw0rd!x",
         )
         return user
 
@@ -235,7 +240,9 @@ class Env:
         query: dict[str, str] | None = None,
         source_ip: str = "203.0.113.10",
     ) -> Response:
-        event = http_event(method, path, body=body, raw_body=raw_body, headers=headers, query=query, source_ip=source_ip)
+        event = http_event(
+            method, path, body=body, raw_body=raw_body, headers=headers, query=query, source_ip=source_ip
+        )
         if as_user is None:
             event["requestContext"].pop("authorizer", None)
         else:
@@ -326,7 +333,9 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
 
         dynamodb = boto3.client("dynamodb", region_name="eu-central-1")
         create_table(dynamodb, TABLE)
-        settings = Settings(table_name=TABLE, public_base_url="https://users.example.com", auth0_domain="tenant.example")
+        settings = Settings(
+            table_name=TABLE, public_base_url="https://users.example.com", auth0_domain="tenant.example"
+        )
         idp = FakeIdentityProvider()
         mailer = RecordingMailer()
         clock = FakeClock()

@@ -160,7 +160,9 @@ def test_suspend_ends_access_at_once_and_enable_restores_login(stack: LocalStack
     assert stack.api("GET", "/me", token=old_token).status == 401  # old tokens stay refused
 
 
-def test_suspend_during_auth0_outage_refuses_at_once_and_sync_blocks(stack: LocalStackInfo, admin: str) -> None:
+def test_suspend_during_auth0_outage_refuses_at_once_and_sync_blocks(
+    stack: LocalStackInfo, admin: str
+) -> None:
     user = USERS["sal"]
     token = stack.login(user.email, PASSWORD)
     fault(stack, status=503, count=-1)

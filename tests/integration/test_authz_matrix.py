@@ -61,44 +61,116 @@ ROUTES = {
 # "verify" targets are verified, so an allowed call answers 409 nothing_to_verify.
 MATRIX: dict[str, dict[tuple[str, str], int]] = {
     "get_user": {
-        ("platform", "in"): 200, ("platform", "out"): 200, ("platform", "admin"): 200, ("platform", "self"): 200,
-        ("delegated", "in"): 200, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 200,
-        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+        ("platform", "in"): 200,
+        ("platform", "out"): 200,
+        ("platform", "admin"): 200,
+        ("platform", "self"): 200,
+        ("delegated", "in"): 200,
+        ("delegated", "out"): 404,
+        ("delegated", "admin"): 404,
+        ("delegated", "self"): 200,
+        ("user", "in"): 404,
+        ("user", "out"): 404,
+        ("user", "admin"): 404,
+        ("user", "self"): 404,
     },
     "patch_user": {
-        ("platform", "in"): 200, ("platform", "out"): 200, ("platform", "admin"): 200, ("platform", "self"): 200,
-        ("delegated", "in"): 200, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 200,
-        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+        ("platform", "in"): 200,
+        ("platform", "out"): 200,
+        ("platform", "admin"): 200,
+        ("platform", "self"): 200,
+        ("delegated", "in"): 200,
+        ("delegated", "out"): 404,
+        ("delegated", "admin"): 404,
+        ("delegated", "self"): 200,
+        ("user", "in"): 404,
+        ("user", "out"): 404,
+        ("user", "admin"): 404,
+        ("user", "self"): 404,
     },
     "audit": {
-        ("platform", "in"): 200, ("platform", "out"): 200, ("platform", "admin"): 200, ("platform", "self"): 200,
-        ("delegated", "in"): 403, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 403,
-        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+        ("platform", "in"): 200,
+        ("platform", "out"): 200,
+        ("platform", "admin"): 200,
+        ("platform", "self"): 200,
+        ("delegated", "in"): 403,
+        ("delegated", "out"): 404,
+        ("delegated", "admin"): 404,
+        ("delegated", "self"): 403,
+        ("user", "in"): 404,
+        ("user", "out"): 404,
+        ("user", "admin"): 404,
+        ("user", "self"): 404,
     },
     "suspend": {
-        ("platform", "in"): 200, ("platform", "out"): 200, ("platform", "admin"): 200, ("platform", "self"): 403,
-        ("delegated", "in"): 200, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 403,
-        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+        ("platform", "in"): 200,
+        ("platform", "out"): 200,
+        ("platform", "admin"): 200,
+        ("platform", "self"): 403,
+        ("delegated", "in"): 200,
+        ("delegated", "out"): 404,
+        ("delegated", "admin"): 404,
+        ("delegated", "self"): 403,
+        ("user", "in"): 404,
+        ("user", "out"): 404,
+        ("user", "admin"): 404,
+        ("user", "self"): 404,
     },
     "enable": {
-        ("platform", "in"): 200, ("platform", "out"): 200, ("platform", "admin"): 200, ("platform", "self"): 200,
-        ("delegated", "in"): 200, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 200,
-        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+        ("platform", "in"): 200,
+        ("platform", "out"): 200,
+        ("platform", "admin"): 200,
+        ("platform", "self"): 200,
+        ("delegated", "in"): 200,
+        ("delegated", "out"): 404,
+        ("delegated", "admin"): 404,
+        ("delegated", "self"): 200,
+        ("user", "in"): 404,
+        ("user", "out"): 404,
+        ("user", "admin"): 404,
+        ("user", "self"): 404,
     },
     "delete": {
-        ("platform", "in"): 204, ("platform", "out"): 204, ("platform", "admin"): 204, ("platform", "self"): 403,
-        ("delegated", "in"): 403, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 403,
-        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+        ("platform", "in"): 204,
+        ("platform", "out"): 204,
+        ("platform", "admin"): 204,
+        ("platform", "self"): 403,
+        ("delegated", "in"): 403,
+        ("delegated", "out"): 404,
+        ("delegated", "admin"): 404,
+        ("delegated", "self"): 403,
+        ("user", "in"): 404,
+        ("user", "out"): 404,
+        ("user", "admin"): 404,
+        ("user", "self"): 404,
     },
     "reset": {
-        ("platform", "in"): 202, ("platform", "out"): 202, ("platform", "admin"): 202, ("platform", "self"): 202,
-        ("delegated", "in"): 202, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 202,
-        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+        ("platform", "in"): 202,
+        ("platform", "out"): 202,
+        ("platform", "admin"): 202,
+        ("platform", "self"): 202,
+        ("delegated", "in"): 202,
+        ("delegated", "out"): 404,
+        ("delegated", "admin"): 404,
+        ("delegated", "self"): 202,
+        ("user", "in"): 404,
+        ("user", "out"): 404,
+        ("user", "admin"): 404,
+        ("user", "self"): 404,
     },
     "verify": {
-        ("platform", "in"): 409, ("platform", "out"): 409, ("platform", "admin"): 409, ("platform", "self"): 409,
-        ("delegated", "in"): 409, ("delegated", "out"): 404, ("delegated", "admin"): 404, ("delegated", "self"): 409,
-        ("user", "in"): 404, ("user", "out"): 404, ("user", "admin"): 404, ("user", "self"): 404,
+        ("platform", "in"): 409,
+        ("platform", "out"): 409,
+        ("platform", "admin"): 409,
+        ("platform", "self"): 409,
+        ("delegated", "in"): 409,
+        ("delegated", "out"): 404,
+        ("delegated", "admin"): 404,
+        ("delegated", "self"): 409,
+        ("user", "in"): 404,
+        ("user", "out"): 404,
+        ("user", "admin"): 404,
+        ("user", "self"): 404,
     },
     # /me routes: relation is always "me"
     "get_me": {("platform", "me"): 200, ("delegated", "me"): 200, ("user", "me"): 200},
@@ -115,13 +187,37 @@ ROWS = [(r, c, rel, s) for r, rows in MATRIX.items() for (c, rel), s in rows.ite
 @pytest.fixture
 def cast(env: Env) -> dict[str, User]:
     return {
-        "platform": env.add_user("ada@example.com", first="Ada", last="Admin", profile="administrator", memberships={"acme": ["Administrator"]}),
+        "platform": env.add_user(
+            "ada@example.com",
+            first="Ada",
+            last="Admin",
+            profile="administrator",
+            memberships={"acme": ["Administrator"]},
+        ),
         "admin2": env.add_user("alan@example.com", first="Alan", last="Admin", profile="administrator"),
-        "delegated": env.add_user("dana@acme.example", first="Dana", last="Delegate", memberships={"acme": ["Administrator", "Buyer"]}),
+        "delegated": env.add_user(
+            "dana@acme.example",
+            first="Dana",
+            last="Delegate",
+            memberships={"acme": ["Administrator", "Buyer"]},
+        ),
         "user": env.add_user("bob@acme.example", first="Bob", last="Buyer", memberships={"acme": ["Buyer"]}),
-        "in": env.add_user("ivy@acme.example", first="Ivy", last="Inside", memberships={"acme": ["Buyer"], "globex": ["Buyer"]}),
-        "out": env.add_user("gus@globex.example", first="Gus", last="Globex", memberships={"globex": ["Buyer"]}),
-        "suspended": env.add_user("sam@acme.example", first="Sam", last="Suspended", memberships={"acme": ["Administrator"]}, status="SUSPENDED"),
+        "in": env.add_user(
+            "ivy@acme.example",
+            first="Ivy",
+            last="Inside",
+            memberships={"acme": ["Buyer"], "globex": ["Buyer"]},
+        ),
+        "out": env.add_user(
+            "gus@globex.example", first="Gus", last="Globex", memberships={"globex": ["Buyer"]}
+        ),
+        "suspended": env.add_user(
+            "sam@acme.example",
+            first="Sam",
+            last="Suspended",
+            memberships={"acme": ["Administrator"]},
+            status="SUSPENDED",
+        ),
     }
 
 
@@ -142,8 +238,12 @@ def _snapshot(env: Env) -> tuple[int, int, int]:
     return items, len(env.idp.calls), len(env.mailer.sent)
 
 
-@pytest.mark.parametrize(("route_name", "caller", "relation", "expected"), ROWS, ids=[f"{r}-{c}-{rel}" for r, c, rel, _ in ROWS])
-def test_matrix(env: Env, cast: dict[str, User], route_name: str, caller: str, relation: str, expected: int) -> None:
+@pytest.mark.parametrize(
+    ("route_name", "caller", "relation", "expected"), ROWS, ids=[f"{r}-{c}-{rel}" for r, c, rel, _ in ROWS]
+)
+def test_matrix(
+    env: Env, cast: dict[str, User], route_name: str, caller: str, relation: str, expected: int
+) -> None:
     route = ROUTES[route_name]
     target = None if relation == "me" else _target(cast, caller, relation)
     before = _snapshot(env)
@@ -169,7 +269,9 @@ def test_refused_callers(env: Env, cast: dict[str, User], route_name: str, calle
         env.store.put_user(cast["platform"].evolve(tokens_valid_after=int(env.clock.now()) + 1))
         iat = env.clock.now()
     before = _snapshot(env)
-    r = env.call(route.function, route.method, _path(route, cast["in"]), as_user=who, iat=iat, body=route.body)
+    r = env.call(
+        route.function, route.method, _path(route, cast["in"]), as_user=who, iat=iat, body=route.body
+    )
     assert r.status == 401, r
     assert r.json()["code"] == "token_revoked"
     assert _snapshot(env) == before

@@ -15,8 +15,20 @@ def test_canary_recognises_what_must_never_be_logged(env: Env) -> None:
 
 def test_an_edit_with_email_change_logs_but_no_personal_data(env: Env, log_canary: object) -> None:
     bob = env.add_user("bob@acme.example", first="Bob", last="Buyer", memberships={"acme": ["Buyer"]})
-    assert env.call("update-user", "PATCH", "/me", as_user=bob, body={"firstName": "Rob", "email": "rob@new.example"}).status == 200
-    assert env.call("update-user", "PATCH", "/me", as_user=bob, body={"email": "bad", "nope": "x@y.example"}).status == 422
+    assert (
+        env.call(
+            "update-user", "PATCH", "/me", as_user=bob, body={"firstName": "Rob", "email": "rob@new.example"}
+        ).status
+        == 200
+    )
+    assert (
+        env.call(
+            "update-user", "PATCH", "/me", as_user=bob, body={"email": "bad", "nope": "x@y.example"}
+        ).status
+        == 422
+    )
     lines = log_canary.lines  # type: ignore[attr-defined]
-    assert any("change committed" in line for line in lines), "the canary saw no log line: it would miss leaks"
+    assert any("change committed" in line for line in lines), (
+        "the canary saw no log line: it would miss leaks"
+    )
     assert canary_findings(lines, [env]) == []

@@ -57,13 +57,22 @@ def test_two_writers_interleaved_lose_nothing(env: Env, admin: User, bob: User) 
 
 def test_if_match_loses_to_an_interleaved_writer_with_412(env: Env, admin: User, bob: User) -> None:
     _interleave(env, lambda: env.call(FN, "PATCH", "/me", as_user=bob, body={"firstName": "Robert"}))
-    r = env.call(FN, "PATCH", f"/users/{bob.id}", as_user=admin, body={"lastName": "Builder"}, headers={"If-Match": '"1"'})
+    r = env.call(
+        FN,
+        "PATCH",
+        f"/users/{bob.id}",
+        as_user=admin,
+        body={"lastName": "Builder"},
+        headers={"If-Match": '"1"'},
+    )
     assert r.status == 412 and r.json()["code"] == "version_mismatch"
     assert env.user(bob.id).last_name == "Buyer"
 
 
 def test_matching_if_match_applies(env: Env, admin: User, bob: User) -> None:
-    r = env.call(FN, "PATCH", f"/users/{bob.id}", as_user=admin, body={"lastName": "B"}, headers={"If-Match": '"1"'})
+    r = env.call(
+        FN, "PATCH", f"/users/{bob.id}", as_user=admin, body={"lastName": "B"}, headers={"If-Match": '"1"'}
+    )
     assert r.status == 200 and r.headers["etag"] == '"2"'
 
 
@@ -82,7 +91,9 @@ def test_crash_between_commit_and_auth0_is_finished_by_sync(env: Env, bob: User)
         env.call(FN, "PATCH", "/me", as_user=bob, body={"lastName": "Builder"})
     env.idp.update_user = original  # type: ignore[method-assign]
     stored = env.user(bob.id)
-    assert stored.last_name == "Builder" and stored.idp_sync == "pending" and stored.sync_fields == {"profile"}
+    assert (
+        stored.last_name == "Builder" and stored.idp_sync == "pending" and stored.sync_fields == {"profile"}
+    )
     engine = SyncEngine(env.container)
     # the dead request's lease still holds for a moment: nobody pushes concurrently with it
     assert engine.run_due()["synced"] == 0
@@ -150,7 +161,9 @@ PROTECTED = sorted(READ_ONLY_FIELDS | {"profile", "accountNumber", "memberships"
     ),
     name=st.text(min_size=1, max_size=20).filter(lambda s: s.strip() and s.isprintable()),
 )
-def test_any_extra_or_protected_key_is_422_and_changes_nothing(env: Env, extra: dict[str, Any], name: str) -> None:
+def test_any_extra_or_protected_key_is_422_and_changes_nothing(
+    env: Env, extra: dict[str, Any], name: str
+) -> None:
     user = env.user(env.add_user("hyp@acme.example", memberships={"acme": ["Buyer"]}).id)
     r = env.call(FN, "PATCH", "/me", as_user=user, body={"firstName": name, **extra})
     assert r.status == 422, r

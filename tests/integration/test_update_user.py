@@ -13,11 +13,29 @@ FN = "update-user"
 @pytest.fixture
 def people(env: Env) -> dict[str, object]:
     return {
-        "admin": env.add_user("ada@example.com", first="Ada", last="Admin", profile="administrator", memberships={"acme": ["Administrator"]}),
-        "dana": env.add_user("dana@acme.example", first="Dana", last="Delegate", memberships={"acme": ["Administrator", "Buyer"]}),
+        "admin": env.add_user(
+            "ada@example.com",
+            first="Ada",
+            last="Admin",
+            profile="administrator",
+            memberships={"acme": ["Administrator"]},
+        ),
+        "dana": env.add_user(
+            "dana@acme.example",
+            first="Dana",
+            last="Delegate",
+            memberships={"acme": ["Administrator", "Buyer"]},
+        ),
         "bob": env.add_user("bob@acme.example", first="Bob", last="Buyer", memberships={"acme": ["Buyer"]}),
-        "carol": env.add_user("carol@example.com", first="Carol", last="Both", memberships={"acme": ["Buyer"], "globex": ["Approver"]}),
-        "gus": env.add_user("gus@globex.example", first="Gus", last="Globex", memberships={"globex": ["Buyer"]}),
+        "carol": env.add_user(
+            "carol@example.com",
+            first="Carol",
+            last="Both",
+            memberships={"acme": ["Buyer"], "globex": ["Approver"]},
+        ),
+        "gus": env.add_user(
+            "gus@globex.example", first="Gus", last="Globex", memberships={"globex": ["Buyer"]}
+        ),
     }
 
 
@@ -65,9 +83,17 @@ def test_patch_name_syncs_auth0_and_audits(env: Env, people: dict) -> None:
     assert audit["items"][0]["changes"] == [{"field": "firstName", "from": "Bob", "to": "Robert"}]
 
 
-def test_patch_rejects_unknown_readonly_and_forbidden_fields_and_changes_nothing(env: Env, people: dict) -> None:
+def test_patch_rejects_unknown_readonly_and_forbidden_fields_and_changes_nothing(
+    env: Env, people: dict
+) -> None:
     bob = people["bob"]
-    r = env.call(FN, "PATCH", "/me", as_user=bob, body={"firstName": "X", "status": "SUSPENDED", "profile": "administrator", "nope": 1})
+    r = env.call(
+        FN,
+        "PATCH",
+        "/me",
+        as_user=bob,
+        body={"firstName": "X", "status": "SUSPENDED", "profile": "administrator", "nope": 1},
+    )
     assert r.status == 422
     fields = {e["field"] for e in r.json()["errors"]}
     assert fields == {"status", "profile", "nope"}
@@ -98,7 +124,14 @@ def test_permanent_auth0_refusal_is_failed(env: Env, people: dict) -> None:
 
 def test_stale_if_match_is_412_and_changes_nothing(env: Env, people: dict) -> None:
     bob = people["bob"]
-    r = env.call(FN, "PATCH", f"/users/{bob.id}", as_user=people["admin"], body={"firstName": "Z"}, headers={"If-Match": '"7"'})
+    r = env.call(
+        FN,
+        "PATCH",
+        f"/users/{bob.id}",
+        as_user=people["admin"],
+        body={"firstName": "Z"},
+        headers={"If-Match": '"7"'},
+    )
     assert r.status == 412 and r.json()["code"] == "version_mismatch"
     assert env.user(bob.id).first_name == "Bob"
 

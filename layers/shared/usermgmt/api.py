@@ -44,7 +44,9 @@ def _dumps(body: Any) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-def json_response(status: int, body: Any, *, etag: int | None = None, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    status: int, body: Any, *, etag: int | None = None, headers: dict[str, str] | None = None
+) -> Response[str]:
     all_headers = dict(BASE_HEADERS)
     if etag is not None:
         all_headers["ETag"] = f'"{etag}"'
@@ -52,11 +54,11 @@ def json_response(status: int, body: Any, *, etag: int | None = None, headers: d
     return Response(status_code=status, content_type=JSON, body=_dumps(body), headers=all_headers)
 
 
-def empty_response(status: int, *, headers: dict[str, str] | None = None) -> Response:
+def empty_response(status: int, *, headers: dict[str, str] | None = None) -> Response[str]:
     return Response(status_code=status, body="", headers={**BASE_HEADERS, **(headers or {})})
 
 
-def problem_response(err: ApiError) -> Response:
+def problem_response(err: ApiError) -> Response[str]:
     return Response(
         status_code=err.status,
         content_type=PROBLEM,
@@ -68,29 +70,32 @@ def problem_response(err: ApiError) -> Response:
 def make_resolver() -> APIGatewayHttpResolver:
     app = APIGatewayHttpResolver()
 
-    @app.exception_handler(ApiError)
-    def _api_error(err: ApiError) -> Response:
+    @app.exception_handler(ApiError)  # type: ignore[untyped-decorator]
+    def _api_error(err: ApiError) -> Response[str]:
         count("ClientError" if err.status < 500 else "ServerError")
         if err.status >= 500:
             logger.warning("request failed", extra={"code": err.code})
         return problem_response(err)
 
-    @app.exception_handler(StoreUnavailable)
-    def _store_down(err: StoreUnavailable) -> Response:
+    @app.exception_handler(StoreUnavailable)  # type: ignore[untyped-decorator]
+    def _store_down(err: StoreUnavailable) -> Response[str]:
         logger.warning("table unavailable", extra={"code": "dependency_unavailable"})
         count("ServerError")
         return problem_response(DependencyUnavailable())
 
-    @app.exception_handler(Exception)
-    def _unexpected(err: Exception) -> Response:
+    @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
+    def _unexpected(err: Exception) -> Response[str]:
         # Type and frames only: an exception message may carry user data.
-        frames = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in traceback.extract_tb(err.__traceback__)]
+        frames = [
+            f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}"
+            for f in traceback.extract_tb(err.__traceback__)
+        ]
         count("ServerError")
         logger.error("unhandled error", extra={"error_type": type(err).__name__, "frames": frames[-8:]})
         return problem_response(ApiError("An unexpected error occurred"))
 
     @app.not_found
-    def _not_found(_: Exception) -> Response:
+    def _not_found(_: Exception) -> Response[str]:
         count("ClientError")
         return problem_response(RouteNotFound())
 
@@ -154,7 +159,8 @@ def if_match(app: APIGatewayHttpResolver) -> int | None:
         return int(value.strip('"'))
     except ValueError:
         raise ValidationFailed(
-            "If-Match must be an ETag of this API", errors=[FieldProblem("If-Match", "must be a version ETag")]
+            "If-Match must be an ETag of this API",
+            errors=[FieldProblem("If-Match", "must be a version ETag")],
         ) from None
 
 
@@ -171,5 +177,5 @@ def query_int(app: APIGatewayHttpResolver, name: str, default: int, low: int, hi
     return value
 
 
-def method_not_allowed() -> Response:
+def method_not_allowed() -> Response[str]:
     return problem_response(MethodNotAllowed())

@@ -13,7 +13,9 @@ def mask(email: str) -> str:
     return f"{local[:1]}***@{domain}"
 
 
-def _render(to: str, subject: str, greeting: str, paragraphs: list[str], link: tuple[str, str] | None = None) -> Email:
+def _render(
+    to: str, subject: str, greeting: str, paragraphs: list[str], link: tuple[str, str] | None = None
+) -> Email:
     text_parts = [greeting, *paragraphs]
     html_parts = [f"<p>{escape(greeting)}</p>", *(f"<p>{escape(p)}</p>" for p in paragraphs)]
     if link:
@@ -61,7 +63,10 @@ def email_changed(to: str, first_name: str, new_address: str) -> Email:
         to,
         "Your sign-in email address was changed",
         f"Hello {first_name},",
-        [f"Your sign-in email address is now {mask(new_address)}. If this was not you, contact your administrator."],
+        [
+            f"Your sign-in email address is now {mask(new_address)}.",
+            "If this was not you, contact your administrator.",
+        ],
     )
 
 

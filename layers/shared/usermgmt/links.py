@@ -9,7 +9,11 @@ RESET = "reset"
 VERIFY = "verify"
 CANCEL = "cancel"
 
-_PATHS = {RESET: "/password-reset/{token}", VERIFY: "/email-verification/{token}", CANCEL: "/email-change/{token}/cancel"}
+_PATHS = {
+    RESET: "/password-reset/{token}",
+    VERIFY: "/email-verification/{token}",
+    CANCEL: "/email-change/{token}/cancel",
+}
 
 
 def new_token() -> tuple[str, str]:

@@ -106,7 +106,9 @@ def user_view(user: User, visible_accounts: frozenset[str] | None = None) -> dic
 # ------------------------------------------------------------------------------------------------
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
 
 
 def _clean_name(value: str) -> str:
@@ -186,7 +188,9 @@ def parse_patch(kind: str, body: object) -> dict[str, Any]:
     Raises ``ValidationFailed`` naming every offending field; nothing is applied on error.
     """
     if not isinstance(body, dict):
-        raise ValidationFailed("The body must be a JSON object", errors=[FieldProblem("", "must be an object")])
+        raise ValidationFailed(
+            "The body must be a JSON object", errors=[FieldProblem("", "must be an object")]
+        )
     model = PATCH_MODELS[kind]
     allowed = set(model.model_fields)
     problems: list[FieldProblem] = []
@@ -211,7 +215,8 @@ def parse_patch(kind: str, body: object) -> dict[str, Any]:
         parsed = None
     if problems:
         raise ValidationFailed("Some fields are invalid", errors=problems)
-    assert parsed is not None
+    if parsed is None:  # pragma: no cover - problems were raised above
+        raise ValidationFailed("Some fields are invalid")
     return {k: getattr(parsed, k) for k in parsed.model_fields_set}
 
 

@@ -20,12 +20,17 @@ from usermgmt.settings import MAX_BODY_BYTES
 FORM = "application/x-www-form-urlencoded"
 PAGE_HEADERS = {
     **BASE_HEADERS,
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none';"
+        " frame-ancestors 'none'"
+    ),
     "X-Frame-Options": "DENY",
 }
 _STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;line-height:1.5;color:#111}"
-    "label{display:block;margin-top:1rem;font-weight:600}input{font-size:1rem;padding:.5rem;width:100%;box-sizing:border-box}"
+    "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;"
+    "line-height:1.5;color:#111}"
+    "label{display:block;margin-top:1rem;font-weight:600}"
+    "input{font-size:1rem;padding:.5rem;width:100%;box-sizing:border-box}"
     "button{margin-top:1.5rem;font-size:1rem;padding:.6rem 1.2rem;cursor:pointer}"
     ".error{color:#a00;font-weight:600}"
 )
@@ -36,14 +41,16 @@ def wants_html(app: APIGatewayHttpResolver) -> bool:
     return "text/html" in accept
 
 
-def page(title: str, body_html: str, status: int = 200) -> Response:
+def page(title: str, body_html: str, status: int = 200) -> Response[str]:
     html = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
-        f'<body><main><h1>{escape(title)}</h1>{body_html}</main></body></html>'
+        f"<body><main><h1>{escape(title)}</h1>{body_html}</main></body></html>"
     )
-    return Response(status_code=status, content_type="text/html; charset=utf-8", body=html, headers=dict(PAGE_HEADERS))
+    return Response(
+        status_code=status, content_type="text/html; charset=utf-8", body=html, headers=dict(PAGE_HEADERS)
+    )
 
 
 def paragraph(text: str, css_class: str | None = None) -> str:
@@ -52,10 +59,12 @@ def paragraph(text: str, css_class: str | None = None) -> str:
 
 
 def button_form(action: str, label: str, fields_html: str = "") -> str:
-    return f'<form method="post" action="{escape(action, quote=True)}">{fields_html}<button type="submit">{escape(label)}</button></form>'
+    target = escape(action, quote=True)
+    button = f'<button type="submit">{escape(label)}</button>'
+    return f'<form method="post" action="{target}">{fields_html}{button}</form>'
 
 
-def gone(app: APIGatewayHttpResolver, err: LinkGone, renew_action: str | None = None) -> Response:
+def gone(app: APIGatewayHttpResolver, err: LinkGone, renew_action: str | None = None) -> Response[str]:
     """410 for an expired, used, superseded or unknown link: a page for people, problem+json otherwise."""
     if not wants_html(app):
         response = problem_response(err)
@@ -68,7 +77,7 @@ def gone(app: APIGatewayHttpResolver, err: LinkGone, renew_action: str | None = 
     return page("This link cannot be used", body, status=410)
 
 
-def error(app: APIGatewayHttpResolver, err: ApiError, title: str, body_html: str = "") -> Response:
+def error(app: APIGatewayHttpResolver, err: ApiError, title: str, body_html: str = "") -> Response[str]:
     if not wants_html(app):
         response = problem_response(err)
         response.headers.update(PAGE_HEADERS)
@@ -76,7 +85,7 @@ def error(app: APIGatewayHttpResolver, err: ApiError, title: str, body_html: str
     return page(title, paragraph(err.detail, "error") + body_html, status=err.status)
 
 
-def done(app: APIGatewayHttpResolver, result: str, title: str, message: str) -> Response:
+def done(app: APIGatewayHttpResolver, result: str, title: str, message: str) -> Response[str]:
     """200 after a successful link POST: a page for people, ``{"result": ...}`` otherwise."""
     if wants_html(app):
         return page(title, paragraph(message))
@@ -85,7 +94,7 @@ def done(app: APIGatewayHttpResolver, result: str, title: str, message: str) -> 
     return response
 
 
-def json_answer(status: int, body: Any) -> Response:
+def json_answer(status: int, body: Any) -> Response[str]:
     response = json_response(status, body)
     response.headers.update(PAGE_HEADERS)
     return response

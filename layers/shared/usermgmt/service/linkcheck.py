@@ -39,7 +39,7 @@ class CheckedLink:
 
 
 def verify_target(user: User) -> str | None:
-    """The address a verification link of this user confirms: the pending one, else an unverified current one."""
+    """The address a verification link confirms: the pending one, else an unverified current one."""
     if user.pending_email:
         return user.pending_email
     return None if user.email_verified else user.email
