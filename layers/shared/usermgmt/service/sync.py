@@ -54,6 +54,9 @@ class SyncEngine:
         """Bring Auth0 in step with ``user`` for ``fields`` (``user`` None: the user is deleted)."""
         idp = self.c.idp
         if user is None or DELETE in fields:
+            # Erase what is left of the user here first: a deleting request that died before its
+            # erasure is finished by sync-identity, and a repeat finds nothing left to erase.
+            self.c.store.erase_deleted_user(user_id)
             idp.delete_user(user_id)
             return
         if fields & {PROFILE, BLOCKED}:
