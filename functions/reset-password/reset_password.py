@@ -1,0 +1,208 @@
+"""reset-password: start a password reset and use its link (SPEC section 8).
+
+HTTP (API Gateway, payload 2.0):
+  POST /users/{userId}/password-reset   administrators (delegated ones in scope): 202 {"sentTo"}
+  POST /me/password-reset               the user: 202 {"sentTo"}
+  POST /password-reset                  public: always 202 {"status": "accepted"} (429 per source IP)
+  GET  /password-reset/{token}          the form (changes nothing); JSON: {"purpose": "password_reset"}
+  POST /password-reset/{token}          set the password (form or JSON {"newPassword"})
+  POST /password-reset/{token}/renew    a fresh link for an expired one: always 202
+EventBridge: storefront ``PasswordResetRequested`` ``{"email"}``, once per event id.
+
+The handler tells the two apart by shape: ``requestContext`` is HTTP, ``detail-type`` EventBridge.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+
+from usermgmt import container, pages
+from usermgmt.api import json_body, json_response, make_resolver, path_user_id, request_ctx
+from usermgmt.errors import (
+    ApiError,
+    DependencyUnavailable,
+    FieldProblem,
+    LinkGone,
+    PasswordTooWeak,
+    RateLimited,
+    ValidationFailed,
+)
+from usermgmt.events import MalformedEvent, detail_email, detail_of, is_eventbridge, is_http, run_once
+from usermgmt.observability import count, lambda_entry, logger
+from usermgmt.service.passwords import MAX_PASSWORD_CHARS, PasswordService
+
+RESET_REQUESTED = "PasswordResetRequested"
+# the request id of API Gateway, else the EventBridge event id
+CORRELATION_PATH = "requestContext.requestId || id"
+
+app = make_resolver()
+
+
+def _service() -> PasswordService:
+    return PasswordService(container.get())
+
+
+# ------------------------------------------------------------------------------------------------ start
+@app.post("/users/<userId>/password-reset")
+def admin_reset(userId: str) -> Response:  # the route's parameter name
+    requested = _service().request_for_user(request_ctx(app), path_user_id(userId))
+    return json_response(202, {"sentTo": requested.sent_to})
+
+
+@app.post("/me/password-reset")
+def self_reset() -> Response:
+    requested = _service().request_for_user(request_ctx(app), None)
+    return json_response(202, {"sentTo": requested.sent_to})
+
+
+@app.post("/password-reset")
+def public_reset() -> Response:
+    """The same answer for known, unknown, suspended and deleted addresses and for any JSON body."""
+    service = _service()
+    ctx = request_ctx(app)
+    service.check_ip(ctx.source_ip)
+    body = json_body(app)  # 413/415/400 are about the request, not about an account
+    service.request_public(body, ctx.request_id)
+    return _accepted()
+
+
+@app.post("/password-reset/<token>/renew")
+def renew(token: str) -> Response:
+    service = _service()
+    ctx = request_ctx(app)
+    try:
+        service.check_ip(ctx.source_ip)
+    except RateLimited as err:
+        return _error(err, "Too many requests")
+    service.renew(token, ctx.request_id)
+    if pages.wants_html(app):
+        return pages.page(
+            "Check your email",
+            pages.paragraph(
+                "If this link can be renewed, a new one is on its way to the email address on file."
+                " Only the newest link works."
+            ),
+            status=202,
+        )
+    return _accepted()
+
+
+def _accepted() -> Response:
+    return pages.json_answer(202, {"status": "accepted"})
+
+
+# ------------------------------------------------------------------------------------------------ the link
+@app.get("/password-reset/<token>")
+def show_form(token: str) -> Response:
+    try:
+        _service().check_link(token)
+    except LinkGone as err:
+        return pages.gone(app, err, renew_action=_renew_action(token))
+    if pages.wants_html(app):
+        return pages.page("Choose a new password", _form(token))
+    return pages.json_answer(200, {"purpose": "password_reset"})
+
+
+@app.post("/password-reset/<token>")
+def set_password(token: str) -> Response:
+    fields = pages.form_or_json(app)
+    service = _service()
+    ctx = request_ctx(app)
+    try:
+        service.check_link(token)
+        password = _new_password(fields, from_form=_is_form())
+        service.change_password(token, password, ctx.request_id)
+    except LinkGone as err:
+        return pages.gone(app, err, renew_action=_renew_action(token))
+    except (ValidationFailed, PasswordTooWeak) as err:
+        return _error(err, "Choose a new password", _form(token))
+    except DependencyUnavailable as err:
+        return _error(err, "Please try again in a moment", _form(token))
+    return pages.done(
+        app, "password_changed", "Password changed", "Your password was changed. You can sign in with it now."
+    )
+
+
+def _is_form() -> bool:
+    content_type = (app.current_event.headers.get("content-type") or "").split(";")[0].strip().lower()
+    return content_type == pages.FORM
+
+
+def _new_password(fields: dict[str, Any], *, from_form: bool) -> str:
+    """``newPassword`` (never trimmed: Auth0 judges it as typed) and, from the form, its confirmation."""
+    password = fields.get("newPassword")
+    if not isinstance(password, str) or not password:
+        raise ValidationFailed("Enter a new password", errors=[FieldProblem("newPassword", "is required")])
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise ValidationFailed(
+            "The password is too long",
+            errors=[FieldProblem("newPassword", f"must be at most {MAX_PASSWORD_CHARS} characters")],
+        )
+    confirm = fields.get("confirmPassword")
+    if (from_form or confirm is not None) and confirm != password:
+        raise ValidationFailed(
+            "The two passwords do not match",
+            errors=[FieldProblem("confirmPassword", "must match the new password")],
+        )
+    return password
+
+
+def _renew_action(token: str) -> str:
+    # Relative to /password-reset/{token}: works under any base path.
+    return f"{token}/renew"
+
+
+def _form(token: str) -> str:
+    """The new-password form; it posts to its own URL (the token travels in the path, never a query)."""
+    return (
+        f'<form method="post" action="{escape(token, quote=True)}">'
+        '<p id="password-hint">Use at least 8 characters with a mix of lower case and upper case letters,'
+        " digits and symbols.</p>"
+        '<label for="newPassword">New password</label>'
+        '<input id="newPassword" name="newPassword" type="password" autocomplete="new-password"'
+        f' required minlength="8" maxlength="{MAX_PASSWORD_CHARS}" aria-describedby="password-hint">'
+        '<label for="confirmPassword">New password again</label>'
+        '<input id="confirmPassword" name="confirmPassword" type="password" autocomplete="new-password"'
+        f' required minlength="8" maxlength="{MAX_PASSWORD_CHARS}">'
+        '<button type="submit">Set new password</button>'
+        "</form>"
+    )
+
+
+def _error(err: ApiError, title: str, body_html: str = "") -> Response:
+    """A problem for JSON callers, a page (with the same status and Retry-After) for browsers."""
+    response = pages.error(app, err, title, body_html)
+    response.headers.update(err.headers)
+    return response
+
+
+# ------------------------------------------------------------------------------------------------ events
+def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Storefront ``PasswordResetRequested``: the public route's effect, once per event id."""
+    try:
+        email = detail_email(detail_of(event, RESET_REQUESTED))
+    except MalformedEvent as exc:
+        # Nothing was written; raising sends the event to the dead-letter queue (after Lambda's retries).
+        logger.warning("malformed storefront event", extra={"reason": str(exc)})
+        count("EventMalformed")
+        raise
+    event_id = str(event["id"])
+    service = _service()
+
+    def process() -> dict[str, Any]:
+        service.request_by_event(email, event_id)
+        return {"result": "accepted"}
+
+    return run_once(event, context, RESET_REQUESTED, process)
+
+
+@lambda_entry(CORRELATION_PATH)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if is_http(event):
+        return app.resolve(event, context)
+    if is_eventbridge(event):
+        return handle_event(event, context)
+    raise MalformedEvent("neither an HTTP request nor an EventBridge event")
