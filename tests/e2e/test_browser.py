@@ -1,0 +1,411 @@
+"""Link pages in a real browser: Debian's headless Chromium, driven by Playwright, against the local stack.
+
+A person gets an email, opens its link, fills in the page and submits it; afterwards they log in at the
+local Auth0 with what they chose. The links come from the gateway's ``/_local/outbox`` (moto's SES).
+
+The stacks are started exactly as ``make run`` starts them (``python -m local`` on free ports), with this
+module's own seed: every test has its own user, so no test depends on another or on their order, and the
+shared ``local_stack`` of the other e2e tests keeps its users untouched. The expiry test needs a short
+``RESET_LINK_TTL_SECONDS`` and gets a second stack of its own.
+
+Chromium is ``/usr/bin/chromium`` (``make browser-deps`` installs it; ``make test`` depends on that). When it
+is missing these tests fail with a message saying what to install: they never skip. Playwright never
+downloads a browser here; it launches that binary (``executable_path``) with a fresh temporary profile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, Response, sync_playwright
+
+from tests.e2e.conftest import (
+    AUDIENCE,
+    LOGIN_CLIENT_ID,
+    ROOT,
+    STARTUP_TIMEOUT,
+    LocalStackInfo,
+    SeedLogin,
+    _free_ports,
+    _tail,
+)
+from tests.e2e.conftest import request as http_request
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+# As the machine's docs start it: no sandbox (root), no GPU, and no background traffic to Google's hosts
+# (the closed network refuses it). Playwright adds --headless and a fresh --user-data-dir itself.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PAGE_TIMEOUT_MS = 20_000
+EMAIL_TIMEOUT = 10.0
+SHORT_RESET_TTL = 4  # seconds: long enough to open a fresh link, short enough to wait for its expiry
+
+RESET_SUBJECT = "Reset your password"
+CHANGED_SUBJECT = "Your password was changed"
+VERIFY_SUBJECT = "Confirm your email address"
+STRONG_PASSWORD = "Fresh-Browser-Pass9"
+WEAK_PASSWORD = "abcdefgh"  # 8 characters (the form's minlength) of one kind only: Auth0's "fair" refuses it
+
+# One user per test (see the module docstring); both stacks are seeded from this file.
+USERS = {
+    "reset": SeedLogin("reset", "rhea.reset@browser.example", "Old-Reset-Pass1", "Rhea", "Reset"),
+    "weak": SeedLogin("weak", "wes.weak@browser.example", "Old-Weak-Pass1", "Wes", "Weak"),
+    "verify": SeedLogin("verify", "vera.verify@browser.example", "Old-Verify-Pass1", "Vera", "Verify"),
+    "expired": SeedLogin("expired", "ezra.expired@browser.example", "Old-Expiry-Pass1", "Ezra", "Expired"),
+}
+SEED = {
+    "accounts": [{"id": "hooli", "name": "Hooli"}],
+    "users": [
+        {
+            "email": user.email,
+            "password": user.password,
+            "firstName": user.first_name,
+            "lastName": user.last_name,
+            "memberships": [{"accountId": "hooli", "roles": ["Buyer"]}],
+            "defaultAccountId": "hooli",
+        }
+        for user in USERS.values()
+    ],
+}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------------------------------------ stacks
+@contextmanager
+def running_stack(workdir: Path, extra_env: Mapping[str, str]) -> Iterator[LocalStackInfo]:
+    """``python -m local`` as ``make run`` starts it, on free ports, seeded from SEED; SIGTERM at the end."""
+    seed_file = workdir / "seed.json"
+    seed_file.write_text(json.dumps(SEED, indent=2))
+    api_port, auth0_port, aws_port = _free_ports(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join(["layers/shared", "."]),
+            "PYTHONUNBUFFERED": "1",
+            "LOCAL_API_PORT": str(api_port),
+            "LOCAL_AUTH0_PORT": str(auth0_port),
+            "LOCAL_AWS_PORT": str(aws_port),
+            "API_AUDIENCE": AUDIENCE,
+            "LOCAL_AUTH0_CLIENT_ID": LOGIN_CLIENT_ID,
+            "SEED_FILE": str(seed_file),
+            **extra_env,
+        }
+    )
+    stdout_path, stderr_path = workdir / "stdout.log", workdir / "stderr.log"
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=stdout, stderr=stderr
+        )
+    info = LocalStackInfo(
+        api_url=f"http://127.0.0.1:{api_port}",
+        auth0_url=f"http://127.0.0.1:{auth0_port}",
+        aws_url=f"http://127.0.0.1:{aws_port}",
+        audience=AUDIENCE,
+        client_id=LOGIN_CLIENT_ID,
+        users=dict(USERS),
+        log_dir=workdir,
+    )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                pytest.fail(
+                    f"the local stack exited with {process.returncode} before it was healthy:\n"
+                    f"{_tail(stderr_path)}"
+                )
+            try:
+                if http_request("GET", f"{info.api_url}/_local/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"the local stack was not healthy within {STARTUP_TIMEOUT:.0f}s:\n{_tail(stderr_path)}"
+                )
+            time.sleep(0.2)
+        yield info
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def link_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackInfo]:
+    """The stack with the default link lifetimes."""
+    with running_stack(tmp_path_factory.mktemp("browser-stack"), {}) as info:
+        yield info
+
+
+@pytest.fixture(scope="module")
+def short_ttl_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackInfo]:
+    """A second stack whose reset links expire after SHORT_RESET_TTL seconds."""
+    env = {"RESET_LINK_TTL_SECONDS": str(SHORT_RESET_TTL)}
+    with running_stack(tmp_path_factory.mktemp("browser-stack-short-ttl"), env) as info:
+        yield info
+
+
+# ------------------------------------------------------------------------------------------------ browser
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Browser]:
+    """One headless Chromium for every browser test; always closed, also when a test fails."""
+    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(
+            f"the browser tests need Chromium at {CHROMIUM}, and it is not there: run `make browser-deps` "
+            "(as root it installs Debian's chromium and chromium-driver), or install them yourself: "
+            "apt-get install -y --no-install-recommends chromium chromium-driver",
+            pytrace=False,
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(chromium: Browser) -> Iterator[Page]:
+    """A fresh browser context (no cookies, no cache) per test."""
+    context = chromium.new_context()
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def shown(page: Page, response: Response | None = None) -> str:
+    """What the person sees, for assertion messages: status, title and the page's text."""
+    status = response.status if response is not None else "?"
+    return f"[{status}] {page.url}\n{page.title()!r}\n{page.locator('body').inner_text()[:1500]}"
+
+
+def open_link(page: Page, url: str) -> Response:
+    response = page.goto(url)
+    assert response is not None, f"no response for {url}"
+    return response
+
+
+def submit(page: Page, button: str) -> Response:
+    """Click a form's submit button and wait for the page the POST answers with."""
+    with page.expect_navigation() as navigation:
+        page.get_by_role("button", name=button).click()
+    response = navigation.value
+    assert response is not None, f"no response after clicking {button!r}"
+    assert response.request.method == "POST", response.request.method
+    return response
+
+
+def heading(page: Page) -> str:
+    return page.locator("h1").inner_text().strip()
+
+
+def outbox(stack: LocalStackInfo) -> list[dict[str, Any]]:
+    response = stack.api("GET", "/_local/outbox")
+    assert response.status == 200, response
+    entries = response.json()
+    assert isinstance(entries, list), entries
+    return entries
+
+
+def link_in(email: dict[str, Any], route: str) -> str:
+    """The one link to ``route`` (e.g. ``/password-reset/``) in an email's text, also present in its HTML."""
+    links = re.findall(rf"https?://\S+{re.escape(route)}[A-Za-z0-9_-]+", email.get("text") or "")
+    assert len(set(links)) == 1, f"expected one {route} link in {email!r}"
+    assert links[0] in (email.get("html") or ""), "the HTML part lacks the link of the text part"
+    return links[0]
+
+
+def wait_for_link(
+    stack: LocalStackInfo, to: str, subject: str, route: str, *, not_in: frozenset[str] = frozenset()
+) -> str:
+    """The newest link to ``route`` emailed to ``to`` with ``subject`` that is not one of ``not_in``."""
+    deadline = time.monotonic() + EMAIL_TIMEOUT
+    while True:
+        entries = [e for e in outbox(stack) if e.get("to") == to and e.get("subject") == subject]
+        links = [link_in(e, route) for e in entries]
+        fresh = [link for link in links if link not in not_in]
+        if fresh:
+            return fresh[-1]
+        if time.monotonic() > deadline:
+            sent = [(e.get("to"), e.get("subject")) for e in outbox(stack)]
+            pytest.fail(f"no new {subject!r} email to {to} within {EMAIL_TIMEOUT:.0f}s; outbox: {sent}")
+        time.sleep(0.2)
+
+
+def request_reset(stack: LocalStackInfo, email: str) -> None:
+    response = stack.api("POST", "/password-reset", json={"email": email})
+    assert response.status == 202, response
+
+
+def fill_passwords(page: Page, password: str, confirmation: str | None = None) -> None:
+    page.get_by_label("New password", exact=True).fill(password)
+    page.get_by_label("New password again").fill(password if confirmation is None else confirmation)
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE), f"{path} is not a PNG"
+    assert len(data) > 1000, f"{path} is suspiciously small ({len(data)} bytes)"
+
+
+# ------------------------------------------------------------------------------------------------ reset
+def test_password_reset_in_the_browser(link_stack: LocalStackInfo, page: Page, tmp_path: Path) -> None:
+    user = link_stack.users["reset"]
+    request_reset(link_stack, user.email)
+    link = wait_for_link(link_stack, user.email, RESET_SUBJECT, "/password-reset/")
+    assert link.startswith(f"{link_stack.api_url}/password-reset/"), link
+
+    response = open_link(page, link)
+    assert response.status == 200, shown(page, response)
+    assert heading(page) == "Choose a new password", shown(page, response)
+    assert response.headers.get("cache-control") == "no-store", response.headers
+    assert response.headers.get("referrer-policy") == "no-referrer", response.headers
+    screenshot = tmp_path / "reset-form.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert_png(screenshot)
+
+    fill_passwords(page, STRONG_PASSWORD)
+    response = submit(page, "Set new password")
+    assert response.status == 200, shown(page, response)
+    assert heading(page) == "Password changed", shown(page, response)
+    assert "You can sign in with it now" in page.locator("main").inner_text()
+
+    assert link_stack.token_response(user.email, STRONG_PASSWORD).status == 200
+    old = link_stack.token_response(user.email, user.password)
+    assert old.status == 403, old
+    assert old.json()["error"] == "invalid_grant", old
+    assert any(e["to"] == user.email and e["subject"] == CHANGED_SUBJECT for e in outbox(link_stack))
+
+    # The link works once.
+    again = open_link(page, link)
+    assert again.status == 410, shown(page, again)
+    assert heading(page) == "This link cannot be used", shown(page, again)
+
+
+def test_a_weak_password_shows_the_error_and_the_link_still_works(
+    link_stack: LocalStackInfo, page: Page
+) -> None:
+    user = link_stack.users["weak"]
+    request_reset(link_stack, user.email)
+    link = wait_for_link(link_stack, user.email, RESET_SUBJECT, "/password-reset/")
+
+    response = open_link(page, link)
+    assert response.status == 200, shown(page, response)
+    fill_passwords(page, WEAK_PASSWORD)
+    response = submit(page, "Set new password")
+    assert response.status == 400, shown(page, response)
+    error = page.locator(".error")
+    assert error.count() == 1, shown(page, response)
+    assert error.inner_text().strip(), shown(page, response)
+    assert link_stack.token_response(user.email, user.password).status == 200  # nothing changed
+    assert link_stack.token_response(user.email, WEAK_PASSWORD).status == 403
+
+    # The link is still usable: it opens the form again, and the form takes a strong password.
+    response = open_link(page, link)
+    assert response.status == 200, shown(page, response)
+    assert heading(page) == "Choose a new password", shown(page, response)
+    fill_passwords(page, STRONG_PASSWORD)
+    response = submit(page, "Set new password")
+    assert response.status == 200, shown(page, response)
+    assert heading(page) == "Password changed", shown(page, response)
+    assert link_stack.token_response(user.email, STRONG_PASSWORD).status == 200
+    assert link_stack.token_response(user.email, user.password).status == 403
+
+
+# ------------------------------------------------------------------------------------------------ verify
+def test_email_change_is_confirmed_in_the_browser(link_stack: LocalStackInfo, page: Page) -> None:
+    user = link_stack.users["verify"]
+    new_address = "vera.new@browser.example"
+    token = link_stack.login(user.email, user.password)
+    patched = link_stack.api("PATCH", "/me", token=token, json={"email": new_address})
+    assert patched.status == 200, patched
+    assert (patched.json()["email"], patched.json()["pendingEmail"]) == (user.email, new_address), patched
+    link = wait_for_link(link_stack, new_address, VERIFY_SUBJECT, "/email-verification/")
+    assert link.startswith(f"{link_stack.api_url}/email-verification/"), link
+
+    response = open_link(page, link)
+    assert response.status == 200, shown(page, response)
+    assert heading(page) == "Confirm your email address", shown(page, response)
+    assert response.headers.get("cache-control") == "no-store", response.headers
+    # Opening the page changed nothing (link scanners open links too).
+    me = link_stack.api("GET", "/me", token=token)
+    assert me.status == 200, me
+    assert (me.json()["email"], me.json()["pendingEmail"]) == (user.email, new_address), me
+    assert link_stack.token_response(user.email, user.password).status == 200
+
+    response = submit(page, "Confirm email address")
+    assert response.status == 200, shown(page, response)
+    assert heading(page) == "Email address confirmed", shown(page, response)
+
+    new_token = link_stack.login(new_address, user.password)
+    me = link_stack.api("GET", "/me", token=new_token)
+    assert me.status == 200, me
+    body = me.json()
+    assert (body["id"], body["email"], body["pendingEmail"], body["emailVerified"]) == (
+        user.user_id,
+        new_address,
+        None,
+        True,
+    ), me
+    old = link_stack.token_response(user.email, user.password)
+    assert old.status == 403, old
+    assert old.json()["error"] == "invalid_grant", old
+
+
+# ------------------------------------------------------------------------------------------------ expiry
+def test_an_expired_reset_link_offers_a_new_one(
+    short_ttl_stack: LocalStackInfo, page: Page, tmp_path: Path
+) -> None:
+    user = short_ttl_stack.users["expired"]
+    request_reset(short_ttl_stack, user.email)
+    issued_by = time.time()
+    first = wait_for_link(short_ttl_stack, user.email, RESET_SUBJECT, "/password-reset/")
+    time.sleep(max(0.0, issued_by + SHORT_RESET_TTL + 0.5 - time.time()))
+
+    response = open_link(page, first)
+    assert response.status == 410, shown(page, response)
+    assert "expired" in page.locator("main").inner_text(), shown(page, response)
+    assert response.headers.get("cache-control") == "no-store", response.headers
+    screenshot = tmp_path / "expired-link.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert_png(screenshot)
+
+    response = submit(page, "Send a new link")
+    assert response.status == 202, shown(page, response)
+    assert heading(page) == "Check your email", shown(page, response)
+
+    second = wait_for_link(
+        short_ttl_stack, user.email, RESET_SUBJECT, "/password-reset/", not_in=frozenset({first})
+    )
+    assert second != first
+    response = open_link(page, second)
+    assert response.status == 200, shown(page, response)
+    assert heading(page) == "Choose a new password", shown(page, response)
+    assert page.get_by_label("New password again").is_visible()
