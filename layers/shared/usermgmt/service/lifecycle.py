@@ -10,13 +10,12 @@ down, sync-identity finishes from the tombstone.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from usermgmt.adapters.dynamo import AuditEntry, ConditionFailed, Op, StoreUnavailable, SyncMark
 from usermgmt.auth import Access, RequestCtx, forbid_self, require_platform
-from usermgmt.clock import rfc3339
+from usermgmt.clock import revocation_second, rfc3339
 from usermgmt.errors import DependencyUnavailable, VersionMismatch
 from usermgmt.models import ACTIVE, SUSPENDED, User, user_view
 from usermgmt.observability import count, logger
@@ -43,14 +42,6 @@ class Deleted:
         status = "deletion_failed" if self.idp_state == FAILED else "deletion_pending"
         return {"id": self.user_id, "status": status}
 
-
-def revocation_second(now: float) -> int:
-    """``tokensValidAfter`` for a revocation at ``now``: the next whole second.
-
-    Token ``iat`` has whole seconds, so every token issued in the same second as the revocation is
-    refused, also when ``now`` falls exactly on a second (where rounding up would let it through).
-    """
-    return math.floor(now) + 1
 
 
 # ------------------------------------------------------------------------------------------------ suspend

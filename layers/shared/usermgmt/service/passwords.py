@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from usermgmt.adapters.dynamo import StoreUnavailable
 from usermgmt.auth import Access, RequestCtx
 from usermgmt.emails import mask, password_changed, password_reset
+from usermgmt.clock import revocation_second
 from usermgmt.errors import (
     ApiError,
     DependencyUnavailable,
@@ -78,15 +79,6 @@ class ResetRequested:
 
     sent_to: str
 
-
-def revocation_second(now: float) -> int:
-    """``tokensValidAfter`` for a revocation at ``now``: the next whole second.
-
-    Token ``iat`` has whole seconds, so every token issued up to and including the second of the
-    change is refused, also when ``now`` falls exactly on a second (where plain rounding up would
-    let a token of that very second through).
-    """
-    return math.floor(now) + 1
 
 
 class PasswordService:
