@@ -93,8 +93,10 @@ tools: $(SAM_STAMP)
 run: venv
 	PYTHONPATH=$(APP_PYTHONPATH) $(PY) -m local
 
+# Two workers: CI and developer machines have two cores (PYTEST_WORKERS=0 runs in one process).
+PYTEST_WORKERS ?= 2
 test: venv browser-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # Headless Chromium for tests/e2e/test_browser.py (driven by the playwright package, which never
 # downloads a browser here): Debian's chromium and chromium-driver. Installs only what is missing,

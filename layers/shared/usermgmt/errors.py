@@ -96,6 +96,10 @@ class UserSuspended(ApiError):
     status, code, title = 409, "user_suspended", "The user is suspended"
 
 
+class NothingToVerify(ApiError):
+    status, code, title = 409, "nothing_to_verify", "The user has no email address waiting for verification"
+
+
 class LinkGone(ApiError):
     status = 410
 

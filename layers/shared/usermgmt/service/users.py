@@ -3,7 +3,9 @@
 ``UserService.write`` is that path: load caller and target in one round trip, check access and
 ``If-Match``, let a plan compute the new state, commit state + audit entry + sync marker (+ links,
 uniqueness items, account checks) in one transaction, re-plan on a version conflict, then bring
-Auth0 in step inline and send the emails the plan asked for.
+Auth0 in step inline and send the emails the plan asked for. ``UserService.write_direct`` is its
+sibling for actions without an authenticated caller (link POSTs, storefront events): the planner
+loads the user itself; the commit (``commit``) and what follows it (``complete``) are the same steps.
 """
 
 from __future__ import annotations
@@ -62,7 +64,17 @@ class Written:
     changed: bool
 
 
+@dataclass(frozen=True)
+class Committed:
+    """A committed write: the user as written, and the sync lease owner when this write took the lease."""
+
+    user: User
+    owner: str | None
+
+
 Planner = Callable[[Access, float], Plan | None]
+# planner(now) -> (user as read, plan, now) or None; see ``UserService.write_direct``
+DirectPlanner = Callable[[float], tuple[User, Plan, float] | None]
 
 
 def diff(changes: list[dict[str, Any]], name: str, old: Any, new: Any) -> bool:
@@ -116,7 +128,6 @@ class UserService:
         *,
         access_check: Callable[[Access], None] | None = None,
     ) -> Written:
-        store = self.c.store
         for _attempt in range(MAX_CONFLICT_RETRIES):
             access = self.access(ctx, target_id)
             if access_check:
@@ -128,53 +139,97 @@ class UserService:
             plan = planner(access, now)
             if plan is None:
                 return Written(before, access, changed=False)
-            after = plan.after.evolve(version=before.version + 1, updated_at=rfc3339(now))
-            owner: str | None = None
-            ops: list[Op] = []
-            if plan.sync:
-                after = after.evolve(idp_sync=PENDING)
-                lease_free = before.lease_until < now
-                owner = new_owner() if lease_free else None
-                lease = (owner, now, now + self.c.settings.sync_lease_seconds) if owner else None
-                ops.append(store.op_update_user(before, after, sync=SyncMark(plan.sync), lease=lease))
-            else:
-                ops.append(store.op_update_user(before, after))
-            if plan.audit:
-                ops.append(
-                    store.op_put_audit(
-                        AuditEntry(
-                            user_id=before.id,
-                            at=rfc3339(now),
-                            actor=access.actor,
-                            action=plan.action,
-                            request_id=ctx.request_id or new_owner(),
-                            changes=tuple(plan.changes),
-                        )
+            committed = self.commit(before, plan, now, actor=access.actor, request_id=ctx.request_id)
+            if committed is None:
+                continue  # someone else wrote first: read again and re-apply
+            return Written(self.complete(committed, plan), access, changed=True)
+        raise DependencyUnavailable("The user is being changed by others; try again")
+
+    def write_direct(self, actor: str | None, request_id: str, planner: DirectPlanner) -> User | None:
+        """The write path of actions without an authenticated caller (link POSTs, storefront events).
+
+        ``actor`` names who acted in the audit trail; ``None`` means the user themselves (a person
+        confirming or cancelling through a link sent to them).
+
+        ``planner(now)`` reads what it needs afresh on every attempt (link, user) and returns the user
+        it read with the plan, or ``None`` for "nothing to do". Same commit, conflict retry, inline
+        sync and emails as ``write``; returns the committed user, or ``None`` when nothing was done.
+        """
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            planned = planner(self.c.clock.now())
+            if planned is None:
+                return None
+            before, plan, now = planned
+            committed = self.commit(before, plan, now, actor=actor or before.id, request_id=request_id)
+            if committed is not None:
+                return self.complete(committed, plan)
+        raise DependencyUnavailable("The user is being changed by others; try again")
+
+    def commit(
+        self, before: User, plan: Plan, now: float, *, actor: str, request_id: str
+    ) -> Committed | None:
+        """Commit ``plan`` over ``before``: state, audit entry, sync marker and the plan's ops at once.
+
+        Takes the sync lease in the same write when it is free. Raises the client error a failed op
+        stands for (``plan.errors``); returns ``None`` when someone else changed the user first.
+        """
+        store = self.c.store
+        after = plan.after.evolve(version=before.version + 1, updated_at=rfc3339(now))
+        owner: str | None = None
+        ops: list[Op] = []
+        if plan.sync:
+            after = after.evolve(idp_sync=PENDING)
+            lease_free = before.lease_until < now
+            owner = new_owner() if lease_free else None
+            lease = (owner, now, now + self.c.settings.sync_lease_seconds) if owner else None
+            ops.append(store.op_update_user(before, after, sync=SyncMark(plan.sync), lease=lease))
+        else:
+            ops.append(store.op_update_user(before, after))
+        if plan.audit:
+            ops.append(
+                store.op_put_audit(
+                    AuditEntry(
+                        user_id=before.id,
+                        at=rfc3339(now),
+                        actor=actor,
+                        action=plan.action,
+                        request_id=request_id or new_owner(),
+                        changes=tuple(plan.changes),
+                        seq=after.version,
                     )
                 )
-            ops.extend(plan.ops)
-            try:
-                store.transact(ops)
-            except ConditionFailed as failed:
-                if failed.label in plan.errors:
-                    raise plan.errors[failed.label] from None
-                if failed.label in ("user", "transaction-conflict"):
-                    continue  # someone else wrote first: read again and re-apply
-                raise DependencyUnavailable() from None
-            after = after.evolve(sync_fields=before.sync_fields | plan.sync)
-            if owner is not None:
-                state = self.sync.finish(
-                    before.id, owner, after, after.version, after.sync_fields, 0, inline=True
-                )
-                after = after.evolve(idp_sync=state)
-            logger.info(
-                "change committed",
-                extra={"action": plan.action, "target": before.id, "version": after.version, "idpSync": after.idp_sync},
             )
-            self.send(plan.emails)
-            count(f"User{plan.action.split('.')[-1].title().replace('_', '')}")
-            return Written(after, access, changed=True)
-        raise DependencyUnavailable("The user is being changed by others; try again")
+        ops.extend(plan.ops)
+        try:
+            store.transact(ops)
+        except ConditionFailed as failed:
+            if failed.label in plan.errors:
+                raise plan.errors[failed.label] from None
+            if failed.label in ("user", "transaction-conflict"):
+                return None
+            raise DependencyUnavailable() from None
+        return Committed(after.evolve(sync_fields=before.sync_fields | plan.sync), owner)
+
+    def complete(self, committed: Committed, plan: Plan) -> User:
+        """After a commit: bring Auth0 in step when this write took the lease, send the plan's emails."""
+        after = committed.user
+        if committed.owner is not None:
+            state = self.sync.finish(
+                after.id, committed.owner, after, after.version, after.sync_fields, 0, inline=True
+            )
+            after = after.evolve(idp_sync=state)
+        logger.info(
+            "change committed",
+            extra={
+                "action": plan.action,
+                "target": after.id,
+                "version": after.version,
+                "idpSync": after.idp_sync,
+            },
+        )
+        self.send(plan.emails)
+        count(f"User{plan.action.split('.')[-1].title().replace('_', '')}")
+        return after
 
     def send(self, emails: list[Email]) -> None:
         for email in emails:

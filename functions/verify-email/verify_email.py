@@ -1,0 +1,184 @@
+"""verify-email: send verification links and use the verify / cancel links (SPEC section 6).
+
+HTTP (API Gateway, payload 2.0):
+  POST /users/{userId}/verification-email   administrators (delegated ones in scope): 202 {"sentTo"}
+  POST /me/verification-email               the user: 202 {"sentTo"}
+  GET  /email-verification/{token}          confirmation page (changes nothing); JSON {"purpose", "email"}
+  POST /email-verification/{token}          confirm: 200 {"result": "email_verified"} / a page
+  POST /email-verification/{token}/renew    a fresh link for an expired one: always 202 (429 per source IP)
+  GET  /email-change/{token}/cancel         cancel page (changes nothing); JSON {"purpose", "email"}
+  POST /email-change/{token}/cancel         cancel: 200 {"result": "email_change_cancelled"} / a page
+EventBridge: storefront ``VerificationEmailRequested`` ``{"userId"}`` or ``{"email"}``, once per event id.
+
+The handler tells the two apart by shape: ``requestContext`` is HTTP, ``detail-type`` EventBridge.
+Every response of a link route carries ``Cache-Control: no-store`` and ``Referrer-Policy: no-referrer``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+
+from usermgmt import container, pages
+from usermgmt.api import json_response, make_resolver, path_user_id, request_ctx
+from usermgmt.emails import mask
+from usermgmt.errors import ApiError, DependencyUnavailable, EmailImmutable, EmailTaken, LinkGone, RateLimited
+from usermgmt.events import MalformedEvent, detail_of, is_eventbridge, is_http, run_once
+from usermgmt.observability import count, lambda_entry, logger
+from usermgmt.service.verification import VerificationService, parse_event_detail
+
+VERIFICATION_REQUESTED = "VerificationEmailRequested"
+# the request id of API Gateway, else the EventBridge event id
+CORRELATION_PATH = "requestContext.requestId || id"
+
+app = make_resolver()
+
+
+def _service() -> VerificationService:
+    return VerificationService(container.get())
+
+
+# ------------------------------------------------------------------------------------------------ sending
+@app.post("/users/<userId>/verification-email")
+def admin_send(userId: str) -> Response:  # the route's parameter name
+    sent_to = _service().send_for_user(request_ctx(app), path_user_id(userId))
+    return json_response(202, {"sentTo": sent_to})
+
+
+@app.post("/me/verification-email")
+def self_send() -> Response:
+    sent_to = _service().send_for_user(request_ctx(app), None)
+    return json_response(202, {"sentTo": sent_to})
+
+
+@app.post("/email-verification/<token>/renew")
+def renew(token: str) -> Response:
+    """The same answer whether or not a link was sent (and whatever the token is)."""
+    service = _service()
+    ctx = request_ctx(app)
+    try:
+        service.check_ip(ctx.source_ip)
+    except RateLimited as err:
+        return _error(err, "Too many requests")
+    service.renew(token, ctx.request_id)
+    if pages.wants_html(app):
+        return pages.page(
+            "Check your email",
+            pages.paragraph(
+                "If this link can be renewed, a new one is on its way to the address waiting for"
+                " confirmation. Only the newest link works."
+            ),
+            status=202,
+        )
+    return pages.json_answer(202, {"status": "accepted"})
+
+
+# ------------------------------------------------------------------------------------------------ verify link
+@app.get("/email-verification/<token>")
+def show_verify(token: str) -> Response:
+    try:
+        _checked, address = _service().check_verify(token)
+    except LinkGone as err:
+        return pages.gone(app, err, renew_action=_renew_action(token))
+    if pages.wants_html(app):
+        body = pages.paragraph(f"Confirm {mask(address)} as the email address you sign in with.")
+        # posts to its own URL (relative: works under any base path); the GET itself changes nothing
+        body += pages.button_form(token, "Confirm email address")
+        return pages.page("Confirm your email address", body)
+    return pages.json_answer(200, {"purpose": "email_verification", "email": mask(address)})
+
+
+@app.post("/email-verification/<token>")
+def confirm(token: str) -> Response:
+    pages.form_or_json(app)  # no fields; refuses oversized bodies and other media types
+    try:
+        _service().confirm(token, request_ctx(app).request_id)
+    except LinkGone as err:
+        return pages.gone(app, err, renew_action=_renew_action(token))
+    except (EmailTaken, EmailImmutable) as err:
+        return _error(err, "This address cannot be used")
+    except DependencyUnavailable as err:
+        return _error(err, "Please try again in a moment")
+    return pages.done(
+        app,
+        "email_verified",
+        "Email address confirmed",
+        "Your email address is confirmed. Use it the next time you sign in.",
+    )
+
+
+def _renew_action(token: str) -> str:
+    # Relative to /email-verification/{token}: works under any base path.
+    return f"{token}/renew"
+
+
+# ------------------------------------------------------------------------------------------------ cancel link
+@app.get("/email-change/<token>/cancel")
+def show_cancel(token: str) -> Response:
+    try:
+        _checked, pending = _service().check_cancel(token)
+    except LinkGone as err:
+        return pages.gone(app, err)
+    if pages.wants_html(app):
+        body = pages.paragraph(
+            f"A change of your sign-in email address to {mask(pending)} is waiting for confirmation."
+            " Cancel it if you did not ask for it."
+        )
+        body += pages.button_form("cancel", "Cancel the change")  # relative: /email-change/{token}/cancel
+        return pages.page("Cancel the email change", body)
+    return pages.json_answer(200, {"purpose": "email_change_cancel", "email": mask(pending)})
+
+
+@app.post("/email-change/<token>/cancel")
+def cancel(token: str) -> Response:
+    pages.form_or_json(app)
+    try:
+        _service().cancel(token, request_ctx(app).request_id)
+    except LinkGone as err:
+        return pages.gone(app, err)
+    except DependencyUnavailable as err:
+        return _error(err, "Please try again in a moment")
+    return pages.done(
+        app,
+        "email_change_cancelled",
+        "Change cancelled",
+        "The change of your sign-in email address was cancelled."
+        " You keep signing in with your current address.",
+    )
+
+
+def _error(err: ApiError, title: str) -> Response:
+    """A problem for JSON callers, a page (with the same status and Retry-After) for browsers."""
+    response = pages.error(app, err, title)
+    response.headers.update(err.headers)
+    return response
+
+
+# ------------------------------------------------------------------------------------------------ events
+def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Storefront ``VerificationEmailRequested``: like the admin route, when there is something to verify."""
+    try:
+        request = parse_event_detail(detail_of(event, VERIFICATION_REQUESTED))
+    except MalformedEvent as exc:
+        # Nothing was written; raising sends the event to the dead-letter queue (after Lambda's retries).
+        logger.warning("malformed storefront event", extra={"reason": str(exc)})
+        count("EventMalformed")
+        raise
+    event_id = str(event["id"])
+    service = _service()
+
+    def process() -> dict[str, Any]:
+        service.send_for_event(request, event_id)
+        return {"result": "accepted"}  # the idempotency record: no personal data, same for every outcome
+
+    return run_once(event, context, VERIFICATION_REQUESTED, process)
+
+
+@lambda_entry(CORRELATION_PATH)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if is_http(event):
+        return app.resolve(event, context)
+    if is_eventbridge(event):
+        return handle_event(event, context)
+    raise MalformedEvent("neither an HTTP request nor an EventBridge event")

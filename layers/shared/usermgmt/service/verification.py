@@ -1,0 +1,302 @@
+"""Email verification (SPEC section 6): sending verification links, and using the verify and cancel links.
+
+A verification link confirms one address: the user's pending address when a change is waiting, else
+an unverified current address (``linkcheck.verify_target``). Sending one issues a fresh VERIFY link
+bound to that address (the older link is superseded) through the one write path, with an audit entry.
+
+Using a link has no authenticated caller, so it goes through ``UserService.write_direct``: in one
+transaction the link is consumed (a conditional write: of two submits exactly one wins), the new
+address is claimed (``EMAIL#``; taken meanwhile -> 409 ``email_taken``, nothing changes and the link
+stays usable), the old address is released, and the record, the audit entry and the Auth0 sync
+marker are written. Auth0 gets ``email`` + ``email_verified`` through the never-lost sync.
+
+A confirmed change ends every outstanding link of the user (they were sent to, or issued for, the old
+address); verifying the current address ends only the VERIFY and CANCEL links.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from usermgmt.adapters.dynamo import StoreUnavailable
+from usermgmt.auth import Access, RequestCtx
+from usermgmt.emails import email_changed, mask, verify_address
+from usermgmt.errors import (
+    DependencyUnavailable,
+    EmailImmutable,
+    EmailTaken,
+    NothingToVerify,
+    RateLimited,
+    UserSuspended,
+)
+from usermgmt.events import MalformedEvent, detail_email
+from usermgmt.links import CANCEL, VERIFY, address_hash, hash_token, plausible_token
+from usermgmt.models import ACTIVE, User
+from usermgmt.observability import count, logger
+from usermgmt.ports import Email, MailUnavailable
+from usermgmt.ratelimit import RateLimiter
+from usermgmt.service import linkcheck
+from usermgmt.service.linkcheck import SUPERSEDED, USED, CheckedLink, verify_target
+from usermgmt.service.sync import EMAIL
+from usermgmt.service.users import Plan, diff
+
+if TYPE_CHECKING:
+    from usermgmt.container import Container
+
+SENT_ACTION = "user.verification_email_sent"
+CHANGED_ACTION = "user.email_changed"
+VERIFIED_ACTION = "user.email_verified"
+CANCELLED_ACTION = "user.email_change_cancelled"
+# audit actors of the requests without an authenticated caller
+ACTOR_SELF: None = None  # confirm/cancel through a link: the user themselves
+ACTOR_PUBLIC = "public"  # renew from an expired page: whoever holds the link
+ACTOR_STOREFRONT = "storefront"
+# POST /email-verification/{token}/renew per source IP (its own counter: SPEC section 8's reset
+# limit counts the password-reset routes only)
+VERIFY_RENEW_PER_IP = "verify-renew-ip"
+MAX_USER_ID_CHARS = 256
+
+
+class VerificationNotSent(Exception):
+    """The verification email of a storefront event could not be sent; raised so the event is retried."""
+
+
+@dataclass(frozen=True)
+class EventRequest:
+    """A validated ``VerificationEmailRequested`` detail: exactly one of the two is set."""
+
+    user_id: str | None = None
+    email: str | None = None
+
+
+def parse_event_detail(detail: Mapping[str, Any]) -> EventRequest:
+    """``{"userId"}`` or ``{"email"}`` (other keys are ignored); else ``MalformedEvent``.
+
+    The exception's message names the problem, never the values (it is logged).
+    """
+    has_id, has_email = "userId" in detail, "email" in detail
+    if has_id == has_email:
+        raise MalformedEvent("detail must name exactly one of userId and email")
+    if has_email:
+        return EventRequest(email=detail_email(detail))
+    user_id = detail["userId"]
+    if not isinstance(user_id, str) or not 1 <= len(user_id) <= MAX_USER_ID_CHARS:
+        raise MalformedEvent("detail.userId must be a non-empty string")
+    if not user_id.isprintable() or user_id != user_id.strip():
+        raise MalformedEvent("detail.userId holds characters a user id never has")
+    return EventRequest(user_id=user_id)
+
+
+def _without_change_links(user: User) -> dict[str, str]:
+    return {purpose: h for purpose, h in user.links.items() if purpose not in (VERIFY, CANCEL)}
+
+
+class VerificationService:
+    def __init__(self, c: Container) -> None:
+        self.c = c
+        self.limiter = RateLimiter(c.store, c.settings.rate_limit_window_seconds)
+
+    # ------------------------------------------------------------------------------ sending a link
+    def send_for_user(self, ctx: RequestCtx, target_id: str | None) -> str:
+        """Administrators (``target_id``) and the user (``/me``, ``None``): the masked address it went to.
+
+        409 ``user_suspended`` for a suspended target, 409 ``nothing_to_verify`` when the user has
+        neither a pending address nor an unverified one, 503 when the email could not be sent.
+        """
+        outbox: list[Email] = []
+
+        def plan(access: Access, now: float) -> Plan:
+            target = access.target
+            if target.status != ACTIVE:
+                raise UserSuspended("No verification link is sent to a suspended user")
+            planned = self._plan_send(target, now)
+            if planned is None:
+                raise NothingToVerify("The email address of this user is verified and no change is pending")
+            outbox[:] = [planned[1]]
+            return planned[0]
+
+        self.c.users.write(ctx, target_id, None, plan)
+        try:
+            self._deliver(outbox[0])
+        except MailUnavailable:
+            raise DependencyUnavailable("The email could not be sent; try again later") from None
+        return mask(outbox[0].to)
+
+    def send_for_event(self, request: EventRequest, event_id: str) -> bool:
+        """A storefront ``VerificationEmailRequested``: send like the admin route would, else nothing.
+
+        Unknown users, suspended users and users with nothing to verify are skipped silently. Raises
+        ``VerificationNotSent`` when the email could not be sent (the event is retried).
+        """
+        user_id = request.user_id
+        if user_id is None and request.email is not None:
+            user_id = self.c.store.user_id_for_email(request.email)
+        if user_id is None:
+            return False
+        outbox: list[Email] = []
+
+        def plan(now: float) -> tuple[User, Plan, float] | None:
+            user = self.c.store.get_user(user_id)
+            if user is None or user.status != ACTIVE:
+                return None
+            planned = self._plan_send(user, now)
+            if planned is None:
+                return None
+            outbox[:] = [planned[1]]
+            return user, planned[0], now
+
+        if self.c.users.write_direct(ACTOR_STOREFRONT, event_id, plan) is None:
+            count("VerificationRequestSkipped")
+            return False
+        try:
+            self._deliver(outbox[0])
+        except MailUnavailable:
+            raise VerificationNotSent("verification email not sent") from None
+        return True
+
+    def check_ip(self, source_ip: str) -> None:
+        """The per-IP limit of the public renew route: 429 ``rate_limited`` beyond it."""
+        limit = self.c.settings.reset_limit_per_ip
+        allowed, retry_after = self.limiter.take(
+            VERIFY_RENEW_PER_IP, source_ip or "unknown", limit, self.c.clock.now()
+        )
+        if not allowed:
+            count("VerifyRenewRateLimited")
+            raise RateLimited(retry_after, "Too many requests from this address; try again later")
+
+    def renew(self, token: str, request_id: str) -> None:
+        """``POST /email-verification/{token}/renew``: a fresh link when the link's change is still waiting.
+
+        Sends only when the link is an unused VERIFY link that expired or was superseded, its ACTIVE
+        user still waits for that very address, and no error happens; the caller answers the same
+        whatever happened here.
+        """
+        if not plausible_token(token):
+            return
+        token_hash = hash_token(token)
+        outbox: list[Email] = []
+
+        def plan(now: float) -> tuple[User, Plan, float] | None:
+            link = self.c.store.get_link(token_hash)
+            if link is None or link.purpose != VERIFY or link.status != "active":
+                return None
+            user = self.c.store.get_user(link.user_id)
+            if user is None or user.status != ACTIVE:
+                return None
+            target = verify_target(user)
+            if target is None or link.address_hash != address_hash(target):
+                return None  # confirmed, cancelled or replaced by a change to another address
+            if link.expires_at > now and user.links.get(VERIFY) == token_hash:
+                return None  # the link still works: nothing to renew
+            planned = self._plan_send(user, now)
+            if planned is None:
+                return None
+            outbox[:] = [planned[1]]
+            return user, planned[0], now
+
+        try:
+            if self.c.users.write_direct(ACTOR_PUBLIC, request_id, plan) is not None:
+                self._deliver(outbox[0])
+        except (StoreUnavailable, DependencyUnavailable, MailUnavailable) as exc:
+            # The answer stays the generic one; the person can ask again.
+            logger.warning("verification renewal not completed", extra={"error_type": type(exc).__name__})
+            count("VerifyRenewFailed")
+
+    def _plan_send(self, user: User, now: float) -> tuple[Plan, Email] | None:
+        """A fresh VERIFY link to the address waiting for verification, or None when there is none."""
+        address = verify_target(user)
+        if address is None:
+            return None
+        ttl = self.c.settings.verify_link_ttl_seconds
+        url, links, ops = self.c.users.issue_link(user, VERIFY, now, ttl, address=address)
+        email = verify_address(address, user.first_name, url, ttl / 3600)
+        return Plan(after=user.evolve(links=links), action=SENT_ACTION, ops=ops), email
+
+    # ------------------------------------------------------------------------------ the links
+    def check_verify(self, token: str, now: float | None = None) -> tuple[CheckedLink, str]:
+        """The verify link as ``GET`` sees it, and the address it confirms; raises ``LinkGone``."""
+        checked = linkcheck.check(self.c.store, token, VERIFY, self.c.clock.now() if now is None else now)
+        target = verify_target(checked.user)
+        if target is None:  # linkcheck already refuses this; kept for the type
+            raise linkcheck.gone(SUPERSEDED)
+        return checked, target
+
+    def check_cancel(self, token: str) -> tuple[CheckedLink, str]:
+        """The cancel link as ``GET`` sees it, and the pending address it cancels; raises ``LinkGone``."""
+        checked = linkcheck.check(self.c.store, token, CANCEL, self.c.clock.now())
+        if checked.user.pending_email is None:
+            raise linkcheck.gone(SUPERSEDED)
+        return checked, checked.user.pending_email
+
+    def confirm(self, token: str, request_id: str) -> User | None:
+        """``POST /email-verification/{token}``: the address becomes the verified login email, exactly once.
+
+        Raises ``LinkGone`` (410; the loser of two concurrent submits gets ``link_used``),
+        ``EmailTaken`` (409, nothing changed, link still usable) or ``EmailImmutable`` (a change
+        confirmed after the policy was switched to ``locked``).
+        """
+        store = self.c.store
+        policy = self.c.settings.email_change_policy
+
+        def plan(now: float) -> tuple[User, Plan, float]:
+            checked, target = self.check_verify(token, now)
+            user = checked.user
+            changes: list[dict[str, Any]] = []
+            planned = Plan(after=user, action=VERIFIED_ACTION, sync=frozenset({EMAIL}))
+            planned.ops.append(store.op_use_link(checked.link.token_hash, int(now)))
+            planned.errors["link"] = linkcheck.gone(USED)
+            links = _without_change_links(user)
+            if user.pending_email is not None:
+                if policy == "locked":
+                    raise EmailImmutable()
+                planned.action = CHANGED_ACTION
+                diff(changes, "email", user.email, target)
+                diff(changes, "pendingEmail", user.pending_email, None)
+                planned.ops.append(store.op_claim_email(target, user.id))
+                planned.ops.append(store.op_release_email(user.email, user.id))
+                planned.errors["email"] = EmailTaken("This email address was taken by another user meanwhile")
+                planned.emails.append(email_changed(user.email, user.first_name, target))
+                links = {}  # every outstanding link went to, or was issued for, the old address
+            diff(changes, "emailVerified", user.email_verified, True)
+            planned.after = user.evolve(email=target, pending_email=None, email_verified=True, links=links)
+            planned.changes = changes
+            return user, planned, now
+
+        return self.c.users.write_direct(ACTOR_SELF, request_id, plan)
+
+    def cancel(self, token: str, request_id: str) -> User | None:
+        """``POST /email-change/{token}/cancel``: the pending change ends and its links die.
+
+        Raises ``LinkGone`` (410; the loser of two concurrent submits gets ``link_used``).
+        """
+        store = self.c.store
+
+        def plan(now: float) -> tuple[User, Plan, float]:
+            checked = linkcheck.check(store, token, CANCEL, now)
+            user = checked.user
+            if user.pending_email is None:
+                raise linkcheck.gone(SUPERSEDED)
+            changes: list[dict[str, Any]] = []
+            diff(changes, "pendingEmail", user.pending_email, None)
+            planned = Plan(
+                after=user.evolve(pending_email=None, links=_without_change_links(user)),
+                action=CANCELLED_ACTION,
+                changes=changes,
+                ops=[store.op_use_link(checked.link.token_hash, int(now))],
+                errors={"link": linkcheck.gone(USED)},
+            )
+            return user, planned, now
+
+        return self.c.users.write_direct(ACTOR_SELF, request_id, plan)
+
+    # ------------------------------------------------------------------------------ email
+    def _deliver(self, email: Email) -> None:
+        try:
+            self.c.mailer.send(email)
+        except MailUnavailable as exc:
+            logger.warning("email not sent", extra={"error_type": type(exc).__name__})
+            count("EmailFailed")
+            raise
+        count("EmailSent")
