@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import getaddresses
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
 import jwt
@@ -859,7 +859,7 @@ class Gateway:
         handler = getattr(module, function.handler_function, None)
         if not callable(handler):
             raise AttributeError(f"{function.logical_id}: {function.handler} is not callable")
-        return handler  # type: ignore[no-any-return]
+        return cast("Callable[[Any, Any], Any]", handler)
 
     # -------------------------------------------------------------------------------- /_local
     def _local(self, request: Request) -> Response:

@@ -552,7 +552,11 @@ def test_adapter_import_does_not_import_auth0() -> None:
         "assert 'httpx' not in sys.modules, 'httpx imported'\n"
     )
     # no bytecode written into layers/shared: it would invalidate sam build's layer cache
-    env = {"PYTHONPATH": str(ROOT / "layers" / "shared"), "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {
+        "PYTHONPATH": str(ROOT / "layers" / "shared"),
+        "PATH": "/usr/bin:/bin",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 

@@ -22,7 +22,17 @@ class IdpUserUpdate:
     email_verified: bool | None = None
 
     def is_empty(self) -> bool:
-        return all(v is None for v in (self.name, self.given_name, self.family_name, self.blocked, self.email, self.email_verified))
+        return all(
+            v is None
+            for v in (
+                self.name,
+                self.given_name,
+                self.family_name,
+                self.blocked,
+                self.email,
+                self.email_verified,
+            )
+        )
 
 
 @dataclass(frozen=True)

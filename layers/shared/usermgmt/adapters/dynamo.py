@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -188,7 +189,7 @@ def _to_av(value: Any) -> dict[str, Any]:
 
 
 def _from_av(av: dict[str, Any]) -> Any:
-    (kind, value), = av.items()
+    ((kind, value),) = av.items()
     if kind == "S":
         return value
     if kind == "N":
@@ -409,7 +410,13 @@ class DynamoStore:
         item.update({k: _to_av(v) for k, v in _user_attrs(user).items() if v is not None})
         return Op(
             label,
-            {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
         )
 
     def op_delete_user(self, user: User, *, label: str = "user") -> Op:
@@ -476,7 +483,13 @@ class DynamoStore:
         }
         return Op(
             "audit",
-            {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
         )
 
     def op_put_link(self, link: Link, ttl: int) -> Op:
@@ -495,7 +508,13 @@ class DynamoStore:
             item["addressHash"] = {"S": link.address_hash}
         return Op(
             "link",
-            {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
         )
 
     def op_use_link(self, token_hash: str, now: int) -> Op:
@@ -582,9 +601,7 @@ class DynamoStore:
             raise self._translate(exc) from None
 
     def put_account(self, account_id: str, name: str) -> None:
-        self._call(
-            "put_item", TableName=self._table, Item={**_account_key(account_id), "name": {"S": name}}
-        )
+        self._call("put_item", TableName=self._table, Item={**_account_key(account_id), "name": {"S": name}})
 
     def put_user(self, user: User) -> None:
         """Unconditional write of a user and its email reservation (seeding and imports)."""
@@ -677,17 +694,31 @@ class DynamoStore:
         """Give the lease back after a failed push: retry at ``due``, or mark failed for good."""
         key = _tombstone_key(user_id) if deleted else _user_key(user_id)
         if failed:
-            expression = "SET idpSync = :failed, syncAttempts = :n REMOVE syncPk, syncDue, leaseOwner, leaseUntil"
+            expression = (
+                "SET idpSync = :failed, syncAttempts = :n REMOVE syncPk, syncDue, leaseOwner, leaseUntil"
+            )
             values = {":failed": {"S": "failed"}, ":n": {"N": str(attempts)}, ":owner": {"S": owner}}
         else:
-            expression = "SET idpSync = :pending, syncAttempts = :n, syncDue = :due REMOVE leaseOwner, leaseUntil"
+            expression = (
+                "SET idpSync = :pending, syncAttempts = :n, syncDue = :due REMOVE leaseOwner, leaseUntil"
+            )
             values = {
                 ":pending": {"S": "pending"},
                 ":n": {"N": str(attempts)},
                 ":due": {"N": repr(due)},
                 ":owner": {"S": owner},
             }
-        try:
+        self._update_as_lease_owner(key, owner, expression, values)
+
+    def release_lease(self, user_id: str, owner: str, *, deleted: bool = False) -> None:
+        key = _tombstone_key(user_id) if deleted else _user_key(user_id)
+        self._update_as_lease_owner(key, owner, "REMOVE leaseOwner, leaseUntil", {":owner": {"S": owner}})
+
+    def _update_as_lease_owner(
+        self, key: dict[str, Any], owner: str, expression: str, values: dict[str, Any]
+    ) -> None:
+        """Update only while ``owner`` holds the lease; otherwise the new holder carries on."""
+        with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
             self._call(
                 "update_item",
                 TableName=self._table,
@@ -696,21 +727,6 @@ class DynamoStore:
                 ConditionExpression="leaseOwner = :owner",
                 ExpressionAttributeValues=values,
             )
-        except self._client.exceptions.ConditionalCheckFailedException:
-            pass  # someone else holds it now; they carry on
-
-    def release_lease(self, user_id: str, owner: str, *, deleted: bool = False) -> None:
-        try:
-            self._call(
-                "update_item",
-                TableName=self._table,
-                Key=_tombstone_key(user_id) if deleted else _user_key(user_id),
-                UpdateExpression="REMOVE leaseOwner, leaseUntil",
-                ConditionExpression="leaseOwner = :owner",
-                ExpressionAttributeValues={":owner": {"S": owner}},
-            )
-        except self._client.exceptions.ConditionalCheckFailedException:
-            pass
 
     def due_syncs(self, now: float, limit: int) -> list[str]:
         resp = self._call(

@@ -43,7 +43,6 @@ class Deleted:
         return {"id": self.user_id, "status": status}
 
 
-
 # ------------------------------------------------------------------------------------------------ suspend
 def suspend(
     users: UserService, ctx: RequestCtx, target_id: str, expected_version: int | None

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 
 from usermgmt.adapters.dynamo import StoreUnavailable
 from usermgmt.auth import Access, RequestCtx
-from usermgmt.emails import mask, password_changed, password_reset
 from usermgmt.clock import revocation_second
+from usermgmt.emails import mask, password_changed, password_reset
 from usermgmt.errors import (
     ApiError,
     DependencyUnavailable,
@@ -78,7 +78,6 @@ class ResetRequested:
     """What an administrator or the user learns: where the link went (masked)."""
 
     sent_to: str
-
 
 
 class PasswordService:

@@ -92,7 +92,9 @@ class SyncEngine:
             try:
                 self.push(user_id, user, fields)
             except IdpUnavailable as exc:
-                return self._defer(user_id, owner, attempts + 1, exc.retry_after, deleted=deleted, inline=inline)
+                return self._defer(
+                    user_id, owner, attempts + 1, exc.retry_after, deleted=deleted, inline=inline
+                )
             except IdpError as exc:
                 logger.warning("identity provider refused a sync", extra={"error_type": type(exc).__name__})
                 store.defer_sync(user_id, owner, due=0, attempts=attempts + 1, failed=True, deleted=deleted)
@@ -112,7 +114,14 @@ class SyncEngine:
         return PENDING
 
     def _defer(
-        self, user_id: str, owner: str, attempts: int, retry_after: float | None, *, deleted: bool, inline: bool
+        self,
+        user_id: str,
+        owner: str,
+        attempts: int,
+        retry_after: float | None,
+        *,
+        deleted: bool,
+        inline: bool,
     ) -> str:
         s = self.c.settings
         now = self.c.clock.now()
@@ -128,7 +137,9 @@ class SyncEngine:
             delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
         if retry_after:
             delay = max(delay, min(retry_after, s.sync_max_delay_seconds))
-        self.c.store.defer_sync(user_id, owner, due=now + delay, attempts=attempts, failed=False, deleted=deleted)
+        self.c.store.defer_sync(
+            user_id, owner, due=now + delay, attempts=attempts, failed=False, deleted=deleted
+        )
         count("IdpSyncDeferred")
         return PENDING
 

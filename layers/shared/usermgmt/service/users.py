@@ -259,7 +259,9 @@ class UserService:
             address_hash=address_hash(address) if address else None,
         )
         links = {**user.links, purpose: token_hash}
-        op = self.c.store.op_put_link(link, ttl=expires + self.c.settings.cleanup_grace_seconds + LINK_TTL_GRACE)
+        op = self.c.store.op_put_link(
+            link, ttl=expires + self.c.settings.cleanup_grace_seconds + LINK_TTL_GRACE
+        )
         return link_url(self.c.settings.public_base_url, purpose, token), links, [op]
 
     def plan_email_change(self, user: User, new_email: str, now: float) -> tuple[User, list[Op], list[Email]]:
@@ -268,7 +270,9 @@ class UserService:
         owner = self.c.store.user_id_for_email(new_email)
         if owner is not None and owner != user.id:
             raise EmailTaken()
-        verify_url, links, ops = self.issue_link(user, VERIFY, now, s.verify_link_ttl_seconds, address=new_email)
+        verify_url, links, ops = self.issue_link(
+            user, VERIFY, now, s.verify_link_ttl_seconds, address=new_email
+        )
         cancel_url, links, cancel_ops = self.issue_link(
             user.evolve(links=links), CANCEL, now, s.verify_link_ttl_seconds
         )
@@ -333,7 +337,9 @@ class UserService:
             plan.emails.append(access_changed(t.email, after.first_name, summary))
         return plan
 
-    def _plan_email(self, user: User, new_email: str, now: float, changes: list[dict[str, Any]], plan: Plan) -> User:
+    def _plan_email(
+        self, user: User, new_email: str, now: float, changes: list[dict[str, Any]], plan: Plan
+    ) -> User:
         if new_email == user.email:
             if user.pending_email:
                 # back to the current address: the pending change ends and its links die
@@ -376,7 +382,9 @@ class UserService:
         for i, entry in enumerate(entries):
             if entry.accountId not in administered or entry.accountId not in current:
                 problems.append(
-                    FieldProblem(f"memberships.{i}.accountId", "must be an account you administer that the user is in")
+                    FieldProblem(
+                        f"memberships.{i}.accountId", "must be an account you administer that the user is in"
+                    )
                 )
             elif entry.accountId in updates:
                 problems.append(FieldProblem(f"memberships.{i}.accountId", "is listed twice"))
@@ -394,9 +402,13 @@ class UserService:
 def _check_default_account(user: User) -> None:
     accounts = user.account_ids
     if user.default_account_id is None and accounts:
-        raise ValidationFailed(errors=[FieldProblem("defaultAccountId", "must name one of the user's accounts")])
+        raise ValidationFailed(
+            errors=[FieldProblem("defaultAccountId", "must name one of the user's accounts")]
+        )
     if user.default_account_id is not None and user.default_account_id not in accounts:
-        raise ValidationFailed(errors=[FieldProblem("defaultAccountId", "must name one of the user's accounts")])
+        raise ValidationFailed(
+            errors=[FieldProblem("defaultAccountId", "must name one of the user's accounts")]
+        )
 
 
-__all__ = ["Plan", "UserService", "UserNotFound", "diff"]
+__all__ = ["Plan", "UserNotFound", "UserService", "diff"]
