@@ -237,8 +237,8 @@ def markdown(result: dict[str, Any]) -> str:
     cold = result["cold_container"]
     lines += [
         "",
-        f"A cold container's first Auth0 call adds: {fmt(cold['aws'])} / {fmt(cold['auth0'])} "
-        "(the Secrets Manager read and the M2M token, both cached per container afterwards).",
+        f"The same name change in a cold container: {fmt(cold['aws'])} / {fmt(cold['auth0'])}; "
+        "the difference is the Secrets Manager read and the M2M token fetch, both cached per container.",
     ]
     return "\n".join(lines)
 
