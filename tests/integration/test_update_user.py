@@ -145,3 +145,58 @@ def test_email_change_sends_verify_and_notice(env: Env, people: dict) -> None:
     assert "/email-verification/" in env.mailer.to("robert@new.example")[0].text
     assert "/email-change/" in env.mailer.to("bob@acme.example")[0].text
     assert not env.idp.calls_to("update_user")
+
+
+@pytest.mark.parametrize(
+    ("raw", "headers", "status", "code"),
+    [
+        ("{not json", {"content-type": "application/json"}, 400, "invalid_json"),
+        ('{"firstName": "X"}', {"content-type": "text/plain"}, 415, "unsupported_media_type"),
+        (
+            '{"firstName": "' + "x" * 17_000 + '"}',
+            {"content-type": "application/json"},
+            413,
+            "payload_too_large",
+        ),
+        ("[1, 2]", {"content-type": "application/json"}, 422, "validation_failed"),
+    ],
+    ids=["not-json", "not-json-media-type", "over-16KiB", "not-an-object"],
+)
+def test_bad_bodies_get_problem_details_and_change_nothing(
+    env: Env, people: dict, raw: str, headers: dict, status: int, code: str
+) -> None:
+    bob = people["bob"]
+    r = env.call(FN, "PATCH", "/me", as_user=bob, raw_body=raw, headers=headers)
+    assert r.status == status, r
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == code and r.json()["status"] == status
+    assert env.user(bob.id) == people["bob"]
+
+
+def test_table_down_is_503_with_retry_after_and_no_details(
+    env: Env, people: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from usermgmt.adapters.dynamo import StoreUnavailable
+
+    def down(*_: object, **__: object) -> None:
+        raise StoreUnavailable("ProvisionedThroughputExceededException")
+
+    monkeypatch.setattr(env.store, "transact", down)
+    r = env.call(FN, "PATCH", "/me", as_user=people["bob"], body={"firstName": "Robert"})
+    assert r.status == 503 and r.json()["code"] == "dependency_unavailable"
+    assert int(r.headers["retry-after"]) > 0
+    assert "Throughput" not in r.text and "usermgmt-test" not in r.text
+    monkeypatch.undo()
+    assert env.user(people["bob"].id).first_name == "Bob"
+
+
+def test_unexpected_error_is_a_plain_500_problem_without_a_stack(
+    env: Env, people: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object, **__: object) -> None:
+        raise KeyError("secret-internal-detail")
+
+    monkeypatch.setattr(env.container.users, "get", broken)
+    r = env.call(FN, "GET", "/me", as_user=people["bob"])
+    assert r.status == 500 and r.headers["content-type"] == "application/problem+json"
+    assert "secret-internal-detail" not in r.text and "Traceback" not in r.text
