@@ -40,8 +40,10 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
+
+from local.serving import ServerHandle, serve_wsgi
 
 __all__ = ["LocalAuth0", "ServerHandle", "serve"]
 
@@ -991,25 +993,6 @@ def _validate_patch(body: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-class ServerHandle:
-    """A running threaded werkzeug server (daemon thread)."""
-
-    def __init__(self, server: Any, thread: threading.Thread) -> None:
-        self._server = server
-        self._thread = thread
-        self.host: str = server.host
-        self.port: int = server.server_port
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def shutdown(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
 class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         logging.getLogger("local.auth0").debug("%s %s %s", self.command, self.path.split("?", 1)[0], code)
@@ -1018,12 +1001,4 @@ class _QuietHandler(WSGIRequestHandler):
 def serve(app: Any, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True) -> ServerHandle:
     """Serve ``app`` from a threaded werkzeug server in a daemon thread; ``port=0`` picks a free port."""
     handler: type[WSGIRequestHandler] = _QuietHandler if quiet else WSGIRequestHandler
-    server = make_server(host, port, app, threaded=True, request_handler=handler)
-    thread = threading.Thread(
-        target=server.serve_forever,
-        kwargs={"poll_interval": 0.05},  # quick shutdown
-        name=f"local-server-{server.server_port}",
-        daemon=True,
-    )
-    thread.start()
-    return ServerHandle(server, thread)
+    return serve_wsgi(app, host, port, request_handler=handler, name="local-auth0")

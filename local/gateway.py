@@ -56,9 +56,10 @@ from typing import Any, cast
 from urllib.parse import parse_qsl
 
 import jwt
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
+from local.serving import ServerHandle, serve_wsgi
 from local.template import DEFAULT_ROUTE, EventRule, Function, HttpRoute, JwtAuthorizer, Stack
 
 __all__ = [
@@ -1198,32 +1199,9 @@ class _RequestLog(WSGIRequestHandler):
         log.warning("request error: %s", args[0] if args else format)
 
 
-class ServerHandle:
-    """A running threaded werkzeug server (daemon thread)."""
-
-    def __init__(self, server: BaseWSGIServer, thread: threading.Thread) -> None:
-        self._server = server
-        self._thread = thread
-        self.host = str(server.host)
-        self.port = int(server.server_port)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def shutdown(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
 def serve(app: Callable[..., Iterable[bytes]], host: str = "127.0.0.1", port: int = 0) -> ServerHandle:
     """Serve ``app`` from a threaded werkzeug server in a daemon thread (``port=0`` picks a free port)."""
-    server = make_server(host, port, app, threaded=True, request_handler=_RequestLog)
-    server.daemon_threads = True  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, name=f"gateway-{server.server_port}", daemon=True)
-    thread.start()
-    return ServerHandle(server, thread)
+    return serve_wsgi(app, host, port, request_handler=_RequestLog, name="gateway")
 
 
 def decode_body(event: Mapping[str, Any]) -> bytes:

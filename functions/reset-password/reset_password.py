@@ -22,7 +22,6 @@ from aws_lambda_powertools.event_handler import Response
 from usermgmt import container, pages
 from usermgmt.api import json_body, json_response, make_resolver, path_user_id, request_ctx
 from usermgmt.errors import (
-    ApiError,
     DependencyUnavailable,
     FieldProblem,
     LinkGone,
@@ -30,8 +29,8 @@ from usermgmt.errors import (
     RateLimited,
     ValidationFailed,
 )
-from usermgmt.events import MalformedEvent, detail_email, detail_of, is_eventbridge, is_http, run_once
-from usermgmt.observability import count, lambda_entry, logger
+from usermgmt.events import MalformedEvent, detail_email, handle_storefront_event, is_eventbridge, is_http
+from usermgmt.observability import lambda_entry
 from usermgmt.service.passwords import MAX_PASSWORD_CHARS, PasswordService
 
 RESET_REQUESTED = "PasswordResetRequested"
@@ -76,7 +75,7 @@ def renew(token: str) -> Response:
     try:
         service.check_ip(ctx.source_ip)
     except RateLimited as err:
-        return _error(err, "Too many requests")
+        return pages.error(app, err, "Too many requests")
     service.renew(token, ctx.request_id)
     if pages.wants_html(app):
         return pages.page(
@@ -118,9 +117,9 @@ def set_password(token: str) -> Response:
     except LinkGone as err:
         return pages.gone(app, err, renew_action=_renew_action(token))
     except (ValidationFailed, PasswordTooWeak) as err:
-        return _error(err, "Choose a new password", _form(token))
+        return pages.error(app, err, "Choose a new password", _form(token))
     except DependencyUnavailable as err:
-        return _error(err, "Please try again in a moment", _form(token))
+        return pages.error(app, err, "Please try again in a moment", _form(token))
     return pages.done(
         app, "password_changed", "Password changed", "Your password was changed. You can sign in with it now."
     )
@@ -172,31 +171,10 @@ def _form(token: str) -> str:
     )
 
 
-def _error(err: ApiError, title: str, body_html: str = "") -> Response:
-    """A problem for JSON callers, a page (with the same status and Retry-After) for browsers."""
-    response = pages.error(app, err, title, body_html)
-    response.headers.update(err.headers)
-    return response
-
-
 # ------------------------------------------------------------------------------------------------ events
 def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Storefront ``PasswordResetRequested``: the public route's effect, once per event id."""
-    try:
-        email = detail_email(detail_of(event, RESET_REQUESTED))
-    except MalformedEvent as exc:
-        # Nothing was written; raising sends the event to the dead-letter queue (after Lambda's retries).
-        logger.warning("malformed storefront event", extra={"reason": str(exc)})
-        count("EventMalformed")
-        raise
-    event_id = str(event["id"])
-    service = _service()
-
-    def process() -> dict[str, Any]:
-        service.request_by_event(email, event_id)
-        return {"result": "accepted"}
-
-    return run_once(event, context, RESET_REQUESTED, process)
+    return handle_storefront_event(event, context, RESET_REQUESTED, detail_email, _service().request_by_event)
 
 
 @lambda_entry(CORRELATION_PATH)

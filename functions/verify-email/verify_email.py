@@ -23,9 +23,9 @@ from aws_lambda_powertools.event_handler import Response
 from usermgmt import container, pages
 from usermgmt.api import json_response, make_resolver, path_user_id, request_ctx
 from usermgmt.emails import mask
-from usermgmt.errors import ApiError, DependencyUnavailable, EmailImmutable, EmailTaken, LinkGone, RateLimited
-from usermgmt.events import MalformedEvent, detail_of, is_eventbridge, is_http, run_once
-from usermgmt.observability import count, lambda_entry, logger
+from usermgmt.errors import DependencyUnavailable, EmailImmutable, EmailTaken, LinkGone, RateLimited
+from usermgmt.events import MalformedEvent, handle_storefront_event, is_eventbridge, is_http
+from usermgmt.observability import lambda_entry
 from usermgmt.service.verification import VerificationService, parse_event_detail
 
 VERIFICATION_REQUESTED = "VerificationEmailRequested"
@@ -60,7 +60,7 @@ def renew(token: str) -> Response:
     try:
         service.check_ip(ctx.source_ip)
     except RateLimited as err:
-        return _error(err, "Too many requests")
+        return pages.error(app, err, "Too many requests")
     service.renew(token, ctx.request_id)
     if pages.wants_html(app):
         return pages.page(
@@ -97,9 +97,9 @@ def confirm(token: str) -> Response:
     except LinkGone as err:
         return pages.gone(app, err, renew_action=_renew_action(token))
     except (EmailTaken, EmailImmutable) as err:
-        return _error(err, "This address cannot be used")
+        return pages.error(app, err, "This address cannot be used")
     except DependencyUnavailable as err:
-        return _error(err, "Please try again in a moment")
+        return pages.error(app, err, "Please try again in a moment")
     return pages.done(
         app,
         "email_verified",
@@ -138,7 +138,7 @@ def cancel(token: str) -> Response:
     except LinkGone as err:
         return pages.gone(app, err)
     except DependencyUnavailable as err:
-        return _error(err, "Please try again in a moment")
+        return pages.error(app, err, "Please try again in a moment")
     return pages.done(
         app,
         "email_change_cancelled",
@@ -148,31 +148,12 @@ def cancel(token: str) -> Response:
     )
 
 
-def _error(err: ApiError, title: str) -> Response:
-    """A problem for JSON callers, a page (with the same status and Retry-After) for browsers."""
-    response = pages.error(app, err, title)
-    response.headers.update(err.headers)
-    return response
-
-
 # ------------------------------------------------------------------------------------------------ events
 def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Storefront ``VerificationEmailRequested``: like the admin route, when there is something to verify."""
-    try:
-        request = parse_event_detail(detail_of(event, VERIFICATION_REQUESTED))
-    except MalformedEvent as exc:
-        # Nothing was written; raising sends the event to the dead-letter queue (after Lambda's retries).
-        logger.warning("malformed storefront event", extra={"reason": str(exc)})
-        count("EventMalformed")
-        raise
-    event_id = str(event["id"])
-    service = _service()
-
-    def process() -> dict[str, Any]:
-        service.send_for_event(request, event_id)
-        return {"result": "accepted"}  # the idempotency record: no personal data, same for every outcome
-
-    return run_once(event, context, VERIFICATION_REQUESTED, process)
+    return handle_storefront_event(
+        event, context, VERIFICATION_REQUESTED, parse_event_detail, _service().send_for_event
+    )
 
 
 @lambda_entry(CORRELATION_PATH)

@@ -22,23 +22,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from local.auth0 import password_is_fair  # the same policy as the local Auth0
 from usermgmt.errors import IdpEmailTaken, IdpError, IdpPasswordTooWeak, IdpRejected, IdpUserMissing
 from usermgmt.ports import IdpUser, IdpUserUpdate
 
 METHODS = ("get_user", "update_user", "set_password", "delete_user", "revoke_sessions")
 NAME_LIMITS = {"name": 300, "given_name": 150, "family_name": 150}
-
-
-def password_is_fair(password: str) -> bool:
-    if len(password) < 8:
-        return False
-    classes = (
-        any(c.islower() for c in password),
-        any(c.isupper() for c in password),
-        any(c.isdigit() for c in password),
-        any(not c.isalnum() for c in password),
-    )
-    return sum(classes) >= 3
 
 
 @dataclass(frozen=True)

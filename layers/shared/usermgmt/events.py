@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from usermgmt import container as container_module
 from usermgmt.models import normalize_email
+from usermgmt.observability import count, logger
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
@@ -127,3 +128,31 @@ def run_once(
     )(_run)
     result: dict[str, Any] = runner(event={"id": event_id})
     return result
+
+
+def handle_storefront_event[Request](
+    event: Mapping[str, Any],
+    context: Any,
+    detail_type: str,
+    parse: Callable[[dict[str, Any]], Request],
+    act: Callable[[Request, str], object],
+) -> dict[str, Any]:
+    """Validate a storefront event, then ``act(request, event_id)`` once per event id.
+
+    A malformed event writes nothing and raises, so it ends in the dead-letter queue once (after
+    Lambda's retries). The stored result is the same constant for every outcome: it says nothing
+    about the account.
+    """
+    try:
+        request = parse(detail_of(event, detail_type))
+    except MalformedEvent as exc:
+        logger.warning("malformed storefront event", extra={"reason": str(exc)})
+        count("EventMalformed")
+        raise
+    event_id = str(event["id"])
+
+    def process() -> dict[str, Any]:
+        act(request, event_id)
+        return {"result": "accepted"}
+
+    return run_once(event, context, detail_type, process)

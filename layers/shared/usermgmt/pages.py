@@ -82,7 +82,9 @@ def error(app: APIGatewayHttpResolver, err: ApiError, title: str, body_html: str
         response = problem_response(err)
         response.headers.update(PAGE_HEADERS)
         return response
-    return page(title, paragraph(err.detail, "error") + body_html, status=err.status)
+    response = page(title, paragraph(err.detail, "error") + body_html, status=err.status)
+    response.headers.update(err.headers)  # e.g. Retry-After
+    return response
 
 
 def done(app: APIGatewayHttpResolver, result: str, title: str, message: str) -> Response[str]:

@@ -135,7 +135,7 @@ class PasswordService:
 
         written = self.c.users.write(ctx, target_id, None, plan)
         try:
-            self._deliver(outbox[0])
+            self.c.users.deliver(outbox[0])
         except MailUnavailable:
             raise DependencyUnavailable("The email could not be sent; try again later") from None
         return ResetRequested(sent_to=mask(written.user.email))
@@ -203,7 +203,7 @@ class PasswordService:
             return user, Plan(after=user.evolve(links=links), action=REQUESTED_ACTION, ops=ops), now
 
         if self.c.users.write_direct(actor, request_id, plan) is not None:
-            self._deliver(outbox[0])
+            self.c.users.deliver(outbox[0])
 
     # ------------------------------------------------------------------------------ using the link
     def check_link(self, token: str) -> CheckedLink:
@@ -247,7 +247,7 @@ class PasswordService:
         user = self._commit_change(user_id, checked.link.token_hash, now, request_id)
         if user is not None:
             with contextlib.suppress(MailUnavailable):  # logged and counted; the change itself is done
-                self._deliver(password_changed(user.email, user.first_name))
+                self.c.users.deliver(password_changed(user.email, user.first_name))
         return user
 
     def _claim(self, token: str, checked: CheckedLink, now: float) -> str:
@@ -303,15 +303,6 @@ class PasswordService:
     # ------------------------------------------------------------------------------ email
     def _reset_email(self, user: User, url: str) -> Email:
         return password_reset(user.email, user.first_name, url, self.c.settings.reset_link_ttl_seconds / 60)
-
-    def _deliver(self, email: Email) -> None:
-        try:
-            self.c.mailer.send(email)
-        except MailUnavailable as exc:
-            logger.warning("email not sent", extra={"error_type": type(exc).__name__})
-            count("EmailFailed")
-            raise
-        count("EmailSent")
 
 
 def _email_of(body: object) -> str | None:

@@ -10,6 +10,7 @@ loads the user itself; the commit (``commit``) and what follows it (``complete``
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -232,13 +233,20 @@ class UserService:
         return after
 
     def send(self, emails: list[Email]) -> None:
+        """Emails that follow a committed change: a failure is logged and counted, not raised."""
         for email in emails:
-            try:
-                self.c.mailer.send(email)
-                count("EmailSent")
-            except MailUnavailable as exc:
-                logger.warning("email not sent", extra={"error_type": str(exc)})
-                count("EmailFailed")
+            with contextlib.suppress(MailUnavailable):
+                self.deliver(email)
+
+    def deliver(self, email: Email) -> None:
+        """Send one email; raises ``MailUnavailable`` (logged without the address, counted)."""
+        try:
+            self.c.mailer.send(email)
+        except MailUnavailable as exc:
+            logger.warning("email not sent", extra={"error_type": type(exc).__name__})
+            count("EmailFailed")
+            raise
+        count("EmailSent")
 
     # ------------------------------------------------------------------------------ links
     def issue_link(

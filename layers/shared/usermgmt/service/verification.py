@@ -119,7 +119,7 @@ class VerificationService:
 
         self.c.users.write(ctx, target_id, None, plan)
         try:
-            self._deliver(outbox[0])
+            self.c.users.deliver(outbox[0])
         except MailUnavailable:
             raise DependencyUnavailable("The email could not be sent; try again later") from None
         return mask(outbox[0].to)
@@ -151,7 +151,7 @@ class VerificationService:
             count("VerificationRequestSkipped")
             return False
         try:
-            self._deliver(outbox[0])
+            self.c.users.deliver(outbox[0])
         except MailUnavailable:
             raise VerificationNotSent("verification email not sent") from None
         return True
@@ -198,7 +198,7 @@ class VerificationService:
 
         try:
             if self.c.users.write_direct(ACTOR_PUBLIC, request_id, plan) is not None:
-                self._deliver(outbox[0])
+                self.c.users.deliver(outbox[0])
         except (StoreUnavailable, DependencyUnavailable, MailUnavailable) as exc:
             # The answer stays the generic one; the person can ask again.
             logger.warning("verification renewal not completed", extra={"error_type": type(exc).__name__})
@@ -292,11 +292,3 @@ class VerificationService:
         return self.c.users.write_direct(ACTOR_SELF, request_id, plan)
 
     # ------------------------------------------------------------------------------ email
-    def _deliver(self, email: Email) -> None:
-        try:
-            self.c.mailer.send(email)
-        except MailUnavailable as exc:
-            logger.warning("email not sent", extra={"error_type": type(exc).__name__})
-            count("EmailFailed")
-            raise
-        count("EmailSent")
