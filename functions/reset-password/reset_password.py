@@ -29,13 +29,11 @@ from usermgmt.errors import (
     RateLimited,
     ValidationFailed,
 )
-from usermgmt.events import MalformedEvent, detail_email, handle_storefront_event, is_eventbridge, is_http
+from usermgmt.events import CORRELATION_PATH, detail_email, handle_storefront_event, http_or_storefront
 from usermgmt.observability import lambda_entry
 from usermgmt.service.passwords import MAX_PASSWORD_CHARS, PasswordService
 
 RESET_REQUESTED = "PasswordResetRequested"
-# the request id of API Gateway, else the EventBridge event id
-CORRELATION_PATH = "requestContext.requestId || id"
 
 app = make_resolver()
 
@@ -179,8 +177,4 @@ def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 @lambda_entry(CORRELATION_PATH)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    if is_http(event):
-        return app.resolve(event, context)
-    if is_eventbridge(event):
-        return handle_event(event, context)
-    raise MalformedEvent("neither an HTTP request nor an EventBridge event")
+    return http_or_storefront(event, context, app.resolve, handle_event)

@@ -24,13 +24,11 @@ from usermgmt import container, pages
 from usermgmt.api import json_response, make_resolver, path_user_id, request_ctx
 from usermgmt.emails import mask
 from usermgmt.errors import DependencyUnavailable, EmailImmutable, EmailTaken, LinkGone, RateLimited
-from usermgmt.events import MalformedEvent, handle_storefront_event, is_eventbridge, is_http
+from usermgmt.events import CORRELATION_PATH, handle_storefront_event, http_or_storefront
 from usermgmt.observability import lambda_entry
 from usermgmt.service.verification import VerificationService, parse_event_detail
 
 VERIFICATION_REQUESTED = "VerificationEmailRequested"
-# the request id of API Gateway, else the EventBridge event id
-CORRELATION_PATH = "requestContext.requestId || id"
 
 app = make_resolver()
 
@@ -158,8 +156,4 @@ def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 @lambda_entry(CORRELATION_PATH)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    if is_http(event):
-        return app.resolve(event, context)
-    if is_eventbridge(event):
-        return handle_event(event, context)
-    raise MalformedEvent("neither an HTTP request nor an EventBridge event")
+    return http_or_storefront(event, context, app.resolve, handle_event)

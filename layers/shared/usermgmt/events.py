@@ -25,6 +25,8 @@ from usermgmt.observability import count, logger
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
 
+# correlation id of a function serving both kinds: API Gateway's request id, else the event id
+CORRELATION_PATH = "requestContext.requestId || id"
 IDEMPOTENCY_SECONDS = 86400  # longer than any retry window (EventBridge 1 h here, Lambda async 6 h)
 
 _persistence: weakref.WeakKeyDictionary[container_module.Container, DynamoDBPersistenceLayer] = (
@@ -156,3 +158,17 @@ def handle_storefront_event[Request](
         return {"result": "accepted"}
 
     return run_once(event, context, detail_type, process)
+
+
+def http_or_storefront(
+    event: dict[str, Any],
+    context: Any,
+    resolve: Callable[[dict[str, Any], Any], dict[str, Any]],
+    on_event: Callable[[dict[str, Any], Any], dict[str, Any]],
+) -> dict[str, Any]:
+    """Route an invocation of a function that serves HTTP routes and a storefront event."""
+    if is_http(event):
+        return resolve(event, context)
+    if is_eventbridge(event):
+        return on_event(event, context)
+    raise MalformedEvent("neither an HTTP request nor an EventBridge event")
