@@ -221,6 +221,16 @@ class Env:
     def user(self, user_id: str) -> User | None:
         return self.store.get_user(user_id)
 
+    def scan(self) -> list[dict[str, Any]]:
+        """Every item of the table (strongly consistent), in key order."""
+        items: list[dict[str, Any]] = []
+        for page in self.dynamodb.get_paginator("scan").paginate(TableName=TABLE, ConsistentRead=True):
+            items.extend(page["Items"])
+        return sorted(items, key=lambda i: (i["pk"]["S"], i["sk"]["S"]))
+
+    def send_event(self, function: str, event: dict[str, Any]) -> Any:
+        return self.handler(function).lambda_handler(event, LambdaContext(function))
+
     def handler(self, name: str) -> ModuleType:
         if name not in self.handlers:
             self.handlers[name] = load_handler(name)
@@ -352,3 +362,31 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
             yield e
         finally:
             container_module.reset()
+
+
+def storefront_event(detail_type: str, detail: Any, event_id: str) -> dict[str, Any]:
+    """An EventBridge event from the storefront bus, as the rule delivers it."""
+    event = json.loads((EVENTS / "storefront-password-reset-requested.json").read_text())
+    event.update({"id": event_id, "detail-type": detail_type, "detail": detail})
+    return dict(event)
+
+
+def add_cast(env: Env) -> dict[str, User]:
+    """The usual people: a platform admin, a delegated admin of acme, users in acme, both, globex."""
+    admin, delegate, buyer = ["Administrator"], ["Administrator", "Buyer"], ["Buyer"]
+    return {
+        "admin": env.add_user(
+            "ada@example.com", first="Ada", last="Admin", profile="administrator", memberships={"acme": admin}
+        ),
+        "dana": env.add_user(
+            "dana@acme.example", first="Dana", last="Delegate", memberships={"acme": delegate}
+        ),
+        "bob": env.add_user("bob@acme.example", first="Bob", last="Buyer", memberships={"acme": buyer}),
+        "carol": env.add_user(
+            "carol@example.com",
+            first="Carol",
+            last="Both",
+            memberships={"acme": buyer, "globex": ["Approver"]},
+        ),
+        "gus": env.add_user("gus@globex.example", first="Gus", last="Globex", memberships={"globex": buyer}),
+    }

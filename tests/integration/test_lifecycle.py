@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, TABLE, Env, LambdaContext, Response
+from tests.conftest import ROOT, Env, LambdaContext, Response, add_cast
 from usermgmt.adapters.dynamo import StoreUnavailable
 from usermgmt.auth import RequestCtx
 from usermgmt.errors import IdpRejected, IdpUnavailable
@@ -52,29 +52,7 @@ TOMBSTONE_FIELDS = {
 @pytest.fixture
 def people(env: Env) -> dict[str, User]:
     return {
-        "admin": env.add_user(
-            "ada@example.com",
-            first="Ada",
-            last="Admin",
-            profile="administrator",
-            memberships={"acme": ["Administrator"]},
-        ),
-        "dana": env.add_user(
-            "dana@acme.example",
-            first="Dana",
-            last="Delegate",
-            memberships={"acme": ["Administrator", "Buyer"]},
-        ),
-        "bob": env.add_user("bob@acme.example", first="Bob", last="Buyer", memberships={"acme": ["Buyer"]}),
-        "carol": env.add_user(
-            "carol@example.com",
-            first="Carol",
-            last="Both",
-            memberships={"acme": ["Buyer"], "globex": ["Approver"]},
-        ),
-        "gus": env.add_user(
-            "gus@globex.example", first="Gus", last="Globex", memberships={"globex": ["Buyer"]}
-        ),
+        **add_cast(env),
         "sam": env.add_user(
             "sam@example.com", first="Sam", last="Suspended", profile="administrator", status=SUSPENDED
         ),
@@ -90,13 +68,6 @@ def call(env: Env, route: str, target_id: str, as_user: User | str | None, **kwa
     return env.call(function, method, template.format(id=path_id(target_id)), as_user=as_user, **kwargs)
 
 
-def scan(env: Env) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    for page in env.dynamodb.get_paginator("scan").paginate(TableName=TABLE, ConsistentRead=True):
-        items.extend(page["Items"])
-    return sorted(items, key=lambda i: (i["pk"]["S"], i["sk"]["S"]))
-
-
 def record(env: Env, user_id: str) -> User:
     user = env.user(user_id)
     assert user is not None, "the user is gone"
@@ -104,13 +75,13 @@ def record(env: Env, user_id: str) -> User:
 
 
 def partition(env: Env, user_id: str) -> list[dict[str, Any]]:
-    return [i for i in scan(env) if i["pk"]["S"] == f"USER#{user_id}"]
+    return [i for i in env.scan() if i["pk"]["S"] == f"USER#{user_id}"]
 
 
 def items_mentioning(env: Env, *values: str) -> list[dict[str, Any]]:
     """Every item whose attributes contain one of ``values`` (case-insensitive)."""
     needles = [v.lower() for v in values]
-    return [i for i in scan(env) if any(n in json.dumps(i).lower() for n in needles)]
+    return [i for i in env.scan() if any(n in json.dumps(i).lower() for n in needles)]
 
 
 def audit_actions(env: Env, user_id: str) -> list[str]:
@@ -189,7 +160,7 @@ def test_authorization_matrix(
         # Given a suspended target, so that a 200 is a real change and a refusal visibly changes nothing
         env.store.put_user(target_user.evolve(status=SUSPENDED))
         env.idp.users[target_id] = dataclasses.replace(env.idp.users[target_id], blocked=True)
-    before = scan(env)
+    before = env.scan()
 
     r = call(env, route, target_id, _resolve(people, caller))
 
@@ -197,14 +168,14 @@ def test_authorization_matrix(
     if code is not None:
         assert r.headers["content-type"] == "application/problem+json"
         assert r.json()["code"] == code
-        assert scan(env) == before, "a refused request changed the table"
+        assert env.scan() == before, "a refused request changed the table"
         assert mutating_idp_calls(env) == [], "a refused request reached Auth0"
         return
     stored = env.user(target_id)
     if route == "delete":
         assert stored is None and target_id not in env.idp.users
     elif caller == target:
-        assert scan(env) == before  # the no-op rows
+        assert env.scan() == before  # the no-op rows
     else:
         assert stored is not None
         assert stored.status == ("SUSPENDED" if route == "suspend" else "ACTIVE")
@@ -291,12 +262,12 @@ def test_token_of_the_suspension_second_stays_refused_after_enable(
 def test_suspending_a_suspended_user_is_a_no_op(env: Env, people: dict[str, User]) -> None:
     bob, admin = people["bob"], people["admin"]
     assert call(env, "suspend", bob.id, admin).status == 200
-    before, calls = scan(env), len(env.idp.calls)
+    before, calls = env.scan(), len(env.idp.calls)
 
     r = call(env, "suspend", bob.id, admin)
 
     assert r.status == 200 and r.json()["status"] == "SUSPENDED" and r.headers["etag"] == '"2"'
-    assert scan(env) == before and len(env.idp.calls) == calls
+    assert env.scan() == before and len(env.idp.calls) == calls
     assert audit_actions(env, bob.id) == ["user.suspended"]
 
 
@@ -350,12 +321,12 @@ def test_enable_unblocks_auth0_keeps_tokens_valid_after_and_audits(env: Env, peo
 
 def test_enabling_an_active_user_is_a_no_op(env: Env, people: dict[str, User]) -> None:
     bob = people["bob"]
-    before = scan(env)
+    before = env.scan()
 
     r = call(env, "enable", bob.id, people["admin"])
 
     assert r.status == 200 and r.json()["status"] == "ACTIVE" and r.headers["etag"] == '"1"'
-    assert scan(env) == before and mutating_idp_calls(env) == []
+    assert env.scan() == before and mutating_idp_calls(env) == []
 
 
 def test_each_action_emits_its_metric(
@@ -421,7 +392,7 @@ def test_delete_removes_the_user_erases_personal_data_and_deletes_in_auth0(
     assert bart.id not in env.idp.users
     assert items_mentioning(env, *PERSONAL) == []
     assert_only_tombstone_audit_left(env, bart, admin)
-    assert not [i for i in scan(env) if i["pk"]["S"] in {f"LINK#{h}" for h in links}]
+    assert not [i for i in env.scan() if i["pk"]["S"] in {f"LINK#{h}" for h in links}]
     refused = env.call("update-user", "GET", "/me", as_user=bart, iat=env.clock.now() - 60)
     assert refused.status == 401 and refused.json()["code"] == "token_revoked"
 
@@ -508,12 +479,12 @@ def test_stale_if_match_is_412_and_changes_nothing(env: Env, people: dict[str, U
         env.store.put_user(bob.evolve(status=SUSPENDED, version=4))
     else:
         env.store.put_user(bob.evolve(version=4))
-    before = scan(env)
+    before = env.scan()
 
     r = call(env, route, bob.id, people["admin"], headers={"If-Match": '"3"'})
 
     assert r.status == 412 and r.json()["code"] == "version_mismatch"
-    assert scan(env) == before and mutating_idp_calls(env) == []
+    assert env.scan() == before and mutating_idp_calls(env) == []
     ok = call(env, route, bob.id, people["admin"], headers={"If-Match": '"4"'})
     assert ok.status in (200, 204), ok
 

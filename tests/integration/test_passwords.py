@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Env, LambdaContext, Response
+from tests.conftest import Env, Response, add_cast
+from tests.conftest import storefront_event as make_storefront_event
 from usermgmt.errors import IdpUnavailable
 from usermgmt.events import MalformedEvent
 from usermgmt.links import RESET, hash_token
@@ -30,29 +31,7 @@ FORM = {"content-type": "application/x-www-form-urlencoded", **HTML}
 @pytest.fixture
 def people(env: Env) -> dict[str, User]:
     return {
-        "admin": env.add_user(
-            "ada@example.com",
-            first="Ada",
-            last="Admin",
-            profile="administrator",
-            memberships={"acme": ["Administrator"]},
-        ),
-        "dana": env.add_user(
-            "dana@acme.example",
-            first="Dana",
-            last="Delegate",
-            memberships={"acme": ["Administrator", "Buyer"]},
-        ),
-        "bob": env.add_user("bob@acme.example", first="Bob", last="Buyer", memberships={"acme": ["Buyer"]}),
-        "carol": env.add_user(
-            "carol@example.com",
-            first="Carol",
-            last="Both",
-            memberships={"acme": ["Buyer"], "globex": ["Approver"]},
-        ),
-        "gus": env.add_user(
-            "gus@globex.example", first="Gus", last="Globex", memberships={"globex": ["Buyer"]}
-        ),
+        **add_cast(env),
         "sue": env.add_user(
             "sue@acme.example",
             first="Sue",
@@ -90,32 +69,11 @@ def submit(
 
 
 def storefront_event(detail: Any, event_id: str = "7d0c3a4e-0000-4000-8000-000000000001") -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": event_id,
-        "detail-type": "PasswordResetRequested",
-        "source": "storefront",
-        "account": "123456789012",
-        "time": "2027-01-15T08:00:00Z",
-        "region": "eu-central-1",
-        "resources": [],
-        "detail": detail,
-    }
+    return make_storefront_event("PasswordResetRequested", detail, event_id)
 
 
 def send_event(env: Env, event: dict[str, Any]) -> Any:
-    return env.handler(FN).lambda_handler(event, LambdaContext(FN))
-
-
-def scan(env: Env) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TableName": env.store._table}
-    while True:
-        resp = env.dynamodb.scan(**kwargs)
-        items += resp["Items"]
-        if "LastEvaluatedKey" not in resp:
-            return items
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+    return env.send_event(FN, event)
 
 
 def link_status(env: Env, token: str) -> str:
@@ -317,7 +275,7 @@ def test_per_ip_limit_across_public_and_renew(env: Env, people: dict[str, User])
 
 def test_rate_counters_never_store_the_raw_key(env: Env, people: dict[str, User]) -> None:
     public(env, {"email": "bob@acme.example"}, ip="192.0.2.99")
-    counters = [i for i in scan(env) if i["pk"]["S"].startswith("RATE#")]
+    counters = [i for i in env.scan() if i["pk"]["S"].startswith("RATE#")]
     assert len(counters) == 2
     dump = json.dumps(counters)
     assert "bob@acme.example" not in dump and "192.0.2.99" not in dump
@@ -666,7 +624,7 @@ def test_event_never_sends_to_unknown_or_suspended(env: Env, people: dict[str, U
 
 def test_idempotency_records_hold_no_personal_data(env: Env, people: dict[str, User]) -> None:
     send_event(env, storefront_event({"email": "bob@acme.example"}, "evt-123"))
-    records = [i for i in scan(env) if i["pk"]["S"].startswith("idempotency#")]
+    records = [i for i in env.scan() if i["pk"]["S"].startswith("idempotency#")]
     assert len(records) == 1
     dump = json.dumps(records)
     assert "bob@acme.example" not in dump and "evt-123" not in dump and people["bob"].id not in dump
@@ -688,12 +646,12 @@ def test_idempotency_records_hold_no_personal_data(env: Env, people: dict[str, U
 def test_malformed_event_raises_and_writes_nothing(
     env: Env, people: dict[str, User], event: dict[str, Any]
 ) -> None:
-    before = scan(env)
+    before = env.scan()
     with pytest.raises(MalformedEvent):
         send_event(env, event)
     with pytest.raises(MalformedEvent):  # a retry fails the same way: it ends in the DLQ once
         send_event(env, event)
-    assert scan(env) == before and env.mailer.sent == []
+    assert env.scan() == before and env.mailer.sent == []
 
 
 def test_event_mail_failure_raises_and_the_retry_sends(env: Env, people: dict[str, User]) -> None:

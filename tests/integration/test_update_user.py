@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Env
+from tests.conftest import Env, add_cast
 from usermgmt.errors import IdpRejected, IdpUnavailable
 
 FN = "update-user"
@@ -13,29 +13,7 @@ FN = "update-user"
 @pytest.fixture
 def people(env: Env) -> dict[str, object]:
     return {
-        "admin": env.add_user(
-            "ada@example.com",
-            first="Ada",
-            last="Admin",
-            profile="administrator",
-            memberships={"acme": ["Administrator"]},
-        ),
-        "dana": env.add_user(
-            "dana@acme.example",
-            first="Dana",
-            last="Delegate",
-            memberships={"acme": ["Administrator", "Buyer"]},
-        ),
-        "bob": env.add_user("bob@acme.example", first="Bob", last="Buyer", memberships={"acme": ["Buyer"]}),
-        "carol": env.add_user(
-            "carol@example.com",
-            first="Carol",
-            last="Both",
-            memberships={"acme": ["Buyer"], "globex": ["Approver"]},
-        ),
-        "gus": env.add_user(
-            "gus@globex.example", first="Gus", last="Globex", memberships={"globex": ["Buyer"]}
-        ),
+        **add_cast(env),
     }
 
 

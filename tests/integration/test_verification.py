@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Env, LambdaContext, Response
+from tests.conftest import Env, Response
+from tests.conftest import storefront_event as make_storefront_event
 from usermgmt.errors import IdpUnavailable
 from usermgmt.events import MalformedEvent
 from usermgmt.links import hash_token
@@ -93,32 +94,11 @@ def assert_link_headers(r: Response) -> None:
 
 
 def storefront_event(detail: Any, event_id: str = "0f3c1a2e-0000-4000-8000-0000000000aa") -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": event_id,
-        "detail-type": "VerificationEmailRequested",
-        "source": "storefront",
-        "account": "123456789012",
-        "time": "2027-01-15T08:00:00Z",
-        "region": "eu-central-1",
-        "resources": [],
-        "detail": detail,
-    }
+    return make_storefront_event("VerificationEmailRequested", detail, event_id)
 
 
 def send_event(env: Env, event: dict[str, Any]) -> Any:
-    return env.handler(FN).lambda_handler(event, LambdaContext(FN))
-
-
-def scan(env: Env) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TableName": env.store._table}
-    while True:
-        resp = env.dynamodb.scan(**kwargs)
-        items += resp["Items"]
-        if "LastEvaluatedKey" not in resp:
-            return items
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+    return env.send_event(FN, event)
 
 
 def use_settings(env: Env, **changes: Any) -> None:
@@ -192,11 +172,11 @@ def test_a_confirmed_change_frees_the_old_address_for_others(env: Env, people: d
 def test_get_is_scanner_safe(env: Env, people: dict[str, User]) -> None:
     bob = people["bob"]
     verify, cancel = start_change(env, bob)
-    before, items, calls = env.user(bob.id), scan(env), len(env.idp.calls)
+    before, items, calls = env.user(bob.id), env.scan(), len(env.idp.calls)
     for headers in ({}, HTML, {"Accept": "*/*"}):
         assert env.call(FN, "GET", f"/email-verification/{verify}", headers=headers).status == 200
         assert env.call(FN, "GET", f"/email-change/{cancel}/cancel", headers=headers).status == 200
-    assert env.user(bob.id) == before and scan(env) == items and len(env.idp.calls) == calls
+    assert env.user(bob.id) == before and env.scan() == items and len(env.idp.calls) == calls
     assert env.store.get_link(hash_token(verify)).status == "active"
     assert confirm(env, verify).status == 200  # still usable after any number of GETs
 
@@ -470,7 +450,7 @@ def test_resend_by_administrators(
         unverify(env, people["sue"])
     who = people.get(target)
     path = f"/users/{path_id(who) if who else target}/verification-email"
-    items = len(scan(env))
+    items = len(env.scan())
     r = env.call(FN, "POST", path, as_user=people[caller])
     assert r.status == expected, r
     if code is None:
@@ -479,7 +459,7 @@ def test_resend_by_administrators(
         assert audit(env, people["uma"])[0]["actor"] == people[caller].id
     else:
         assert r.json()["code"] == code and r.headers["content-type"] == "application/problem+json"
-        assert env.mailer.sent == [] and len(scan(env)) == items
+        assert env.mailer.sent == [] and len(env.scan()) == items
 
 
 def test_resend_answers_503_when_the_email_cannot_be_sent(env: Env, people: dict[str, User]) -> None:
@@ -578,7 +558,7 @@ def test_renew_is_limited_per_source_ip(env: Env, people: dict[str, User]) -> No
     assert env.call(FN, "POST", path, source_ip="198.51.100.8").status == 202
     env.clock.advance(env.container.settings.rate_limit_window_seconds)
     assert env.call(FN, "POST", path, source_ip="198.51.100.7").status == 202
-    assert not [i for i in scan(env) if "198.51.100.7" in json.dumps(i)]  # never stored in clear
+    assert not [i for i in env.scan() if "198.51.100.7" in json.dumps(i)]  # never stored in clear
 
 
 # ------------------------------------------------------------------------------------------------ headers
@@ -643,17 +623,17 @@ def test_event_with_nothing_to_do_does_nothing(
     unverify(env, people["sue"])
     if detail.get("email") == NEW:
         start_change(env, people["carol"])
-    items = [i for i in scan(env) if not i["pk"]["S"].startswith("idempotency#")]
+    items = [i for i in env.scan() if not i["pk"]["S"].startswith("idempotency#")]
     sent = len(env.mailer.sent)
     assert send_event(env, storefront_event(detail)) == {"result": "accepted"}
     assert len(env.mailer.sent) == sent
-    assert [i for i in scan(env) if not i["pk"]["S"].startswith("idempotency#")] == items
+    assert [i for i in env.scan() if not i["pk"]["S"].startswith("idempotency#")] == items
 
 
 def test_idempotency_records_hold_no_personal_data(env: Env, people: dict[str, User]) -> None:
     send_event(env, storefront_event({"email": "uma@acme.example"}, "evt-verify-1"))
     send_event(env, storefront_event({"userId": people["uma"].id}, "evt-verify-2"))
-    records = [i for i in scan(env) if i["pk"]["S"].startswith("idempotency#")]
+    records = [i for i in env.scan() if i["pk"]["S"].startswith("idempotency#")]
     assert len(records) == 2
     dump = json.dumps(records)
     assert "uma@acme.example" not in dump and people["uma"].id not in dump and "evt-verify" not in dump
@@ -683,12 +663,12 @@ def test_idempotency_records_hold_no_personal_data(env: Env, people: dict[str, U
 def test_malformed_event_raises_and_writes_nothing(
     env: Env, people: dict[str, User], event: dict[str, Any]
 ) -> None:
-    before = scan(env)
+    before = env.scan()
     with pytest.raises(MalformedEvent):
         send_event(env, event)
     with pytest.raises(MalformedEvent):  # a retry fails the same way: it ends in the DLQ once
         send_event(env, event)
-    assert scan(env) == before and env.mailer.sent == []
+    assert env.scan() == before and env.mailer.sent == []
 
 
 def test_event_mail_failure_raises_and_the_retry_sends(env: Env, people: dict[str, User]) -> None:
