@@ -15,15 +15,11 @@ downloads a browser here; it launches that binary (``executable_path``) with a f
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +27,10 @@ import pytest
 from playwright.sync_api import Browser, Page, Response, sync_playwright
 
 from tests.e2e.conftest import (
-    AUDIENCE,
-    LOGIN_CLIENT_ID,
-    ROOT,
-    STARTUP_TIMEOUT,
     LocalStackInfo,
     SeedLogin,
-    _free_ports,
-    _tail,
+    running_stack,
 )
-from tests.e2e.conftest import request as http_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -91,73 +81,15 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # ------------------------------------------------------------------------------------------------ stacks
-@contextmanager
-def running_stack(workdir: Path, extra_env: Mapping[str, str]) -> Iterator[LocalStackInfo]:
-    """``python -m local`` as ``make run`` starts it, on free ports, seeded from SEED; SIGTERM at the end."""
-    seed_file = workdir / "seed.json"
-    seed_file.write_text(json.dumps(SEED, indent=2))
-    api_port, auth0_port, aws_port = _free_ports(3)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        {
-            "PYTHONPATH": os.pathsep.join(["layers/shared", "."]),
-            "PYTHONUNBUFFERED": "1",
-            "LOCAL_API_PORT": str(api_port),
-            "LOCAL_AUTH0_PORT": str(auth0_port),
-            "LOCAL_AWS_PORT": str(aws_port),
-            "API_AUDIENCE": AUDIENCE,
-            "LOCAL_AUTH0_CLIENT_ID": LOGIN_CLIENT_ID,
-            "SEED_FILE": str(seed_file),
-            **extra_env,
-        }
-    )
-    stdout_path, stderr_path = workdir / "stdout.log", workdir / "stderr.log"
-    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=stdout, stderr=stderr
-        )
-    info = LocalStackInfo(
-        api_url=f"http://127.0.0.1:{api_port}",
-        auth0_url=f"http://127.0.0.1:{auth0_port}",
-        aws_url=f"http://127.0.0.1:{aws_port}",
-        audience=AUDIENCE,
-        client_id=LOGIN_CLIENT_ID,
-        users=dict(USERS),
-        log_dir=workdir,
-    )
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"the local stack exited with {process.returncode} before it was healthy:\n"
-                    f"{_tail(stderr_path)}"
-                )
-            try:
-                if http_request("GET", f"{info.api_url}/_local/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"the local stack was not healthy within {STARTUP_TIMEOUT:.0f}s:\n{_tail(stderr_path)}"
-                )
-            time.sleep(0.2)
-        yield info
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+def stack_for(workdir: Path, extra_env: Mapping[str, str]) -> AbstractContextManager[LocalStackInfo]:
+    """``python -m local`` as ``make run`` starts it, on free ports, seeded from SEED."""
+    return running_stack(workdir, SEED, USERS, extra_env)
 
 
 @pytest.fixture(scope="module")
 def link_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackInfo]:
     """The stack with the default link lifetimes."""
-    with running_stack(tmp_path_factory.mktemp("browser-stack"), {}) as info:
+    with stack_for(tmp_path_factory.mktemp("browser-stack"), {}) as info:
         yield info
 
 
@@ -165,7 +97,7 @@ def link_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackI
 def short_ttl_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackInfo]:
     """A second stack whose reset links expire after SHORT_RESET_TTL seconds."""
     env = {"RESET_LINK_TTL_SECONDS": str(SHORT_RESET_TTL)}
-    with running_stack(tmp_path_factory.mktemp("browser-stack-short-ttl"), env) as info:
+    with stack_for(tmp_path_factory.mktemp("browser-stack-short-ttl"), env) as info:
         yield info
 
 
