@@ -116,8 +116,8 @@ def create_table(client: Any) -> None:
 
 
 def link_item(store: Any, n: int, expires_at: int) -> dict[str, Any]:
-    """A link item exactly as the store writes it (``op_put_link``), without the put's condition."""
-    from usermgmt.adapters.dynamo import Link
+    """A link item exactly as the store writes it (``PutLink``), without the put's condition."""
+    from usermgmt.store import Link, PutLink
 
     link = Link(
         token_hash=f"{n:064x}",
@@ -126,7 +126,7 @@ def link_item(store: Any, n: int, expires_at: int) -> dict[str, Any]:
         expires_at=expires_at,
         created_at=expires_at - 1800,
     )
-    item: dict[str, Any] = store.op_put_link(link, ttl=expires_at + 30 * 86400).request["Put"]["Item"]
+    item: dict[str, Any] = store.write_request(PutLink(link, ttl=expires_at + 30 * 86400))["Put"]["Item"]
     return item
 
 
@@ -173,7 +173,6 @@ def measure(live: int, expired: int) -> dict[str, Any]:
     from moto import mock_aws
 
     from usermgmt.container import Container
-    from usermgmt.service.cleanup import CleanupService
     from usermgmt.settings import Settings
 
     class FixedClock:
@@ -201,7 +200,7 @@ def measure(live: int, expired: int) -> dict[str, Any]:
         client.meta.events.register("after-call.dynamodb", meter.after_call)
         meter.recording = True
         started = time.perf_counter()
-        result = CleanupService(container).run(max_items=max(settings.cleanup_max_items, expired))
+        result = container.cleanup.run(max_items=max(settings.cleanup_max_items, expired))
         took = time.perf_counter() - started
         meter.recording = False
 

@@ -177,6 +177,30 @@ class Env:
     def store(self) -> Any:
         return self.container.store
 
+    def configure(self, **changes: Any) -> None:
+        """Change settings: a new container over the same store, fakes and clock (as a new deploy)."""
+        c = self.container
+        self.container = container_module.Container(
+            c.settings.model_copy(update=changes),
+            store=c.store,
+            idp=self.idp,
+            mailer=self.mailer,
+            clock=self.clock,
+        )
+        container_module.override(self.container)
+
+    @staticmethod
+    def metric_count(name: str) -> float:
+        """The sum of a metric emitted since the last flush (handlers flush at the end of an invocation)."""
+        from usermgmt.observability import metrics
+
+        values = metrics.metric_set.get(name, {}).get("Value", [])
+        return float(sum(values if isinstance(values, list) else [values]))
+
+    def run_sync(self) -> dict[str, Any]:
+        """One sync-identity run."""
+        return self.container.sync.run_due(self.container.passwords)
+
     def add_account(self, account_id: str, name: str | None = None) -> None:
         self.store.put_account(account_id, name or account_id.title())
 

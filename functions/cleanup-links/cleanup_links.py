@@ -8,10 +8,9 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from usermgmt import container
 from usermgmt.observability import lambda_entry
-from usermgmt.service.cleanup import CleanupService
 
 
 @lambda_entry(correlation_paths.EVENT_BRIDGE)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    result = CleanupService(container.get()).run(context.get_remaining_time_in_millis)
+    result = container.get().cleanup.run(context.get_remaining_time_in_millis)
     return result.as_dict()

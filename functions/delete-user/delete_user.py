@@ -10,18 +10,16 @@ from aws_lambda_powertools.logging import correlation_paths
 from usermgmt import container
 from usermgmt.api import empty_response, if_match, json_response, make_resolver, path_user_id, request_ctx
 from usermgmt.observability import lambda_entry
-from usermgmt.service import lifecycle
 
 app = make_resolver()
 
 
 @app.delete("/users/<userId>")
 def delete_user(userId: str) -> Response:
-    users = container.get().users
-    deleted = lifecycle.delete(users, request_ctx(app), path_user_id(userId), if_match(app))
+    deleted = container.get().lifecycle.delete(request_ctx(app), path_user_id(userId), if_match(app))
     if deleted.done:
         return empty_response(204)
-    return json_response(202, deleted.body())
+    return json_response(202, {"id": deleted.user_id, "status": deleted.status})
 
 
 @lambda_entry(correlation_paths.API_GATEWAY_HTTP)

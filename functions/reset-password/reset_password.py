@@ -20,7 +20,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 
 from usermgmt import container, pages
-from usermgmt.api import json_body, json_response, make_resolver, path_user_id, request_ctx
+from usermgmt.api import json_body, json_response, make_resolver, media_type, path_user_id, request_ctx
 from usermgmt.errors import (
     DependencyUnavailable,
     FieldProblem,
@@ -39,7 +39,7 @@ app = make_resolver()
 
 
 def _service() -> PasswordService:
-    return PasswordService(container.get())
+    return container.get().passwords
 
 
 # ------------------------------------------------------------------------------------------------ start
@@ -109,23 +109,24 @@ def set_password(token: str) -> Response:
     service = _service()
     ctx = request_ctx(app)
     try:
-        service.check_link(token)
-        password = _new_password(fields, from_form=_is_form())
+        password = _new_password(fields, from_form=media_type(app) == pages.FORM)
+    except ValidationFailed as err:
+        try:
+            service.check_link(token)  # a dead link answers 410 before a field problem
+        except LinkGone as gone:
+            return pages.gone(app, gone, renew_action=_renew_action(token))
+        return pages.error(app, err, "Choose a new password", _form(token))
+    try:
         service.change_password(token, password, ctx.request_id)
     except LinkGone as err:
         return pages.gone(app, err, renew_action=_renew_action(token))
-    except (ValidationFailed, PasswordTooWeak) as err:
+    except PasswordTooWeak as err:
         return pages.error(app, err, "Choose a new password", _form(token))
     except DependencyUnavailable as err:
         return pages.error(app, err, "Please try again in a moment", _form(token))
     return pages.done(
         app, "password_changed", "Password changed", "Your password was changed. You can sign in with it now."
     )
-
-
-def _is_form() -> bool:
-    content_type = (app.current_event.headers.get("content-type") or "").split(";")[0].strip().lower()
-    return content_type == pages.FORM
 
 
 def _new_password(fields: dict[str, Any], *, from_form: bool) -> str:

@@ -10,15 +10,13 @@ from aws_lambda_powertools.logging import correlation_paths
 from usermgmt import container
 from usermgmt.api import if_match, json_response, make_resolver, path_user_id, request_ctx
 from usermgmt.observability import lambda_entry
-from usermgmt.service import lifecycle
 
 app = make_resolver()
 
 
 @app.post("/users/<userId>/suspend")
 def suspend_user(userId: str) -> Response:
-    users = container.get().users
-    view, version = lifecycle.suspend(users, request_ctx(app), path_user_id(userId), if_match(app))
+    view, version = container.get().lifecycle.suspend(request_ctx(app), path_user_id(userId), if_match(app))
     return json_response(200, view, etag=version)
 
 

@@ -24,9 +24,9 @@ from usermgmt import container, pages
 from usermgmt.api import json_response, make_resolver, path_user_id, request_ctx
 from usermgmt.emails import mask
 from usermgmt.errors import DependencyUnavailable, EmailImmutable, EmailTaken, LinkGone, RateLimited
-from usermgmt.events import CORRELATION_PATH, handle_storefront_event, http_or_storefront
+from usermgmt.events import CORRELATION_PATH, handle_storefront_event, http_or_storefront, parse_user_or_email
 from usermgmt.observability import lambda_entry
-from usermgmt.service.verification import VerificationService, parse_event_detail
+from usermgmt.service.verification import VerificationService
 
 VERIFICATION_REQUESTED = "VerificationEmailRequested"
 
@@ -34,7 +34,7 @@ app = make_resolver()
 
 
 def _service() -> VerificationService:
-    return VerificationService(container.get())
+    return container.get().verification
 
 
 # ------------------------------------------------------------------------------------------------ sending
@@ -150,7 +150,11 @@ def cancel(token: str) -> Response:
 def handle_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Storefront ``VerificationEmailRequested``: like the admin route, when there is something to verify."""
     return handle_storefront_event(
-        event, context, VERIFICATION_REQUESTED, parse_event_detail, _service().send_for_event
+        event,
+        context,
+        VERIFICATION_REQUESTED,
+        parse_user_or_email,
+        lambda request, event_id: _service().send_for_event(request.user_id, request.email, event_id),
     )
 
 

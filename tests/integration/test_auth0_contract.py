@@ -24,6 +24,7 @@ from local.auth0 import LocalAuth0, ServerHandle, serve
 from tests.fakes.fake_idp import FakeIdentityProvider
 from usermgmt.adapters.auth0 import Auth0Config, Auth0IdentityProvider, ClientCredentialsToken
 from usermgmt.errors import (
+    IdpAccessDenied,
     IdpEmailTaken,
     IdpError,
     IdpPasswordTooWeak,
@@ -447,14 +448,28 @@ def test_token_endpoint_unavailable(stack: LocalStack) -> None:
     assert caught.value.retry_after is not None and caught.value.retry_after > 0
 
 
-def test_token_endpoint_rejects_wrong_secret(stack: LocalStack) -> None:
+def test_token_endpoint_rejecting_our_secret_is_access_denied_not_a_refusal(stack: LocalStack) -> None:
+    # a rotated secret is an operator's mistake: transient for the product, never "failed"
     config = stack.config()
     idp = Auth0IdentityProvider(config, ClientCredentialsToken(config, lambda: "wrong-secret"))
-    with pytest.raises(IdpRejected) as caught:
+    with pytest.raises(IdpAccessDenied) as caught:
         idp.get_user("auth0|alice")
-    assert caught.value.status == 401
-    assert caught.value.error_code == "access_denied"
+    assert isinstance(caught.value, IdpUnavailable)
+    assert caught.value.reason == "token status 401"
     assert "wrong-secret" not in str(caught.value) and "Unauthorized" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "prefix"), [(401, "/oauth/token"), (403, "/oauth/token"), (403, "/api/v2/")]
+)
+def test_fault_knobs_rehearse_an_operators_mistake(stack: LocalStack, status: int, prefix: str) -> None:
+    # the local Auth0's knobs make the token endpoint or the Management API refuse us
+    stack.app.add_user("auth0|alice", "alice@example.com", PASSWORD, given_name="Alice", family_name="Able")
+    stack.app.inject_fault(status, path_prefix=prefix, count=-1)
+    with pytest.raises(IdpAccessDenied):
+        stack.adapter().update_user("auth0|alice", IdpUserUpdate(name="Alice Again"))
+    stack.app.clear_faults()
+    stack.adapter().update_user("auth0|alice", IdpUserUpdate(name="Alice Again"))
 
 
 def test_unreachable_auth0_is_unavailable(stack: LocalStack) -> None:
@@ -609,7 +624,8 @@ def stub_idp(error: Exception | None = None, result: Any = None) -> Auth0Identit
     ("error", "expected"),
     [
         (VendorError(409, {"statusCode": 409, "errorCode": "conflict"}), IdpRejected(409, "conflict")),
-        (VendorError(403, {"statusCode": 403, "errorCode": "no_scope"}), IdpRejected(403, "no_scope")),
+        (VendorError(403, {"statusCode": 403, "errorCode": "no_scope"}), IdpAccessDenied("status 403")),
+        (VendorError(401, {"statusCode": 401, "errorCode": "invalid_token"}), IdpAccessDenied("status 401")),
         (VendorError(400, {"statusCode": 400, "error": "Bad Request"}), IdpRejected(400, "Bad Request")),
         (VendorError(400, "not json"), IdpRejected(400, None)),
         (VendorError(502, "bad gateway"), IdpUnavailable("status 502")),

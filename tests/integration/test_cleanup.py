@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import EVENTS, Env, LambdaContext
-from usermgmt.adapters.dynamo import StoreUnavailable
+from usermgmt.errors import StoreUnavailable
 from usermgmt.links import CANCEL, RESET, VERIFY
 from usermgmt.models import User
 from usermgmt.service.cleanup import EMAIL_CHANGE_EXPIRED, SYSTEM_ACTOR, CleanupResult, CleanupService
@@ -33,11 +33,11 @@ def verify_ttl(env: Env) -> int:
 
 def issue(env: Env, user: User, n: int, *, at: float, ttl: int, purpose: str = RESET) -> list[str]:
     """``n`` links issued at ``at`` that expire at ``at + ttl``; returns their hashes."""
-    users = env.container.users
+    writer = env.container.writer
     hashes: list[str] = []
     ops = []
     for _ in range(n):
-        _url, links, link_ops = users.issue_link(user, purpose, at, ttl)
+        _url, links, link_ops = writer.issue_link(user, purpose, at, ttl)
         hashes.append(links[purpose])
         ops.extend(link_ops)
     for start in range(0, len(ops), TX_MAX):
@@ -50,7 +50,7 @@ def existing(env: Env, hashes: list[str]) -> list[str]:
 
 
 def cleanup(env: Env, **kwargs: Any) -> CleanupService:
-    return CleanupService(env.container, **kwargs)
+    return CleanupService(env.container.deps, env.container.writer, **kwargs)
 
 
 def start_email_change(env: Env, user: User, address: str) -> tuple[str, str]:
@@ -333,8 +333,7 @@ def test_work_per_run_is_bounded_and_the_next_runs_finish(env: Env, make_mixed: 
 
 def test_settings_bound_the_run(env: Env, make_mixed: Mixed, monkeypatch: pytest.MonkeyPatch) -> None:
     make_mixed(40)
-    settings = env.container.settings.model_copy(update={"cleanup_max_items": 30})
-    monkeypatch.setattr(env.container, "settings", settings)
+    env.configure(cleanup_max_items=30)
 
     assert cleanup(env).run() == CleanupResult(links_deleted=30, complete=False)
 
@@ -365,11 +364,11 @@ def test_crash_mid_page_then_rerun_completes(env: Env, bob: User, monkeypatch: p
     original = env.store.transact
     failures: list[int] = []
 
-    def fail_once(ops: Any, request_token: str | None = None) -> None:
+    def fail_once(ops: Any) -> None:
         if not failures:
             failures.append(len(ops))
             raise StoreUnavailable("ProvisionedThroughputExceededException")
-        original(ops, request_token)
+        original(ops)
 
     monkeypatch.setattr(env.store, "transact", fail_once)
 

@@ -16,13 +16,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, Env, LambdaContext, Response, add_cast
-from usermgmt.adapters.dynamo import StoreUnavailable
 from usermgmt.auth import RequestCtx
-from usermgmt.errors import IdpRejected, IdpUnavailable
+from usermgmt.errors import IdpAccessDenied, IdpRejected, IdpUnavailable, StoreUnavailable
 from usermgmt.links import hash_token
 from usermgmt.models import SUSPENDED, User
-from usermgmt.service import lifecycle
-from usermgmt.service.sync import SyncEngine
 
 ROUTES: dict[str, tuple[str, str, str]] = {
     # name -> (function folder, method, path template)
@@ -93,7 +90,7 @@ def mutating_idp_calls(env: Env) -> list[Any]:
 
 
 def run_sync(env: Env) -> dict[str, Any]:
-    return SyncEngine(env.container).run_due()
+    return env.run_sync()
 
 
 # ------------------------------------------------------------------------------------------ authorization
@@ -276,7 +273,7 @@ def test_suspend_revokes_auth0_sessions_only_where_configured(env: Env, people: 
     assert call(env, "suspend", bob.id, admin).status == 200
     assert env.idp.calls_to("revoke_sessions") == []
 
-    env.container.settings = env.container.settings.model_copy(update={"auth0_revoke_sessions": True})
+    env.configure(**{"auth0_revoke_sessions": True})
     assert call(env, "suspend", carol.id, admin).status == 200
 
     assert [c.user_id for c in env.idp.calls_to("revoke_sessions")] == [carol.id]
@@ -442,7 +439,11 @@ def test_auth0_down_during_delete_is_202_and_sync_identity_finishes(
 
     assert bart.id not in env.idp.users
     assert_only_tombstone_audit_left(env, bart, admin)
-    assert run_sync(env) == {"synced": 0, "pending": 0, "failed": 0, "skipped": 0}
+    assert run_sync(env) == {"synced": 0, "pending": 0, "failed": 0, "skipped": 0, "claims": 0, "errors": 0}
+
+
+class LambdaTimedOut(BaseException):
+    """The Lambda runtime ends the invocation: nothing in the function can catch it."""
 
 
 def test_crash_after_the_delete_transaction_is_finished_by_sync_identity(
@@ -451,11 +452,12 @@ def test_crash_after_the_delete_transaction_is_finished_by_sync_identity(
     admin = people["admin"]
 
     def lambda_dies(*_args: Any, **_kwargs: Any) -> str:
-        raise RuntimeError("Lambda timed out")
+        raise LambdaTimedOut
 
     # Given the Lambda dies right after the transaction, before erasure and Auth0
-    monkeypatch.setattr(lifecycle, "_finish_deletion", lambda_dies)
-    call(env, "delete", bart.id, admin)
+    monkeypatch.setattr(env.container.sync, "finish", lambda_dies)
+    with pytest.raises(LambdaTimedOut):
+        call(env, "delete", bart.id, admin)
     monkeypatch.undo()
     assert env.user(bart.id) is None
     assert bart.id in env.idp.users
@@ -537,7 +539,7 @@ def test_a_suspend_committing_during_an_admin_patch_is_kept(
     bob, admin = people["bob"], people["admin"]
 
     def suspend() -> None:
-        lifecycle.suspend(env.container.users, admin_ctx(admin, env), bob.id, None)
+        env.container.lifecycle.suspend(admin_ctx(admin, env), bob.id, None)
 
     # Given the PATCH reads version 1, then a suspend commits version 2 before the PATCH writes
     interleave(env, monkeypatch, suspend)
@@ -559,7 +561,7 @@ def test_a_users_own_patch_in_flight_when_suspended_is_refused(
     bob, admin = people["bob"], people["admin"]
 
     def suspend() -> None:
-        lifecycle.suspend(env.container.users, admin_ctx(admin, env), bob.id, None)
+        env.container.lifecycle.suspend(admin_ctx(admin, env), bob.id, None)
 
     interleave(env, monkeypatch, suspend)
     r = env.call("update-user", "PATCH", "/me", as_user=bob, body={"firstName": "Sneaky"})
@@ -570,18 +572,46 @@ def test_a_users_own_patch_in_flight_when_suspended_is_refused(
 
 
 # ------------------------------------------------------------------------------------------------ failures
-def test_auth0_refusing_a_deletion_for_good_is_202_failed_and_erased(
+def test_auth0_refusing_a_deletion_for_good_is_202_failed_erased_and_blocked(
     env: Env, people: dict[str, User], bart: User
 ) -> None:
-    env.idp.fail_next(1, IdpRejected(403, "insufficient_scope"))
+    env.idp.fail_next(1, IdpRejected(400, "operation_not_supported"), method="delete_user")
 
     r = call(env, "delete", bart.id, people["admin"])
 
     assert r.status == 202 and r.json() == {"id": bart.id, "status": "deletion_failed"}
     assert env.user(bart.id) is None and items_mentioning(env, *PERSONAL) == []
+    assert env.idp.users[bart.id].blocked is True  # blocked before the deletion: no working login
     tombstone = next(i for i in partition(env, bart.id) if i["sk"]["S"] == "TOMBSTONE")
-    assert tombstone["idpSync"]["S"] == "failed" and "syncPk" not in tombstone  # left for an operator
-    assert run_sync(env)["synced"] == 0 and bart.id in env.idp.users
+    assert tombstone["idpSync"]["S"] == "failed" and tombstone["syncPk"]["S"] == "FAILED"
+    assert run_sync(env)["synced"] == 0 and bart.id in env.idp.users  # not retried by itself
+
+    # an operator re-drives it once Auth0 is fixed
+    redriven = env.handler("sync-identity").lambda_handler(
+        {"redrive": "failed"}, LambdaContext("sync-identity")
+    )
+    assert redriven == {"redriven": 1}
+    assert run_sync(env)["synced"] == 1 and bart.id not in env.idp.users
+    assert not [i for i in partition(env, bart.id) if i["sk"]["S"] == "TOMBSTONE"]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth0_refusing_our_credentials_leaves_the_deletion_pending_until_fixed(
+    env: Env, people: dict[str, User], bart: User, status: int
+) -> None:
+    # a rotated secret (401) or a removed grant (403): an operator's mistake, never "failed"
+    env.idp.fail_next(-1, IdpAccessDenied(f"status {status}"), method="delete_user")
+
+    r = call(env, "delete", bart.id, people["admin"])
+
+    assert r.status == 202 and r.json() == {"id": bart.id, "status": "deletion_pending"}
+    assert env.idp.users[bart.id].blocked is True
+    for _ in range(3):
+        env.clock.advance(env.container.settings.sync_max_delay_seconds + 1)
+        assert run_sync(env)["pending"] == 1
+    env.idp.clear_failures()
+    env.clock.advance(env.container.settings.sync_max_delay_seconds + 1)
+    assert run_sync(env)["synced"] == 1 and bart.id not in env.idp.users
 
 
 def test_table_failing_during_erasure_is_202_and_sync_identity_finishes(
@@ -615,5 +645,12 @@ def test_sync_identity_handler_finishes_due_work_and_returns_counts(
 
     result = env.handler("sync-identity").lambda_handler(event, LambdaContext("sync-identity"))
 
-    assert result == {"synced": int(pending), "pending": 0, "failed": 0, "skipped": 0}
+    assert result == {
+        "synced": int(pending),
+        "pending": 0,
+        "failed": 0,
+        "skipped": 0,
+        "claims": 0,
+        "errors": 0,
+    }
     assert (bart.id in env.idp.users) is not pending

@@ -449,7 +449,7 @@ def test_expired_link_offers_renew(env: Env, people: dict[str, User]) -> None:
 
 
 def test_expiry_with_a_short_ttl(env: Env, people: dict[str, User]) -> None:
-    env.container.settings = env.container.settings.model_copy(update={"reset_link_ttl_seconds": 60})
+    env.configure(**{"reset_link_ttl_seconds": 60})
     env.call(FN, "POST", "/me/password-reset", as_user=people["bob"])
     (token,) = resets(env, "bob@acme.example")
     assert "expires in 1 minutes" in env.mailer.sent[-1].text
@@ -576,9 +576,8 @@ def test_a_reasserted_block_survives_an_auth0_outage(
     assert submit(env, token).status == 200
     assert env.idp.users[bob.id].blocked is False
     assert env.user(bob.id).idp_sync == "pending" and "blocked" in env.user(bob.id).sync_fields
-    from usermgmt.service.sync import SyncEngine
 
-    assert SyncEngine(env.container).run_due()["synced"] == 1
+    assert env.run_sync()["synced"] == 1
     assert env.idp.users[bob.id].blocked is True
 
 

@@ -1,4 +1,4 @@
-"""No lost update, no lost Auth0 sync: interleaved writers, crashes, outages, give-up after N attempts."""
+"""No lost update, no lost Auth0 sync: interleaved writers, crashes, outages of any length."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from tests.conftest import Env
 from usermgmt.errors import IdpUnavailable
 from usermgmt.models import READ_ONLY_FIELDS, User
-from usermgmt.service.sync import SyncEngine
 
 FN = "update-user"
 
@@ -94,11 +93,10 @@ def test_crash_between_commit_and_auth0_is_finished_by_sync(env: Env, bob: User)
     assert (
         stored.last_name == "Builder" and stored.idp_sync == "pending" and stored.sync_fields == {"profile"}
     )
-    engine = SyncEngine(env.container)
     # the dead request's lease still holds for a moment: nobody pushes concurrently with it
-    assert engine.run_due()["synced"] == 0
+    assert env.run_sync()["synced"] == 0
     env.clock.advance(env.container.settings.sync_lease_seconds + 1)
-    assert engine.run_due()["synced"] == 1
+    assert env.run_sync()["synced"] == 1
     assert env.idp.users[bob.id].family_name == "Builder"
     assert env.user(bob.id).idp_sync == "synced"
 
@@ -106,25 +104,26 @@ def test_crash_between_commit_and_auth0_is_finished_by_sync(env: Env, bob: User)
 def test_rate_limit_reset_is_honoured(env: Env, bob: User) -> None:
     env.idp.fail_next(1, IdpUnavailable("http 429", retry_after=120))
     assert env.call(FN, "PATCH", "/me", as_user=bob, body={"lastName": "B2"}).json()["idpSync"] == "pending"
-    engine = SyncEngine(env.container)
-    assert engine.run_due() == {"synced": 0, "pending": 0, "failed": 0, "skipped": 0}
+    assert sum(env.run_sync().values()) == 0  # not due before Auth0's reset time
     env.clock.advance(121)
-    assert engine.run_due()["synced"] == 1
+    assert env.run_sync()["synced"] == 1
     assert env.idp.users[bob.id].family_name == "B2"
 
 
-def test_gives_up_after_max_attempts_with_failed(env: Env, bob: User) -> None:
-    env.container.settings = env.container.settings.model_copy(update={"sync_max_attempts": 3})
+def test_an_outage_longer_than_max_attempts_is_never_given_up(env: Env, bob: User) -> None:
+    env.configure(sync_max_attempts=3)
     env.idp.fail_next(-1, IdpUnavailable("timeout"))
     assert env.call(FN, "PATCH", "/me", as_user=bob, body={"lastName": "B3"}).json()["idpSync"] == "pending"
-    engine = SyncEngine(env.container)
-    assert engine.run_due()["pending"] == 1  # attempt 2: backs off
-    assert engine.run_due()["synced"] + engine.run_due()["pending"] == 0  # not due yet
-    env.clock.advance(env.container.settings.sync_max_delay_seconds + 1)
-    assert engine.run_due()["failed"] == 1  # attempt 3: gives up
-    assert env.user(bob.id).idp_sync == "failed"
-    env.clock.advance(10_000)
-    assert engine.run_due() == {"synced": 0, "pending": 0, "failed": 0, "skipped": 0}
+    for _attempt in range(6):  # twice the attempts after which the old code gave up
+        assert env.run_sync()["pending"] == 1
+        assert sum(env.run_sync().values()) == 0  # backing off: not due yet
+        env.clock.advance(env.container.settings.sync_max_delay_seconds + 1)
+    assert env.metric_count("IdpSyncStuck") >= 4  # alarmed past the configured attempts ...
+    assert env.user(bob.id).idp_sync == "pending"  # ... and still pending, never failed
+    env.idp.clear_failures()
+    assert env.run_sync()["synced"] == 1
+    assert env.idp.users[bob.id].family_name == "B3"
+    assert env.user(bob.id).idp_sync == "synced"
 
 
 def test_newer_write_during_a_push_is_pushed_too(env: Env, admin: User, bob: User) -> None:

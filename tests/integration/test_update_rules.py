@@ -11,7 +11,6 @@ import pytest
 
 from tests.conftest import Env
 from usermgmt.models import User
-from usermgmt.service.sync import SyncEngine
 
 FN = "update-user"
 
@@ -152,7 +151,7 @@ def test_delegated_admin_cannot_remove_own_administrator_role(env: Env, cast: di
 
 
 def test_locked_email_policy_refuses_any_change(env: Env, cast: dict[str, User]) -> None:
-    env.container.settings = env.container.settings.model_copy(update={"email_change_policy": "locked"})
+    env.configure(**{"email_change_policy": "locked"})
     carol = cast["carol"]
     r = env.call(FN, "PATCH", "/me", as_user=carol, body={"email": "carol.new@example.com"})
     assert r.status == 409 and r.json()["code"] == "email_immutable"
@@ -222,7 +221,7 @@ def test_two_sync_runs_at_once_push_each_user_once(env: Env, cast: dict[str, Use
 
     def run() -> None:
         barrier.wait()
-        results.append(SyncEngine(env.container).run_due())
+        results.append(env.run_sync())
 
     threads = [threading.Thread(target=run) for _ in range(2)]
     for t in threads:

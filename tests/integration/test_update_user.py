@@ -84,9 +84,8 @@ def test_pending_when_auth0_down_then_sync_run_finishes(env: Env, people: dict) 
     r = env.call(FN, "PATCH", "/me", as_user=bob, body={"lastName": "Builder"})
     assert r.status == 200 and r.json()["idpSync"] == "pending"
     assert env.idp.users[bob.id].family_name == "Buyer"
-    from usermgmt.service.sync import SyncEngine
 
-    outcome = SyncEngine(env.container).run_due()
+    outcome = env.run_sync()
     assert outcome["synced"] == 1
     assert env.idp.users[bob.id].family_name == "Builder"
     assert env.user(bob.id).idp_sync == "synced"
@@ -154,7 +153,7 @@ def test_bad_bodies_get_problem_details_and_change_nothing(
 def test_table_down_is_503_with_retry_after_and_no_details(
     env: Env, people: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from usermgmt.adapters.dynamo import StoreUnavailable
+    from usermgmt.errors import StoreUnavailable
 
     def down(*_: object, **__: object) -> None:
         raise StoreUnavailable("ProvisionedThroughputExceededException")

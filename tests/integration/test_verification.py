@@ -15,8 +15,8 @@ from usermgmt.errors import IdpUnavailable
 from usermgmt.events import MalformedEvent
 from usermgmt.links import hash_token
 from usermgmt.models import User
-from usermgmt.service.sync import SyncEngine
 from usermgmt.service.verification import VerificationNotSent
+from usermgmt.store import ClaimEmail, ReleaseEmail, UseLink
 
 FN = "verify-email"
 HTML = {"Accept": "text/html"}
@@ -102,7 +102,7 @@ def send_event(env: Env, event: dict[str, Any]) -> Any:
 
 
 def use_settings(env: Env, **changes: Any) -> None:
-    env.container.settings = env.container.settings.model_copy(update=changes)
+    env.configure(**changes)
 
 
 # ------------------------------------------------------------------------------------------------ confirm
@@ -233,11 +233,11 @@ def test_two_confirms_at_once_exactly_one_wins(
     real = store.transact
     first: list[Response] = []
 
-    def racing(ops: Any, request_token: str | None = None) -> None:
+    def racing(ops: Any) -> None:
         if not first:  # the other submit commits between this one's checks and its commit
             first.append(Response({"statusCode": 0}))
             first[0] = confirm(env, verify)
-        real(ops, request_token)
+        real(ops)
 
     monkeypatch.setattr(store, "transact", racing)
     loser = confirm(env, verify)
@@ -258,11 +258,11 @@ def test_the_link_is_consumed_in_the_same_transaction(
     real = store.transact
     raced: list[bool] = []
 
-    def racing(ops: Any, request_token: str | None = None) -> None:
+    def racing(ops: Any) -> None:
         if not raced:
             raced.append(True)
-            real([store.op_use_link(hash_token(verify), int(env.clock.now()))])
-        real(ops, request_token)
+            real([UseLink(hash_token(verify), int(env.clock.now()))])
+        real(ops)
 
     monkeypatch.setattr(store, "transact", racing)
     r = confirm(env, verify)
@@ -293,12 +293,12 @@ def test_directly_occupied_address_is_409_and_the_link_stays_usable(
 ) -> None:
     bob = people["bob"]
     verify, _ = start_change(env, bob)
-    env.store.transact([env.store.op_claim_email(NEW, "auth0|someone-else")])
+    env.store.transact([ClaimEmail(NEW, "auth0|someone-else")])
     before = env.user(bob.id)
     page = confirm(env, verify, raw_body="", headers=FORM)
     assert page.status == 409 and page.headers["content-type"].startswith("text/html")
     assert env.user(bob.id) == before
-    env.store.transact([env.store.op_release_email(NEW, "auth0|someone-else")])
+    env.store.transact([ReleaseEmail(NEW, "auth0|someone-else")])
     assert confirm(env, verify).status == 200
     assert env.user(bob.id).email == NEW
 
@@ -312,7 +312,7 @@ def test_auth0_down_during_confirm_is_synced_later(env: Env, people: dict[str, U
     stored = env.user(bob.id)
     assert stored.email == NEW and stored.idp_sync == "pending"
     assert env.idp.users[bob.id].email == "bob@acme.example"
-    assert SyncEngine(env.container).run_due()["synced"] == 1
+    assert env.run_sync()["synced"] == 1
     assert env.idp.users[bob.id].email == NEW and env.idp.users[bob.id].email_verified is True
     assert env.user(bob.id).idp_sync == "synced"
 

@@ -8,6 +8,8 @@ and ``Referrer-Policy: no-referrer``. Request bodies are validated by the packag
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import traceback
 from typing import Any
@@ -15,19 +17,18 @@ from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
-from usermgmt.adapters.dynamo import StoreUnavailable
 from usermgmt.auth import RequestCtx
 from usermgmt.errors import (
     ApiError,
     DependencyUnavailable,
+    FieldProblem,
     InvalidJson,
-    MethodNotAllowed,
     PayloadTooLarge,
     RouteNotFound,
+    StoreUnavailable,
     UnsupportedMediaType,
     ValidationFailed,
 )
-from usermgmt.errors import FieldProblem as FieldProblem
 from usermgmt.observability import count, logger
 from usermgmt.settings import MAX_BODY_BYTES
 
@@ -134,14 +135,44 @@ def path_user_id(raw: str) -> str:
     return unquote(raw) if "%" in raw else raw
 
 
-def json_body(app: APIGatewayHttpResolver) -> Any:
+def media_type(app: APIGatewayHttpResolver) -> str:
+    """The request's media type, lower case, without parameters ("" when there is none)."""
+    return (app.current_event.headers.get("content-type") or "").split(";")[0].strip().lower()
+
+
+def is_json(media: str) -> bool:
+    return media == JSON or (media.startswith("application/") and media.endswith("+json"))
+
+
+def body_text(app: APIGatewayHttpResolver) -> str:
+    """The request body as text: 413 beyond ``MAX_BODY_BYTES``, 400 when it is not UTF-8.
+
+    API Gateway base64-encodes bodies of non-text media types; they are decoded here, never by
+    Powertools' ``decoded_body`` (which raises on bytes that are not UTF-8).
+    """
     event = app.current_event
-    raw = event.decoded_body or ""
-    if len(raw.encode()) > MAX_BODY_BYTES:
+    body = event.body or ""
+    if event.is_base64_encoded:
+        try:
+            data = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidJson("The body is not valid base64") from None
+    else:
+        data = body.encode("utf-8", "surrogatepass")
+    if len(data) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"The body must be at most {MAX_BODY_BYTES} bytes")
-    content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if content_type != JSON and not content_type.endswith("+json"):
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidJson("The body is not UTF-8 text") from None
+
+
+def json_body(app: APIGatewayHttpResolver) -> Any:
+    """The parsed JSON body (None when empty): 413, 415 for another media type, 400 for bad JSON."""
+    if not is_json(media_type(app)):
+        body_text(app)  # a body over the limit is 413 whatever its type
         raise UnsupportedMediaType()
+    raw = body_text(app)
     try:
         return json.loads(raw) if raw else None
     except ValueError:
@@ -175,7 +206,3 @@ def query_int(app: APIGatewayHttpResolver, name: str, default: int, low: int, hi
     if not low <= value <= high:
         raise ValidationFailed(errors=[FieldProblem(name, f"must be an integer from {low} to {high}")])
     return value
-
-
-def method_not_allowed() -> Response[str]:
-    return problem_response(MethodNotAllowed())

@@ -1,7 +1,9 @@
-"""The composition root: builds the service from settings, lazily, once per container.
+"""The composition root: the only module that builds adapters and services, lazily, once each.
 
-Nothing here runs at import. Tests replace the whole container with ``override``; the local
-gateway calls ``reset`` when it switches a function's environment.
+Nothing here runs at import. Handlers reach a use case in one shape, ``container.get().<service>.<use
+case>(...)``. Tests replace the adapters with keyword overrides (``Container(settings, store=...)``) or
+the whole container with ``override``; the local gateway calls ``reset`` when it switches a function's
+environment.
 """
 
 from __future__ import annotations
@@ -13,9 +15,19 @@ from usermgmt.clock import SystemClock
 from usermgmt.settings import Settings
 
 if TYPE_CHECKING:
-    from usermgmt.adapters.dynamo import DynamoStore
-    from usermgmt.ports import Clock, IdentityProvider, Mailer
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+
+    from usermgmt.ports import Clock, Deps, IdentityProvider, Mailer
+    from usermgmt.service.cleanup import CleanupService
+    from usermgmt.service.lifecycle import LifecycleService
+    from usermgmt.service.passwords import PasswordService
+    from usermgmt.service.sync import SyncEngine
     from usermgmt.service.users import UserService
+    from usermgmt.service.verification import VerificationService
+    from usermgmt.service.writes import Writer
+    from usermgmt.store import UserStore
+
+IDEMPOTENCY_SECONDS = 86400  # longer than any retry window (EventBridge 1 h here, Lambda async 6 h)
 
 
 def aws_client(service: str) -> Any:
@@ -27,23 +39,40 @@ def aws_client(service: str) -> Any:
 
 
 class Container:
-    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: UserStore | None = None,
+        idp: IdentityProvider | None = None,
+        mailer: Mailer | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.settings = settings or Settings.from_env()
-        for name, value in overrides.items():
-            setattr(self, name, value)
+        self._store = store
+        self._idp = idp
+        self._mailer = mailer
+        self._clock = clock
 
+    # ------------------------------------------------------------------------------ adapters
     @cached_property
-    def clock(self) -> Clock:
-        return SystemClock()
+    def deps(self) -> Deps:
+        from usermgmt.ports import Deps
 
-    @cached_property
-    def store(self) -> DynamoStore:
+        return Deps(
+            settings=self.settings,
+            clock=self._clock or SystemClock(),
+            store=self._store or self._dynamo_store(),
+            idp=self._idp or self._auth0(),
+            mailer=self._mailer or self._ses(),
+        )
+
+    def _dynamo_store(self) -> UserStore:
         from usermgmt.adapters.dynamo import DynamoStore
 
         return DynamoStore(aws_client("dynamodb"), self.settings.table_name)
 
-    @cached_property
-    def idp(self) -> IdentityProvider:
+    def _auth0(self) -> IdentityProvider:
         from usermgmt.adapters.auth0 import Auth0Config, Auth0IdentityProvider, ClientCredentialsToken
 
         s = self.settings
@@ -59,21 +88,91 @@ class Container:
         def secret() -> str:
             from aws_lambda_powertools.utilities.parameters import get_secret
 
-            return str(get_secret(arn, max_age=3600))
+            # Rotation: a container that still holds an old secret gets a 401, drops its token and
+            # fetches the secret again after max_age; until then the sync defers (never gives up).
+            return str(get_secret(arn, max_age=300))
 
         return Auth0IdentityProvider(config, ClientCredentialsToken(config, secret))
 
-    @cached_property
-    def mailer(self) -> Mailer:
+    def _ses(self) -> Mailer:
         from usermgmt.adapters.ses import SesMailer
 
-        return SesMailer(aws_client("sesv2"), self.settings.ses_sender, self.settings.ses_configuration_set)
+        return SesMailer(
+            lambda: aws_client("sesv2"), self.settings.ses_sender, self.settings.ses_configuration_set
+        )
+
+    @property
+    def store(self) -> UserStore:
+        return self.deps.store
+
+    @property
+    def idp(self) -> IdentityProvider:
+        return self.deps.idp
+
+    @property
+    def mailer(self) -> Mailer:
+        return self.deps.mailer
+
+    @property
+    def clock(self) -> Clock:
+        return self.deps.clock
+
+    @cached_property
+    def idempotency(self) -> tuple[DynamoDBPersistenceLayer, IdempotencyConfig]:
+        """Powertools idempotency on the users table (``pk``/``sk``, DynamoDB TTL on ``ttl``)."""
+        from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+
+        layer = DynamoDBPersistenceLayer(
+            table_name=self.settings.table_name,
+            key_attr="pk",
+            sort_key_attr="sk",
+            expiry_attr="ttl",
+            boto3_client=aws_client("dynamodb"),
+        )
+        return layer, IdempotencyConfig(event_key_jmespath="id", expires_after_seconds=IDEMPOTENCY_SECONDS)
+
+    # ------------------------------------------------------------------------------ services
+    @cached_property
+    def sync(self) -> SyncEngine:
+        from usermgmt.service.sync import SyncEngine
+
+        return SyncEngine(self.deps)
+
+    @cached_property
+    def writer(self) -> Writer:
+        from usermgmt.service.writes import Writer
+
+        return Writer(self.deps, self.sync)
 
     @cached_property
     def users(self) -> UserService:
         from usermgmt.service.users import UserService
 
-        return UserService(self)
+        return UserService(self.deps, self.writer)
+
+    @cached_property
+    def lifecycle(self) -> LifecycleService:
+        from usermgmt.service.lifecycle import LifecycleService
+
+        return LifecycleService(self.deps, self.writer)
+
+    @cached_property
+    def passwords(self) -> PasswordService:
+        from usermgmt.service.passwords import PasswordService
+
+        return PasswordService(self.deps, self.writer)
+
+    @cached_property
+    def verification(self) -> VerificationService:
+        from usermgmt.service.verification import VerificationService
+
+        return VerificationService(self.deps, self.writer)
+
+    @cached_property
+    def cleanup(self) -> CleanupService:
+        from usermgmt.service.cleanup import CleanupService
+
+        return CleanupService(self.deps, self.writer)
 
 
 _current: Container | None = None

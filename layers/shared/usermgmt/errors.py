@@ -1,11 +1,15 @@
 """The package's own errors.
 
-Two families:
+Three families:
 
 * ``ApiError`` and its subclasses are what a client sees: each carries the HTTP status and the
   stable ``code`` of SPEC section 9 and renders as RFC 9457 problem details.
 * ``IdpError`` and its subclasses are what the identity-provider port raises. Adapters translate
   vendor failures into them in one place; the service decides what they mean for a request.
+* ``StoreError`` and its subclasses are what the store port raises (``usermgmt.store``).
+
+``MalformedEvent`` is the one error of the event edge the services raise too (a storefront event whose
+detail does not parse).
 """
 
 from __future__ import annotations
@@ -80,10 +84,6 @@ class RouteNotFound(ApiError):
     status, code, title = 404, "not_found", "Not found"
 
 
-class MethodNotAllowed(ApiError):
-    status, code, title = 405, "method_not_allowed", "Method not allowed"
-
-
 class EmailTaken(ApiError):
     status, code, title = 409, "email_taken", "This email address is already in use"
 
@@ -140,6 +140,50 @@ class DependencyUnavailable(ApiError):
         super().__init__(detail, headers={"Retry-After": str(max(1, int(retry_after)))})
 
 
+class OutcomeUnknown(DependencyUnavailable):
+    """A dependency did not answer in time after it was asked to change something: it may have done it.
+
+    Same status and code as ``DependencyUnavailable`` (SPEC section 9), a title that does not claim that
+    nothing changed. What was asked is finished or undone later by the never-lost sync.
+    """
+
+    title = "A dependency did not answer in time; the change may have been made"
+
+
+class MailNotSent(DependencyUnavailable):
+    """A route whose purpose is an email could not send it (the mail service refused or was down)."""
+
+    title = "The email could not be sent"
+
+    def __init__(self, detail: str | None = None, retry_after: int = 5) -> None:
+        super().__init__(detail or "The email could not be sent; try again later", retry_after)
+
+
+# ---------------------------------------------------------------------------------------------
+# Store errors, raised by the store port (usermgmt.store).
+# ---------------------------------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    """Base of the store's own errors."""
+
+
+class ConditionFailed(StoreError):
+    """A transaction was refused because the condition of the op with ``label`` failed."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(label)
+        self.label = label
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached, or throttled us past the retries; nothing was written."""
+
+
+class MalformedEvent(Exception):
+    """The event cannot be processed as sent; retrying does not help. The message holds no personal data."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Identity provider (Auth0) errors, raised by the IdentityProvider port.
 # ---------------------------------------------------------------------------------------------
@@ -160,9 +204,20 @@ class IdpUnavailable(IdpError):
         return f"identity provider unavailable ({self.reason})"
 
 
+class IdpAccessDenied(IdpUnavailable):
+    """Auth0 refused our credentials or scopes (401/403, on the token endpoint or the Management API).
+
+    An operator's mistake (a rotated secret, a removed grant or scope), not the user's: as transient as
+    an outage for the product (retried, never given up), alarmed on its own metric.
+    """
+
+    def __str__(self) -> str:
+        return f"identity provider refused our credentials ({self.reason})"
+
+
 @dataclass
 class IdpRejected(IdpError):
-    """Permanent: the provider refused the request (a 4xx other than 404/429)."""
+    """Permanent: the provider refused the request (a 4xx other than 401/403/404/408/429)."""
 
     status: int
     error_code: str | None = None

@@ -6,37 +6,38 @@ here the ``detail`` is validated before anything is written, and a malformed eve
 being dropped or half-processed.
 
 Deduplication uses Powertools idempotency (DynamoDB persistence on the users table, keyed on the
-event ``id``). The persistence layer is built on first use from the settings, never at import. The
-idempotency record holds a hash of the event id and the small result the handler returns; never
+event ``id``). The persistence layer is built by the composition root on first use, never at import.
+The idempotency record holds a hash of the event id and the small result the handler returns; never
 personal data. Powertools deletes the record when the handler raises, so a failed event is retried
 in full; every step of a handler must therefore be safe to repeat.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from usermgmt import container as container_module
+from usermgmt import container
+from usermgmt.errors import MalformedEvent
 from usermgmt.models import normalize_email
 from usermgmt.observability import count, logger
 
-if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
-
 # correlation id of a function serving both kinds: API Gateway's request id, else the event id
 CORRELATION_PATH = "requestContext.requestId || id"
-IDEMPOTENCY_SECONDS = 86400  # longer than any retry window (EventBridge 1 h here, Lambda async 6 h)
+MAX_USER_ID_CHARS = 256
 
-_persistence: weakref.WeakKeyDictionary[container_module.Container, DynamoDBPersistenceLayer] = (
-    weakref.WeakKeyDictionary()
-)
-_config: list[IdempotencyConfig] = []
-
-
-class MalformedEvent(Exception):
-    """The event cannot be processed as sent; retrying does not help. The message holds no personal data."""
+__all__ = [
+    "CORRELATION_PATH",
+    "EventRequest",
+    "MalformedEvent",
+    "detail_email",
+    "detail_of",
+    "handle_storefront_event",
+    "http_or_storefront",
+    "parse_user_or_email",
+    "run_once",
+]
 
 
 def is_http(event: Mapping[str, Any]) -> bool:
@@ -49,13 +50,19 @@ def is_eventbridge(event: Mapping[str, Any]) -> bool:
     return "detail-type" in event and "source" in event
 
 
+def event_id_of(event: Mapping[str, Any]) -> str:
+    """The event's ``id`` (what deduplication keys on); else ``MalformedEvent``."""
+    event_id = event.get("id")
+    if not isinstance(event_id, str) or not event_id.strip():
+        raise MalformedEvent("the event has no id")
+    return event_id
+
+
 def detail_of(event: Mapping[str, Any], detail_type: str) -> dict[str, Any]:
     """The ``detail`` object of an event of ``detail_type`` that has an ``id``; else ``MalformedEvent``."""
     if event.get("detail-type") != detail_type:
         raise MalformedEvent("unexpected detail-type")
-    event_id = event.get("id")
-    if not isinstance(event_id, str) or not event_id.strip():
-        raise MalformedEvent("the event has no id")
+    event_id_of(event)
     detail = event.get("detail")
     if not isinstance(detail, dict):
         raise MalformedEvent("detail is not an object")
@@ -73,31 +80,30 @@ def detail_email(detail: Mapping[str, Any], field: str = "email") -> str:
         raise MalformedEvent(f"detail.{field} is not a valid email address") from None
 
 
-def idempotency_config() -> IdempotencyConfig:
-    """One config per container process (Powertools keeps the Lambda context on it)."""
-    if not _config:
-        from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+@dataclass(frozen=True)
+class EventRequest:
+    """A validated ``{"userId"}`` or ``{"email"}`` detail: exactly one of the two is set."""
 
-        _config.append(IdempotencyConfig(event_key_jmespath="id", expires_after_seconds=IDEMPOTENCY_SECONDS))
-    return _config[0]
+    user_id: str | None = None
+    email: str | None = None
 
 
-def persistence_layer(c: container_module.Container | None = None) -> DynamoDBPersistenceLayer:
-    """The idempotency store on the users table (``pk``/``sk``, DynamoDB TTL on ``ttl``), built once."""
-    c = c or container_module.get()
-    layer = _persistence.get(c)
-    if layer is None:
-        from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+def parse_user_or_email(detail: Mapping[str, Any]) -> EventRequest:
+    """``{"userId"}`` or ``{"email"}`` (other keys are ignored); else ``MalformedEvent``.
 
-        layer = DynamoDBPersistenceLayer(
-            table_name=c.settings.table_name,
-            key_attr="pk",
-            sort_key_attr="sk",
-            expiry_attr="ttl",
-            boto3_client=container_module.aws_client("dynamodb"),
-        )
-        _persistence[c] = layer
-    return layer
+    The exception's message names the problem, never the values (it is logged).
+    """
+    has_id, has_email = "userId" in detail, "email" in detail
+    if has_id == has_email:
+        raise MalformedEvent("detail must name exactly one of userId and email")
+    if has_email:
+        return EventRequest(email=detail_email(detail))
+    user_id = detail["userId"]
+    if not isinstance(user_id, str) or not 1 <= len(user_id) <= MAX_USER_ID_CHARS:
+        raise MalformedEvent("detail.userId must be a non-empty string")
+    if not user_id.isprintable() or user_id != user_id.strip():
+        raise MalformedEvent("detail.userId holds characters a user id never has")
+    return EventRequest(user_id=user_id)
 
 
 def run_once(
@@ -112,10 +118,8 @@ def run_once(
     """
     from aws_lambda_powertools.utilities.idempotency import idempotent_function
 
-    event_id = event.get("id")
-    if not isinstance(event_id, str) or not event_id.strip():
-        raise MalformedEvent("the event has no id")
-    config = idempotency_config()
+    event_id = event_id_of(event)
+    persistence, config = container.get().idempotency
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         config.register_lambda_context(context)
 
@@ -124,7 +128,7 @@ def run_once(
 
     runner = idempotent_function(
         data_keyword_argument="event",
-        persistence_store=persistence_layer(),
+        persistence_store=persistence,
         config=config,
         key_prefix=f"event.{name}",
     )(_run)
@@ -151,7 +155,7 @@ def handle_storefront_event[Request](
         logger.warning("malformed storefront event", extra={"reason": str(exc)})
         count("EventMalformed")
         raise
-    event_id = str(event["id"])
+    event_id = event_id_of(event)
 
     def process() -> dict[str, Any]:
         act(request, event_id)

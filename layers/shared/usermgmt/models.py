@@ -11,7 +11,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from usermgmt.errors import FieldProblem, ValidationFailed
 
-PROFILES = ("customer", "partner", "sales_rep", "marketing", "administrator")
 ROLES = ("Administrator", "Buyer", "Approver", "AccountAddressManager", "ProfileAddressManager")
 ADMIN_ROLE = "Administrator"
 ACTIVE = "ACTIVE"
@@ -49,8 +48,11 @@ class User:
     tokens_valid_after: int = 0
     # purpose -> sha256 of the link that is currently valid for that purpose
     links: dict[str, str] = field(default_factory=dict)
-    # what the Auth0 copy is behind on (read-only here: the store maintains it with the sync marker)
+    # The Auth0 sync marker as the store keeps it (read-only here: the store maintains it): what the
+    # Auth0 copy is behind on, at which version, what Auth0 refused for good, and the push lease.
     sync_fields: frozenset[str] = frozenset()
+    sync_version: int = 0
+    sync_failed: frozenset[str] = frozenset()
     lease_until: float = 0
 
     @property

@@ -13,9 +13,8 @@ from urllib.parse import parse_qs
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
-from usermgmt.api import BASE_HEADERS, JSON, json_response, problem_response
-from usermgmt.errors import ApiError, InvalidJson, LinkGone, PayloadTooLarge, UnsupportedMediaType
-from usermgmt.settings import MAX_BODY_BYTES
+from usermgmt.api import BASE_HEADERS, body_text, is_json, json_response, media_type, problem_response
+from usermgmt.errors import ApiError, InvalidJson, LinkGone, UnsupportedMediaType
 
 FORM = "application/x-www-form-urlencoded"
 PAGE_HEADERS = {
@@ -104,16 +103,13 @@ def json_answer(status: int, body: Any) -> Response[str]:
 
 def form_or_json(app: APIGatewayHttpResolver) -> dict[str, str]:
     """A link POST's fields, from a form submission or a JSON body (empty body: no fields)."""
-    event = app.current_event
-    raw = event.decoded_body or ""
-    if len(raw.encode()) > MAX_BODY_BYTES:
-        raise PayloadTooLarge()
+    raw = body_text(app)
     if not raw:
         return {}
-    content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
+    content_type = media_type(app)
     if content_type == FORM:
         return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
-    if content_type == JSON or content_type.endswith("+json"):
+    if is_json(content_type):
         try:
             data = json.loads(raw)
         except ValueError:

@@ -1,9 +1,16 @@
-"""Ports: the small interfaces the service depends on. Adapters implement them."""
+"""Ports: the small interfaces the service depends on, and ``Deps``, the bundle services receive.
+
+Adapters implement them; only the composition root (``container.py``) builds adapters and services.
+The store port lives in ``usermgmt.store`` with its records and ops.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
+
+from usermgmt.settings import Settings
+from usermgmt.store import UserStore
 
 
 @dataclass(frozen=True)
@@ -49,8 +56,10 @@ class IdpUser:
 class IdentityProvider(Protocol):
     """Auth0 (or the local stand-in). Every method is idempotent.
 
-    Raises ``IdpUnavailable`` (transient), ``IdpRejected`` (permanent), ``IdpUserMissing``,
-    ``IdpEmailTaken`` and ``IdpPasswordTooWeak`` from ``usermgmt.errors``; nothing else.
+    Raises ``IdpUnavailable`` (transient; ``IdpAccessDenied`` when Auth0 refused our credentials or
+    scopes, ``reason == "timeout"`` when the request may have been applied), ``IdpRejected``
+    (permanent), ``IdpUserMissing``, ``IdpEmailTaken`` and ``IdpPasswordTooWeak`` from
+    ``usermgmt.errors``; nothing else.
     """
 
     def get_user(self, user_id: str) -> IdpUser | None: ...
@@ -90,3 +99,14 @@ class Clock(Protocol):
     def now(self) -> float:
         """Seconds since the epoch."""
         ...
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What every service is built from: settings, time and the ports (never the container)."""
+
+    settings: Settings
+    clock: Clock
+    store: UserStore
+    idp: IdentityProvider
+    mailer: Mailer

@@ -1,6 +1,6 @@
 """``IdentityProvider`` on Auth0's Management API (auth0-python 6.8.0).
 
-Design points (see ``/work/shared/notes/auth0.md``):
+Design points (the Auth0 facts behind them are in ``docs/auth0.md``):
 
 * The generated ``auth0.management.Auth0`` client is used with an explicit ``base_url`` (so the local
   stand-in over plain http works), ``max_retries=0`` (the service decides about retries; the SDK's
@@ -11,6 +11,9 @@ Design points (see ``/work/shared/notes/auth0.md``):
   module import time; only code paths that talk to Auth0 pay for it.
 * Every vendor failure is classified in one place (``_classify``) on the HTTP status code, never on
   the SDK's exception class (an endpoint raises a subclass only for its own list of statuses).
+  401 and 403 (on the token endpoint or the Management API: a rotated secret, a removed grant or
+  scope) are ``IdpAccessDenied``: an operator's mistake, retried like an outage, never a refusal of
+  the user's data.
   Exceptions leaving this module are ``usermgmt.errors.Idp*`` without vendor text and without the
   vendor exception chained.
 """
@@ -18,7 +21,6 @@ Design points (see ``/work/shared/notes/auth0.md``):
 from __future__ import annotations
 
 import base64
-import importlib
 import json
 import logging
 import sys
@@ -30,6 +32,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 
 from usermgmt.errors import (
+    IdpAccessDenied,
     IdpEmailTaken,
     IdpError,
     IdpPasswordTooWeak,
@@ -180,7 +183,9 @@ class ClientCredentialsToken:
             logger.warning("auth0 token: status %s (%s)", status, error_code)
             if _is_transient_status(status):
                 raise IdpUnavailable(f"token status {status}", _retry_after(response.headers))
-            raise IdpRejected(status, error_code)
+            # Any refusal of our own client credentials (401/403 access_denied, 400 invalid_client or
+            # unauthorized_client): nothing about a user, an operator must fix the configuration.
+            raise IdpAccessDenied(f"token status {status}")
         payload = _safe_json(response)
         token = payload.get("access_token") if isinstance(payload, dict) else None
         expires_in = payload.get("expires_in") if isinstance(payload, dict) else None
@@ -320,7 +325,8 @@ class Auth0IdentityProvider:
         return client.users
 
     def _build_client(self) -> ManagementClient:
-        management = importlib.import_module("auth0.management")  # deferred: ~0.5 s import
+        from auth0 import management  # deferred: ~0.5 s import
+
         client: ManagementClient = management.Auth0(
             base_url=self._config.mgmt_base_url,
             token=self._token,
@@ -372,6 +378,8 @@ def _classify(exc: BaseException, status: int | None) -> IdpError | None:
     body = getattr(exc, "body", None)
     if _is_transient_status(status):
         return IdpUnavailable(f"status {status}", _retry_after(headers))
+    if status in (401, 403):
+        return IdpAccessDenied(f"status {status}", _retry_after(headers))
     if status == 404:
         return IdpUserMissing()
     message = body.get("message") if isinstance(body, dict) else None

@@ -1,9 +1,11 @@
-"""DynamoDB store: the record of users, accounts, links, audit entries and rate counters.
+"""``UserStore`` on DynamoDB: the record of users, accounts, links, audit entries and rate counters.
 
-Item shapes are private to this module (see docs/decisions.md, "Table layout"). The service composes
-writes from ``Op`` values built by the ``op_*`` methods and commits them with ``transact`` in one
-``TransactWriteItems``: a state change, its audit entry, its sync marker, its uniqueness items and
-its links commit together or not at all.
+Item shapes are private to this module (see docs/decisions.md, "Table layout"). The service commits
+lists of ops (``usermgmt.store``); ``transact`` turns each into one item of a ``TransactWriteItems``
+(``write_request``), so a state change, its audit entry, its sync marker, its uniqueness items and its links
+commit together or not at all. Every transaction carries a ``ClientRequestToken``: a retry of a
+transaction that did commit (a timeout on the way back) is recognised by DynamoDB instead of failing
+its conditions. Vendor errors are translated in one place (``_call``).
 """
 
 from __future__ import annotations
@@ -13,19 +15,45 @@ import binascii
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from usermgmt.errors import ConditionFailed, StoreError, StoreUnavailable
 from usermgmt.models import Membership, User
+from usermgmt.store import (
+    AccountExists,
+    AuditEntry,
+    ClaimEmail,
+    CreateUser,
+    DeleteExpiredLink,
+    DeleteLink,
+    DeleteUser,
+    DueWork,
+    ExpiredLinkRef,
+    ExpiredPage,
+    Link,
+    Op,
+    Page,
+    PutAudit,
+    PutLink,
+    PutTombstone,
+    ReleaseEmail,
+    SyncState,
+    UpdateUser,
+    UseLink,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 else:
     DynamoDBClient = Any
 
+# partitions of the sparse SyncIndex: pending markers, failed markers, claimed reset links
 SYNC_PK = "SYNC"
+FAILED_PK = "FAILED"
+CLAIM_PK = "CLAIM"
 EXP_PK = "EXP"
 SYNC_INDEX = "SyncIndex"
 EXPIRY_INDEX = "ExpiryIndex"
@@ -54,95 +82,6 @@ _USER_FIELDS: dict[str, str] = {
     "tokens_valid_after": "tokensValidAfter",
     "links": "links",
 }
-
-
-class StoreError(Exception):
-    """Base of the store's own errors."""
-
-
-class ConditionFailed(StoreError):
-    """A transaction was refused because the condition of the op with ``label`` failed."""
-
-    def __init__(self, label: str) -> None:
-        super().__init__(label)
-        self.label = label
-
-
-class StoreUnavailable(StoreError):
-    """DynamoDB could not be reached or throttled us past the retries; nothing was written."""
-
-
-@dataclass(frozen=True)
-class Op:
-    """One item of a transaction. ``label`` names it in ``ConditionFailed``."""
-
-    label: str
-    request: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class SyncMark:
-    """Mark a user's Auth0 copy as behind. ``fields`` say what to push (profile, blocked, email, ...)."""
-
-    fields: frozenset[str]
-
-
-@dataclass(frozen=True)
-class SyncState:
-    user_id: str
-    version: int
-    fields: frozenset[str]
-    attempts: int
-    lease_owner: str | None
-    lease_until: float
-    deleted: bool
-
-
-@dataclass(frozen=True)
-class Link:
-    token_hash: str
-    purpose: str
-    user_id: str
-    expires_at: int
-    created_at: int
-    address_hash: str | None = None
-    status: str = "active"  # active | used
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    user_id: str
-    at: str
-    actor: str
-    action: str
-    request_id: str
-    changes: tuple[dict[str, Any], ...] = ()
-    # the version the entry records; part of the key so no two entries of a user ever collide
-    seq: int = 0
-
-
-@dataclass
-class Page:
-    items: list[dict[str, Any]] = field(default_factory=list)
-    cursor: str | None = None
-
-
-@dataclass(frozen=True)
-class ExpiredLinkRef:
-    """An ExpiryIndex entry of a link: the index is eventually consistent, the item may be gone."""
-
-    token_hash: str
-    expires_at: int
-
-
-@dataclass
-class ExpiredPage:
-    """One page of the ExpiryIndex. ``start_key`` (None on the last page) reads the next one."""
-
-    links: list[ExpiredLinkRef] = field(default_factory=list)
-    start_key: dict[str, Any] | None = None
-    # entries of other kinds of expiring items (not links): left to whoever owns them
-    others: int = 0
 
 
 def _user_key(user_id: str) -> dict[str, Any]:
@@ -233,8 +172,133 @@ def user_from_item(item: dict[str, Any]) -> User:
     )
     kwargs["links"] = dict(data.get("links") or {})
     kwargs["sync_fields"] = frozenset(data.get("syncFields") or ())
+    kwargs["sync_failed"] = frozenset(data.get("syncFailed") or ())
+    kwargs["sync_version"] = int(data.get("syncVersion") or 0)
     kwargs["lease_until"] = float(data.get("leaseUntil") or 0)
     return User(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# item shapes and write requests
+# ------------------------------------------------------------------------------------------------
+
+
+def _user_item(user: User) -> dict[str, Any]:
+    return {k: _to_av(v) for k, v in _user_attrs(user).items() if v is not None}
+
+
+def _update_user(table: str, op: UpdateUser) -> dict[str, Any]:
+    """``op.after`` over ``op.before`` on condition of the version; sync marker and lease as asked."""
+    before, after = op.before, op.after
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {":expected": {"N": str(before.version)}}
+    sets: list[str] = []
+    removes: list[str] = []
+    adds: list[str] = []
+    deletes: list[str] = []
+    new_attrs = _user_attrs(after)
+    old_attrs = _user_attrs(before)
+    for i, (attr, value) in enumerate(new_attrs.items()):
+        if attr == "id" or (value == old_attrs.get(attr) and attr != "version"):
+            continue
+        names[f"#a{i}"] = attr
+        if value is None:
+            removes.append(f"#a{i}")
+        else:
+            values[f":v{i}"] = _to_av(value)
+            sets.append(f"#a{i} = :v{i}")
+    condition = "version = :expected"
+    if op.sync:
+        values.update(
+            {
+                ":sync": {"S": SYNC_PK},
+                ":due": {"N": "0"},
+                ":target": {"N": str(after.version)},
+                ":zero": {"N": "0"},
+                ":fields": {"SS": sorted(op.sync)},
+            }
+        )
+        sets += ["syncPk = :sync", "syncDue = :due", "syncVersion = :target", "syncAttempts = :zero"]
+        adds.append("syncFields :fields")
+        deletes.append("syncFailed :fields")  # a field pushed again is not failed any more
+    if op.lease is not None:
+        values.update(
+            {
+                ":owner": {"S": op.lease.owner},
+                ":now": {"N": repr(op.lease.now)},
+                ":until": {"N": repr(op.lease.until)},
+            }
+        )
+        sets += ["leaseOwner = :owner", "leaseUntil = :until"]
+        condition += " AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now)"
+    expression = ""
+    for keyword, parts in (("SET", sets), ("REMOVE", removes), ("ADD", adds), ("DELETE", deletes)):
+        if parts:
+            expression += f" {keyword} " + ", ".join(parts)
+    request: dict[str, Any] = {
+        "TableName": table,
+        "Key": _user_key(before.id),
+        "UpdateExpression": expression.strip(),
+        "ConditionExpression": condition,
+        "ExpressionAttributeValues": values,
+    }
+    if names:
+        request["ExpressionAttributeNames"] = names
+    return request
+
+
+def _audit_item(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "pk": {"S": f"USER#{entry.user_id}"},
+        "sk": {"S": f"AUDIT#{entry.at}#{entry.seq:012d}#{entry.request_id}"},
+        "at": {"S": entry.at},
+        "actor": {"S": entry.actor},
+        "action": {"S": entry.action},
+        "requestId": {"S": entry.request_id},
+        "changes": _to_av(list(entry.changes)),
+    }
+
+
+def _link_item(link: Link, ttl: int) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        **_link_key(link.token_hash),
+        "purpose": {"S": link.purpose},
+        "userId": {"S": link.user_id},
+        "expiresAt": {"N": str(link.expires_at)},
+        "createdAt": {"N": str(link.created_at)},
+        "status": {"S": link.status},
+        "expPk": {"S": EXP_PK},
+        "expAt": {"N": str(link.expires_at)},
+        "ttl": {"N": str(ttl)},
+    }
+    if link.address_hash:
+        item["addressHash"] = {"S": link.address_hash}
+    return item
+
+
+def _tombstone_item(op: PutTombstone) -> dict[str, Any]:
+    """The tombstone carries the deletion's sync marker and lease; ``settle_sync`` removes it."""
+    return {
+        **_tombstone_key(op.user_id),
+        "deletedAt": {"S": op.deleted_at},
+        "idpSync": {"S": "pending"},
+        "syncPk": {"S": SYNC_PK},
+        "syncDue": {"N": "0"},
+        "syncVersion": {"N": str(op.version)},
+        "syncFields": {"SS": sorted(op.sync)},
+        "syncAttempts": {"N": "0"},
+        "leaseOwner": {"S": op.lease.owner},
+        "leaseUntil": {"N": repr(op.lease.until)},
+    }
+
+
+def _delete_expired_link(table: str, token_hash: str, cutoff: int) -> dict[str, Any]:
+    return {
+        "TableName": table,
+        "Key": _link_key(token_hash),
+        "ConditionExpression": "expAt < :cutoff",
+        "ExpressionAttributeValues": {":cutoff": {"N": str(cutoff)}},
+    }
 
 
 def _encode_cursor(key: dict[str, Any]) -> str:
@@ -288,10 +352,6 @@ class DynamoStore:
         item = resp.get("Item")
         return str(item["userId"]["S"]) if item else None
 
-    def account_exists(self, account_id: str) -> bool:
-        resp = self._call("get_item", TableName=self._table, Key=_account_key(account_id))
-        return "Item" in resp
-
     def get_link(self, token_hash: str) -> Link | None:
         resp = self._call("get_item", TableName=self._table, Key=_link_key(token_hash), ConsistentRead=True)
         item = resp.get("Item")
@@ -306,6 +366,8 @@ class DynamoStore:
             created_at=int(data["createdAt"]),
             address_hash=data.get("addressHash"),
             status=data.get("status", "active"),
+            claim_owner=data.get("claimOwner"),
+            claim_until=int(data.get("claimUntil") or 0),
         )
 
     def audit_page(self, user_id: str, limit: int, cursor: str | None) -> Page:
@@ -338,255 +400,16 @@ class DynamoStore:
             cursor=_encode_cursor(last) if last else None,
         )
 
-    # -------------------------------------------------------------------------------- ops
-    def op_update_user(
-        self,
-        before: User,
-        after: User,
-        *,
-        sync: SyncMark | None = None,
-        lease: tuple[str, float, float] | None = None,
-        label: str = "user",
-    ) -> Op:
-        """Write ``after`` over ``before``, on condition that nobody changed ``before.version``.
-
-        ``sync`` sets the Auth0 sync marker (target version = ``after.version``); ``lease`` =
-        (owner, now, until) also takes the sync lease when it is free.
-        """
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {":expected": {"N": str(before.version)}}
-        sets: list[str] = []
-        removes: list[str] = []
-        adds: list[str] = []
-        new_attrs = _user_attrs(after)
-        old_attrs = _user_attrs(before)
-        for i, (attr, value) in enumerate(new_attrs.items()):
-            if attr == "id" or (value == old_attrs.get(attr) and attr != "version"):
-                continue
-            names[f"#a{i}"] = attr
-            if value is None:
-                removes.append(f"#a{i}")
-            else:
-                values[f":v{i}"] = _to_av(value)
-                sets.append(f"#a{i} = :v{i}")
-        condition = "version = :expected"
-        if sync is not None:
-            values.update(
-                {
-                    ":sync": {"S": SYNC_PK},
-                    ":due": {"N": "0"},
-                    ":target": {"N": str(after.version)},
-                    ":zero": {"N": "0"},
-                    ":fields": {"SS": sorted(sync.fields)},
-                }
-            )
-            sets += ["syncPk = :sync", "syncDue = :due", "syncVersion = :target", "syncAttempts = :zero"]
-            adds.append("syncFields :fields")
-        if lease is not None:
-            owner, now, until = lease
-            values.update({":owner": {"S": owner}, ":now": {"N": repr(now)}, ":until": {"N": repr(until)}})
-            sets += ["leaseOwner = :owner", "leaseUntil = :until"]
-            condition += " AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now)"
-        expression = ""
-        if sets:
-            expression += "SET " + ", ".join(sets)
-        if removes:
-            expression += " REMOVE " + ", ".join(removes)
-        if adds:
-            expression += " ADD " + ", ".join(adds)
-        request: dict[str, Any] = {
-            "TableName": self._table,
-            "Key": _user_key(before.id),
-            "UpdateExpression": expression.strip(),
-            "ConditionExpression": condition,
-            "ExpressionAttributeValues": values,
-        }
-        if names:
-            request["ExpressionAttributeNames"] = names
-        return Op(label, {"Update": request})
-
-    def op_create_user(self, user: User, *, label: str = "user") -> Op:
-        item = {"pk": {"S": f"USER#{user.id}"}, "sk": {"S": "PROFILE"}}
-        item.update({k: _to_av(v) for k, v in _user_attrs(user).items() if v is not None})
-        return Op(
-            label,
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": item,
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            },
-        )
-
-    def op_delete_user(self, user: User, *, label: str = "user") -> Op:
-        return Op(
-            label,
-            {
-                "Delete": {
-                    "TableName": self._table,
-                    "Key": _user_key(user.id),
-                    "ConditionExpression": "version = :expected",
-                    "ExpressionAttributeValues": {":expected": {"N": str(user.version)}},
-                }
-            },
-        )
-
-    def op_claim_email(self, email: str, user_id: str, *, label: str = "email") -> Op:
-        """Reserve a login email for a user (fails when another user holds it)."""
-        return Op(
-            label,
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": {**_email_key(email), "userId": {"S": user_id}},
-                    "ConditionExpression": "attribute_not_exists(pk) OR userId = :uid",
-                    "ExpressionAttributeValues": {":uid": {"S": user_id}},
-                }
-            },
-        )
-
-    def op_release_email(self, email: str, user_id: str, *, label: str = "release-email") -> Op:
-        return Op(
-            label,
-            {
-                "Delete": {
-                    "TableName": self._table,
-                    "Key": _email_key(email),
-                    "ConditionExpression": "attribute_not_exists(pk) OR userId = :uid",
-                    "ExpressionAttributeValues": {":uid": {"S": user_id}},
-                }
-            },
-        )
-
-    def op_account_exists(self, account_id: str) -> Op:
-        return Op(
-            f"account:{account_id}",
-            {
-                "ConditionCheck": {
-                    "TableName": self._table,
-                    "Key": _account_key(account_id),
-                    "ConditionExpression": "attribute_exists(pk)",
-                }
-            },
-        )
-
-    def op_put_audit(self, entry: AuditEntry) -> Op:
-        item = {
-            "pk": {"S": f"USER#{entry.user_id}"},
-            "sk": {"S": f"AUDIT#{entry.at}#{entry.seq:012d}#{entry.request_id}"},
-            "at": {"S": entry.at},
-            "actor": {"S": entry.actor},
-            "action": {"S": entry.action},
-            "requestId": {"S": entry.request_id},
-            "changes": _to_av(list(entry.changes)),
-        }
-        return Op(
-            "audit",
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": item,
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            },
-        )
-
-    def op_put_link(self, link: Link, ttl: int) -> Op:
-        item: dict[str, Any] = {
-            **_link_key(link.token_hash),
-            "purpose": {"S": link.purpose},
-            "userId": {"S": link.user_id},
-            "expiresAt": {"N": str(link.expires_at)},
-            "createdAt": {"N": str(link.created_at)},
-            "status": {"S": link.status},
-            "expPk": {"S": EXP_PK},
-            "expAt": {"N": str(link.expires_at)},
-            "ttl": {"N": str(ttl)},
-        }
-        if link.address_hash:
-            item["addressHash"] = {"S": link.address_hash}
-        return Op(
-            "link",
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": item,
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            },
-        )
-
-    def op_use_link(self, token_hash: str, now: int) -> Op:
-        """Consume a link exactly once: it must exist, be active and not be expired."""
-        return Op(
-            "link",
-            {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": _link_key(token_hash),
-                    "UpdateExpression": "SET #s = :used, usedAt = :now",
-                    "ConditionExpression": "attribute_exists(pk) AND #s = :active AND expiresAt > :now",
-                    "ExpressionAttributeNames": {"#s": "status"},
-                    "ExpressionAttributeValues": {
-                        ":used": {"S": "used"},
-                        ":active": {"S": "active"},
-                        ":now": {"N": str(now)},
-                    },
-                }
-            },
-        )
-
-    def op_delete_link(self, token_hash: str) -> Op:
-        return Op("delete-link", {"Delete": {"TableName": self._table, "Key": _link_key(token_hash)}})
-
-    def op_put_tombstone(
-        self,
-        user_id: str,
-        *,
-        version: int,
-        deleted_at: str,
-        sync: SyncMark,
-        lease_owner: str,
-        lease_until: float,
-        label: str = "tombstone",
-    ) -> Op:
-        """What stays of a deleted user until Auth0 has deleted it too: the sync marker, no personal data.
-
-        It carries the marker (found by sync-identity through the SyncIndex) and the lease, taken here
-        by the deleting request. Finishing the deletion erases the rest of the user's partition and the
-        Auth0 user; then ``clear_sync(deleted=True)`` removes this item.
-        """
-        item: dict[str, Any] = {
-            **_tombstone_key(user_id),
-            "deletedAt": {"S": deleted_at},
-            "idpSync": {"S": "pending"},
-            "syncPk": {"S": SYNC_PK},
-            "syncDue": {"N": "0"},
-            "syncVersion": {"N": str(version)},
-            "syncFields": {"SS": sorted(sync.fields)},
-            "syncAttempts": {"N": "0"},
-            "leaseOwner": {"S": lease_owner},
-            "leaseUntil": {"N": repr(lease_until)},
-        }
-        return Op(label, {"Put": {"TableName": self._table, "Item": item}})
-
-    def op_put_tombstone_audit(self, entry: AuditEntry) -> Op:
-        """The audit entry of a deletion: the one item ``erase_deleted_user`` keeps for good.
-
-        It holds the user id, actor, time, action and request id; ``changes`` is always empty.
-        """
-        op = self.op_put_audit(replace(entry, changes=()))
-        put = op.request["Put"]
-        return Op(op.label, {"Put": {**put, "Item": {**put["Item"], _KEEP_ATTR: {"BOOL": True}}}})
-
-    # -------------------------------------------------------------------------------- commit
-    def transact(self, ops: Sequence[Op], request_token: str | None = None) -> None:
+    # -------------------------------------------------------------------------------- the commit
+    def transact(self, ops: Sequence[Op]) -> None:
         if not ops:
             return
-        kwargs: dict[str, Any] = {"TransactItems": [op.request for op in ops]}
-        if request_token:
-            kwargs["ClientRequestToken"] = request_token[:36]
+        kwargs: dict[str, Any] = {
+            "TransactItems": [self.write_request(op) for op in ops],
+            # botocore retries a timed-out call with the same token: DynamoDB answers the first
+            # outcome instead of applying (or refusing) it again
+            "ClientRequestToken": uuid.uuid4().hex,
+        }
         try:
             self._client.transact_write_items(**kwargs)
         except self._client.exceptions.TransactionCanceledException as exc:
@@ -599,64 +422,128 @@ class DynamoStore:
             raise StoreUnavailable("transaction cancelled") from None
         except self._client.exceptions.ClientError as exc:
             raise self._translate(exc) from None
+        except Exception as exc:
+            if type(exc).__module__.startswith(("botocore", "urllib3")):
+                raise StoreUnavailable(type(exc).__name__) from None
+            raise
 
+    def write_request(self, op: Op) -> dict[str, Any]:
+        """The ``TransactWriteItems`` item of one op (the bench loads tables with it too)."""
+        t = self._table
+        match op:
+            case UpdateUser():
+                return {"Update": _update_user(t, op)}
+            case CreateUser(user=user):
+                item = {**_user_key(user.id), **_user_item(user)}
+                return {
+                    "Put": {"TableName": t, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
+                }
+            case DeleteUser(user=user):
+                return {
+                    "Delete": {
+                        "TableName": t,
+                        "Key": _user_key(user.id),
+                        "ConditionExpression": "version = :expected",
+                        "ExpressionAttributeValues": {":expected": {"N": str(user.version)}},
+                    }
+                }
+            case ClaimEmail(email=email, user_id=user_id):
+                return {
+                    "Put": {
+                        "TableName": t,
+                        "Item": {**_email_key(email), "userId": {"S": user_id}},
+                        "ConditionExpression": "attribute_not_exists(pk) OR userId = :uid",
+                        "ExpressionAttributeValues": {":uid": {"S": user_id}},
+                    }
+                }
+            case ReleaseEmail(email=email, user_id=user_id):
+                return {
+                    "Delete": {
+                        "TableName": t,
+                        "Key": _email_key(email),
+                        "ConditionExpression": "attribute_not_exists(pk) OR userId = :uid",
+                        "ExpressionAttributeValues": {":uid": {"S": user_id}},
+                    }
+                }
+            case AccountExists(account_id=account_id):
+                return {
+                    "ConditionCheck": {
+                        "TableName": t,
+                        "Key": _account_key(account_id),
+                        "ConditionExpression": "attribute_exists(pk)",
+                    }
+                }
+            case PutAudit(entry=entry, keep=keep):
+                item = _audit_item(entry)
+                if keep:
+                    item[_KEEP_ATTR] = {"BOOL": True}
+                return {
+                    "Put": {"TableName": t, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
+                }
+            case PutLink(link=link, ttl=ttl):
+                return {
+                    "Put": {
+                        "TableName": t,
+                        "Item": _link_item(link, ttl),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            case UseLink(token_hash=token_hash, now=now, claim=claim):
+                condition = "attribute_exists(pk) AND #s = :active AND expiresAt > :now"
+                values = {":used": {"S": "used"}, ":active": {"S": "active"}, ":now": {"N": str(now)}}
+                if claim is not None:
+                    condition += " AND claimOwner = :claim"
+                    values[":claim"] = {"S": claim}
+                return {
+                    "Update": {
+                        "TableName": t,
+                        "Key": _link_key(token_hash),
+                        "UpdateExpression": (
+                            "SET #s = :used, usedAt = :now REMOVE claimOwner, claimUntil, syncPk, syncDue"
+                        ),
+                        "ConditionExpression": condition,
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": values,
+                    }
+                }
+            case DeleteLink(token_hash=token_hash):
+                return {"Delete": {"TableName": t, "Key": _link_key(token_hash)}}
+            case DeleteExpiredLink(token_hash=token_hash, cutoff=cutoff):
+                return {"Delete": _delete_expired_link(t, token_hash, cutoff)}
+            case PutTombstone():
+                return {"Put": {"TableName": t, "Item": _tombstone_item(op)}}
+        raise TypeError(f"not an op of this store: {type(op).__name__}")
+
+    # -------------------------------------------------------------------------------- seeding
     def put_account(self, account_id: str, name: str) -> None:
         self._call("put_item", TableName=self._table, Item={**_account_key(account_id), "name": {"S": name}})
 
     def put_user(self, user: User) -> None:
         """Unconditional write of a user and its email reservation (seeding and imports)."""
-        self.transact([self.op_upsert_user(user), self.op_claim_email(user.email, user.id)])
-
-    def op_upsert_user(self, user: User) -> Op:
-        item = {"pk": {"S": f"USER#{user.id}"}, "sk": {"S": "PROFILE"}}
-        item.update({k: _to_av(v) for k, v in _user_attrs(user).items() if v is not None})
-        return Op("user", {"Put": {"TableName": self._table, "Item": item}})
-
-    # -------------------------------------------------------------------------------- sync marker
-    def clear_sync(self, user_id: str, version: int, owner: str, *, deleted: bool = False) -> bool:
-        """Remove the marker when Auth0 holds ``version`` and we hold the lease. False if it moved on.
-
-        For a deleted user the tombstone's marker is the last thing left of the sync: the tombstone
-        item goes (the tombstone audit entry stays).
-        """
-        try:
-            if deleted:
-                self._call(
-                    "delete_item",
-                    TableName=self._table,
-                    Key=_tombstone_key(user_id),
-                    ConditionExpression="leaseOwner = :owner",
-                    ExpressionAttributeValues={":owner": {"S": owner}},
-                )
-                return True
-            self._call(
-                "update_item",
-                TableName=self._table,
-                Key=_user_key(user_id),
-                UpdateExpression=(
-                    "SET idpSync = :synced REMOVE syncPk, syncDue, syncVersion, syncFields, syncAttempts,"
-                    " leaseOwner, leaseUntil"
-                ),
-                ConditionExpression="syncVersion = :v AND leaseOwner = :owner",
-                ExpressionAttributeValues={
-                    ":v": {"N": str(version)},
-                    ":owner": {"S": owner},
-                    ":synced": {"S": "synced"},
+        item = {**_user_key(user.id), **_user_item(user)}
+        self._call(
+            "transact_write_items",
+            TransactItems=[
+                {"Put": {"TableName": self._table, "Item": item}},
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": {**_email_key(user.email), "userId": {"S": user.id}},
+                    }
                 },
-            )
-        except self._client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+            ],
+        )
 
+    # -------------------------------------------------------------------------------- sync markers
     def acquire_lease(
         self, user_id: str, owner: str, now: float, until: float, *, due_only: bool
     ) -> tuple[SyncState, User | None] | None:
-        """Take the sync lease of a user (or tombstone) whose marker is set. None if not ours to take.
+        """Take the sync lease of a user (or tombstone) whose marker is pending. None if not ours to take.
 
         Returns the marker and, for a user that still exists, the record as it is now.
         """
         for key, deleted in ((_user_key(user_id), False), (_tombstone_key(user_id), True)):
-            condition = "attribute_exists(syncPk) AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now)"
+            condition = "syncPk = :sync AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now)"
             if due_only:
                 condition += " AND syncDue <= :now"
             try:
@@ -667,6 +554,7 @@ class DynamoStore:
                     UpdateExpression="SET leaseOwner = :owner, leaseUntil = :until",
                     ConditionExpression=condition,
                     ExpressionAttributeValues={
+                        ":sync": {"S": SYNC_PK},
                         ":owner": {"S": owner},
                         ":now": {"N": repr(now)},
                         ":until": {"N": repr(until)},
@@ -680,6 +568,7 @@ class DynamoStore:
                 user_id=user_id,
                 version=int(data.get("syncVersion", data.get("version", 0))),
                 fields=frozenset(data.get("syncFields") or ()),
+                failed=frozenset(data.get("syncFailed") or ()),
                 attempts=int(data.get("syncAttempts", 0)),
                 lease_owner=owner,
                 lease_until=until,
@@ -688,27 +577,71 @@ class DynamoStore:
             return state, (None if deleted else user_from_item(resp["Attributes"]))
         return None
 
-    def defer_sync(
-        self, user_id: str, owner: str, *, due: float, attempts: int, failed: bool, deleted: bool = False
-    ) -> None:
-        """Give the lease back after a failed push: retry at ``due``, or mark failed for good."""
+    def settle_sync(
+        self, user_id: str, version: int, owner: str, failed: frozenset[str], *, deleted: bool = False
+    ) -> bool:
+        """End the marker once Auth0 holds ``version``; ``failed`` fields stay visible (FAILED partition).
+
+        A finished deletion removes the tombstone (its audit entry stays).
+        """
         key = _tombstone_key(user_id) if deleted else _user_key(user_id)
-        if failed:
-            expression = (
-                "SET idpSync = :failed, syncAttempts = :n REMOVE syncPk, syncDue, leaseOwner, leaseUntil"
+        values: dict[str, Any] = {":v": {"N": str(version)}, ":owner": {"S": owner}}
+        common = "syncDue, syncVersion, syncFields, syncAttempts, leaseOwner, leaseUntil"
+        try:
+            if deleted and not failed:
+                self._call(
+                    "delete_item",
+                    TableName=self._table,
+                    Key=key,
+                    ConditionExpression="syncVersion = :v AND leaseOwner = :owner",
+                    ExpressionAttributeValues=values,
+                )
+                return True
+            if failed:
+                # syncDue stays (0): it is the index's sort key, without it the item leaves the index
+                expression = (
+                    "SET idpSync = :failed, syncPk = :fpk, syncFailed = :f, syncDue = :zero"
+                    " REMOVE syncVersion, syncFields, syncAttempts, leaseOwner, leaseUntil"
+                )
+                values.update(
+                    {
+                        ":failed": {"S": "failed"},
+                        ":fpk": {"S": FAILED_PK},
+                        ":f": _to_av(failed),
+                        ":zero": {"N": "0"},
+                    }
+                )
+            else:
+                expression = f"SET idpSync = :synced REMOVE syncPk, syncFailed, {common}"
+                values[":synced"] = {"S": "synced"}
+            self._call(
+                "update_item",
+                TableName=self._table,
+                Key=key,
+                UpdateExpression=expression,
+                ConditionExpression="syncVersion = :v AND leaseOwner = :owner",
+                ExpressionAttributeValues=values,
             )
-            values = {":failed": {"S": "failed"}, ":n": {"N": str(attempts)}, ":owner": {"S": owner}}
-        else:
-            expression = (
-                "SET idpSync = :pending, syncAttempts = :n, syncDue = :due REMOVE leaseOwner, leaseUntil"
-            )
-            values = {
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def defer_sync(
+        self, user_id: str, owner: str, *, due: float, attempts: int, deleted: bool = False
+    ) -> None:
+        """Give the lease back after a failed push: the marker stays pending, due again at ``due``."""
+        key = _tombstone_key(user_id) if deleted else _user_key(user_id)
+        self._update_as_lease_owner(
+            key,
+            owner,
+            "SET idpSync = :pending, syncAttempts = :n, syncDue = :due REMOVE leaseOwner, leaseUntil",
+            {
                 ":pending": {"S": "pending"},
                 ":n": {"N": str(attempts)},
                 ":due": {"N": repr(due)},
                 ":owner": {"S": owner},
-            }
-        self._update_as_lease_owner(key, owner, expression, values)
+            },
+        )
 
     def release_lease(self, user_id: str, owner: str, *, deleted: bool = False) -> None:
         key = _tombstone_key(user_id) if deleted else _user_key(user_id)
@@ -728,16 +661,70 @@ class DynamoStore:
                 ExpressionAttributeValues=values,
             )
 
-    def due_syncs(self, now: float, limit: int) -> list[str]:
+    def due_work(self, now: float, limit: int) -> list[DueWork]:
+        """Pending markers due at ``now``, then reset-link claims that lapsed unfinished."""
+        work: list[DueWork] = []
+        for partition in (SYNC_PK, CLAIM_PK):
+            if len(work) >= limit:
+                break
+            resp = self._call(
+                "query",
+                TableName=self._table,
+                IndexName=SYNC_INDEX,
+                KeyConditionExpression="syncPk = :p AND syncDue <= :now",
+                ExpressionAttributeValues={":p": {"S": partition}, ":now": {"N": repr(now)}},
+                Limit=limit - len(work),
+            )
+            for item in resp.get("Items", []):
+                pk = str(item["pk"]["S"])
+                if pk.startswith("USER#"):
+                    work.append(DueWork("user", pk.removeprefix("USER#")))
+                elif pk.startswith("LINK#"):
+                    work.append(DueWork("link", pk.removeprefix("LINK#")))
+        return work
+
+    def failed_syncs(self, limit: int) -> list[str]:
         resp = self._call(
             "query",
             TableName=self._table,
             IndexName=SYNC_INDEX,
-            KeyConditionExpression="syncPk = :sync AND syncDue <= :now",
-            ExpressionAttributeValues={":sync": {"S": SYNC_PK}, ":now": {"N": repr(now)}},
+            KeyConditionExpression="syncPk = :p",
+            ExpressionAttributeValues={":p": {"S": FAILED_PK}},
             Limit=limit,
         )
         return [str(i["pk"]["S"]).removeprefix("USER#") for i in resp.get("Items", [])]
+
+    def redrive_failed(self, user_id: str, now: float) -> bool:
+        for key in (_user_key(user_id), _tombstone_key(user_id)):
+            resp = self._call("get_item", TableName=self._table, Key=key, ConsistentRead=True)
+            data = _plain(resp.get("Item") or {})
+            failed = frozenset(data.get("syncFailed") or ())
+            if not failed:
+                continue
+            target = int(data.get("syncVersion") or data.get("version") or 0)
+            try:
+                self._call(
+                    "update_item",
+                    TableName=self._table,
+                    Key=key,
+                    UpdateExpression=(
+                        "SET syncPk = :sync, syncDue = :zero, syncAttempts = :zero, idpSync = :pending,"
+                        " syncVersion = if_not_exists(syncVersion, :target)"
+                        " ADD syncFields :f REMOVE syncFailed"
+                    ),
+                    ConditionExpression="syncFailed = :f",
+                    ExpressionAttributeValues={
+                        ":sync": {"S": SYNC_PK},
+                        ":zero": {"N": "0"},
+                        ":pending": {"S": "pending"},
+                        ":target": {"N": str(target)},
+                        ":f": _to_av(failed),
+                    },
+                )
+            except self._client.exceptions.ConditionalCheckFailedException:
+                return False  # changed meanwhile: the writer re-queued it, or another re-drive did
+            return True
+        return False
 
     # -------------------------------------------------------------------------------- erasure
     def erase_deleted_user(self, user_id: str) -> int:
@@ -809,57 +796,13 @@ class DynamoStore:
                 page.others += 1
         return page
 
-    def op_delete_expired_link(self, token_hash: str, cutoff: int, *, label: str = "link") -> Op:
-        """Delete a link only while it is still expired before ``cutoff`` (and exists)."""
-        return Op(
-            label,
-            {
-                "Delete": {
-                    "TableName": self._table,
-                    "Key": _link_key(token_hash),
-                    "ConditionExpression": "expAt < :cutoff",
-                    "ExpressionAttributeValues": {":cutoff": {"N": str(cutoff)}},
-                }
-            },
-        )
-
     def delete_expired_link(self, token_hash: str, cutoff: int) -> bool:
-        """``op_delete_expired_link`` on its own; False when the item is gone or not expired."""
-        request = self.op_delete_expired_link(token_hash, cutoff).request["Delete"]
+        """Delete one expired link on its own; False when the item is gone or not expired."""
         try:
-            self._call("delete_item", **request)
+            self._call("delete_item", **_delete_expired_link(self._table, token_hash, cutoff))
         except self._client.exceptions.ConditionalCheckFailedException:
             return False
         return True
-
-    def op_end_pending_email(
-        self, user_id: str, verify_hash: str, updated_at: str, *, label: str = "user"
-    ) -> Op:
-        """End a pending email change: drop ``pendingEmail`` and its verify/cancel links, bump the version.
-
-        Conditional on the change being the one whose verify link is ``verify_hash``: a change that
-        was confirmed, cancelled or superseded meanwhile fails the condition and is left alone.
-        """
-        return Op(
-            label,
-            {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": _user_key(user_id),
-                    "UpdateExpression": (
-                        "REMOVE pendingEmail, #links.#verify, #links.#cancel"
-                        " SET version = version + :one, updatedAt = :at"
-                    ),
-                    "ConditionExpression": "#links.#verify = :hash AND attribute_exists(pendingEmail)",
-                    "ExpressionAttributeNames": {"#links": "links", "#verify": "verify", "#cancel": "cancel"},
-                    "ExpressionAttributeValues": {
-                        ":hash": {"S": verify_hash},
-                        ":one": {"N": "1"},
-                        ":at": {"S": updated_at},
-                    },
-                }
-            },
-        )
 
     # -------------------------------------------------------------------------------- rate counters
     def incr_counter(self, counter_key: str, ttl: int) -> int:
@@ -884,14 +827,17 @@ class DynamoStore:
         """Hold an active, unexpired link for one request until ``until`` (a lease, so a crash frees it).
 
         False when the link is gone, used, expired at ``now`` or held by someone else. The holder
-        consumes it with ``op_use_link`` or gives it back with ``release_link_claim``.
+        consumes it with ``UseLink`` or gives it back with ``release_link_claim``; a claim that is
+        neither is due for the sync (CLAIM partition of the SyncIndex) once it lapses.
         """
         try:
             self._call(
                 "update_item",
                 TableName=self._table,
                 Key=_link_key(token_hash),
-                UpdateExpression="SET claimOwner = :claim, claimUntil = :until",
+                UpdateExpression=(
+                    "SET claimOwner = :claim, claimUntil = :until, syncPk = :cpk, syncDue = :until"
+                ),
                 ConditionExpression=(
                     "attribute_exists(pk) AND #s = :active AND expiresAt > :now"
                     " AND (attribute_not_exists(claimUntil) OR claimUntil < :now)"
@@ -900,6 +846,7 @@ class DynamoStore:
                 ExpressionAttributeValues={
                     ":claim": {"S": claim},
                     ":until": {"N": str(until)},
+                    ":cpk": {"S": CLAIM_PK},
                     ":active": {"S": "active"},
                     ":now": {"N": str(now)},
                 },
@@ -915,7 +862,7 @@ class DynamoStore:
                 "update_item",
                 TableName=self._table,
                 Key=_link_key(token_hash),
-                UpdateExpression="REMOVE claimOwner, claimUntil",
+                UpdateExpression="REMOVE claimOwner, claimUntil, syncPk, syncDue",
                 ConditionExpression="claimOwner = :claim",
                 ExpressionAttributeValues={":claim": {"S": claim}},
             )

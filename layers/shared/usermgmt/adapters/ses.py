@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 
@@ -19,8 +20,11 @@ def mime(sender: str, email: Email) -> bytes:
 
 
 class SesMailer:
-    def __init__(self, client: Any, sender: str, configuration_set: str) -> None:
-        self._client = client
+    """``client`` is built on the first send: a function that sends no mail never pays for it."""
+
+    def __init__(self, client: Callable[[], Any], sender: str, configuration_set: str) -> None:
+        self._make_client = client
+        self._client: Any = None
         self._sender = sender
         self._configuration_set = configuration_set
 
@@ -32,7 +36,12 @@ class SesMailer:
         }
         if self._configuration_set:
             kwargs["ConfigurationSetName"] = self._configuration_set
+        if self._client is None:
+            self._client = self._make_client()
         try:
             self._client.send_email(**kwargs)
-        except Exception as exc:  # botocore ClientError and transport errors alike
-            raise MailUnavailable(type(exc).__name__) from None
+        except Exception as exc:
+            # botocore's ClientError and transport errors; anything else is a bug and surfaces
+            if type(exc).__module__.startswith(("botocore", "urllib3")):
+                raise MailUnavailable(type(exc).__name__) from None
+            raise

@@ -10,26 +10,26 @@ Every write is conditional, so two runs at once (or a run after a crash) are saf
 - a link is deleted only while it is still expired before the cutoff (``expAt < :cutoff``); an item
   that is already gone counts as skipped;
 - a pending email change ends only when the expired link is still the user's current verify link
-  and the change is still pending (``links.verify`` unchanged): the user update, its audit entry and
-  the deletion of the link commit in one transaction. A change that was confirmed, cancelled or
-  superseded meanwhile survives; its expired link is then deleted on its own.
+  and the change is still pending: through the one write path (the record conditional on its
+  version, a real audit entry, the deletion of the link) in one transaction. A change that was
+  confirmed, cancelled or superseded meanwhile survives; its expired link is then deleted on its own.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from usermgmt.adapters.dynamo import AuditEntry, ConditionFailed, ExpiredLinkRef
-from usermgmt.clock import rfc3339
 from usermgmt.links import VERIFY
+from usermgmt.models import User
 from usermgmt.observability import count, logger
-
-if TYPE_CHECKING:
-    from usermgmt.container import Container
+from usermgmt.ports import Deps
+from usermgmt.service.sync import new_id
+from usermgmt.service.users import without_change_links
+from usermgmt.service.writes import Plan, Writer
+from usermgmt.store import DeleteExpiredLink, ExpiredLinkRef
 
 SYSTEM_ACTOR = "system:cleanup"
 EMAIL_CHANGE_EXPIRED = "user.email_change_expired"
@@ -57,6 +57,10 @@ class CleanupResult:
         }
 
 
+class _LinkMoved(Exception):
+    """Internal: the expired link was deleted or renewed while its change was being ended."""
+
+
 class _Outcome(Enum):
     ENDED = "ended"  # the pending change ended and the link was deleted, in one transaction
     MOVED_ON = "moved_on"  # the change is no longer the one of this link: delete the link alone
@@ -66,14 +70,16 @@ class _Outcome(Enum):
 class CleanupService:
     def __init__(
         self,
-        c: Container,
+        deps: Deps,
+        writer: Writer,
         *,
         page_size: int = DEFAULT_PAGE_SIZE,
         time_reserve_ms: int = DEFAULT_TIME_RESERVE_MS,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
-        self.c = c
+        self.d = deps
+        self.w = writer
         self.page_size = page_size
         self.time_reserve_ms = time_reserve_ms
 
@@ -84,9 +90,9 @@ class CleanupService:
         overrides ``settings.cleanup_max_items``. Store errors propagate (the run fails and the next
         one carries on where this one stopped); the counts of the work done are emitted either way.
         """
-        store = self.c.store
-        budget = max_items if max_items is not None else self.c.settings.cleanup_max_items
-        cutoff = int(self.c.clock.now()) - self.c.settings.cleanup_grace_seconds
+        store = self.d.store
+        budget = max_items if max_items is not None else self.d.settings.cleanup_max_items
+        cutoff = int(self.d.clock.now()) - self.d.settings.cleanup_grace_seconds
         result = CleanupResult()
         seen = 0  # index entries taken on in this run: what the budget bounds
 
@@ -118,7 +124,7 @@ class CleanupService:
 
     # ------------------------------------------------------------------------------ one link
     def _clean(self, ref: ExpiredLinkRef, cutoff: int, result: CleanupResult) -> None:
-        store = self.c.store
+        store = self.d.store
         link = store.get_link(ref.token_hash)
         if link is None or link.expires_at >= cutoff:
             result.skipped += 1  # another run (or DynamoDB TTL) took it, or it is not expired after all
@@ -139,29 +145,25 @@ class CleanupService:
 
     def _end_pending_change(self, token_hash: str, user_id: str, cutoff: int) -> _Outcome:
         """End the user's pending email change if this expired link is still its (newest) verify link."""
-        store = self.c.store
-        user = store.get_user(user_id)
-        if user is None or not user.pending_email or user.links.get(VERIFY) != token_hash:
-            return _Outcome.MOVED_ON
-        at = rfc3339(self.c.clock.now())
-        entry = AuditEntry(
-            user_id=user.id,
-            at=at,
-            actor=SYSTEM_ACTOR,
-            action=EMAIL_CHANGE_EXPIRED,
-            request_id=uuid.uuid4().hex,
-            changes=({"field": "pendingEmail", "from": user.pending_email, "to": None},),
-        )
-        ops = [
-            store.op_end_pending_email(user.id, token_hash, at, label="user"),
-            store.op_put_audit(entry),
-            store.op_delete_expired_link(token_hash, cutoff, label="link"),
-        ]
+
+        def plan(now: float) -> tuple[User, Plan, float] | None:
+            user = self.d.store.get_user(user_id)
+            if user is None or not user.pending_email or user.links.get(VERIFY) != token_hash:
+                return None  # confirmed, cancelled or superseded meanwhile: it stays
+            ended = Plan(
+                after=user.evolve(pending_email=None, links=without_change_links(user)),
+                action=EMAIL_CHANGE_EXPIRED,
+                changes=[{"field": "pendingEmail", "from": user.pending_email, "to": None}],
+                ops=[DeleteExpiredLink(token_hash, cutoff)],
+                errors={"link": _LinkMoved()},
+            )
+            return user, ended, now
+
         try:
-            store.transact(ops)
-        except ConditionFailed as failed:
-            if failed.label == "user":
-                return _Outcome.MOVED_ON  # confirmed, cancelled or superseded meanwhile: it stays
-            return _Outcome.SKIPPED  # the link went or changed, or a concurrent writer: the next run sees
-        logger.info("pending email change expired", extra={"target": user.id})
+            applied = self.w.write_direct(SYSTEM_ACTOR, new_id(), plan)
+        except _LinkMoved:
+            return _Outcome.SKIPPED  # the link went or changed meanwhile: the next run sees
+        if applied is None:
+            return _Outcome.MOVED_ON
+        logger.info("pending email change expired", extra={"target": user_id})
         return _Outcome.ENDED

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from usermgmt.adapters.dynamo import DynamoStore, Link
 from usermgmt.errors import LinkGone
 from usermgmt.links import VERIFY, address_hash, hash_token, plausible_token
 from usermgmt.models import ACTIVE, User
+from usermgmt.store import Link, UserStore
 
 INVALID = "link_invalid"
 USED = "link_used"
@@ -45,7 +45,7 @@ def verify_target(user: User) -> str | None:
     return None if user.email_verified else user.email
 
 
-def check(store: DynamoStore, token: str, purpose: str, now: float) -> CheckedLink:
+def check(store: UserStore, token: str, purpose: str, now: float) -> CheckedLink:
     """Raise ``LinkGone`` with the right code, or return the link and its (ACTIVE) user."""
     if not plausible_token(token):
         raise gone(INVALID)
@@ -65,4 +65,28 @@ def check(store: DynamoStore, token: str, purpose: str, now: float) -> CheckedLi
             raise gone(SUPERSEDED)
     if link.expires_at <= now:
         raise gone(EXPIRED, can_renew=True)
+    return CheckedLink(link, user)
+
+
+def renewable(store: UserStore, token: str, purpose: str, now: float) -> CheckedLink | None:
+    """The link and user a renew request may send a fresh link for, or None (nothing is sent).
+
+    A link can be renewed when it is an unused link of ``purpose`` whose user is ACTIVE, it expired or
+    was superseded by a newer one, and (for a verification link) the address it was issued for is
+    still the one waiting for verification.
+    """
+    if not plausible_token(token):
+        return None
+    link = store.get_link(hash_token(token))
+    if link is None or link.purpose != purpose or link.status != "active":
+        return None
+    user = store.get_user(link.user_id)
+    if user is None or user.status != ACTIVE:
+        return None
+    if purpose == VERIFY:
+        target = verify_target(user)
+        if target is None or link.address_hash != address_hash(target):
+            return None  # confirmed, cancelled or replaced by a change to another address
+    if link.expires_at > now and user.links.get(purpose) == link.token_hash:
+        return None  # the link still works: nothing to renew
     return CheckedLink(link, user)

@@ -6,60 +6,61 @@ would be issued, by every entry point, so it counts sends across all of them; th
 the storefront event take it for unknown addresses too, so both kinds of request do the same work
 up to the lookup and answer the same.
 
-Using a link (``change_password``) is serialised per link: the request first *claims* the link (a
-short lease on the link item), then asks Auth0 to set the password, then commits in one transaction:
-the link is consumed, ``tokensValidAfter`` moves, every reset link of the user dies and the audit
-entry is written. A rejected password or an Auth0 outage gives the claim back, so the link stays
-usable; a second submit of the same link while the first is in flight finds the claim and answers
-410 ``link_used``. So Auth0 is asked to set a password at most once per link use, and the request
-that reports success is the one whose password Auth0 holds.
+Using a link (``change_password``) reads the link and its user once (2 reads), *claims* the link (a
+short lease on the link item that is also a durable marker for the sync), asks Auth0 to set the
+password, then commits in one transaction through the write path: the link consumed, the claim ended,
+``tokensValidAfter`` moved, every reset link of the user dead, the audit entry written and, where the
+tenant allows it, Auth0 sessions and refresh tokens revoked through the never-lost sync.
 
-Auth0 lifts an administrator block when a password is set through the Management API. A user
-suspended while their link was in use must stay blocked: the commit then carries the BLOCKED sync
-field, so the never-lost sync pushes ``blocked: true`` (inline first, sync-identity otherwise).
+* A rejected password or an Auth0 refusal gives the claim back: the link stays usable.
+* A second submit of the same link while the first is in flight finds the claim and answers 410
+  ``link_used``: Auth0 is asked to set a password at most once per link use.
+* Auth0 did not answer in time (its outcome is unknown), or DynamoDB failed after Auth0 accepted: the
+  claim stays. Once it lapses, sync-identity finishes it as if the password had changed
+  (``finish_lapsed_claim``): the safe direction, since the person can always ask for a new link.
+* Auth0 lifts an administrator block when a password is set through the Management API. A suspended
+  user must stay blocked: the commit then carries the BLOCKED sync field (pushed inline first,
+  sync-identity otherwise).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from usermgmt.adapters.dynamo import StoreUnavailable
 from usermgmt.auth import Access, RequestCtx
 from usermgmt.clock import revocation_second
 from usermgmt.emails import mask, password_changed, password_reset
 from usermgmt.errors import (
-    ApiError,
     DependencyUnavailable,
     IdpError,
     IdpPasswordTooWeak,
     IdpRejected,
     IdpUnavailable,
+    OutcomeUnknown,
     PasswordTooWeak,
     RateLimited,
+    StoreUnavailable,
     UserSuspended,
 )
-from usermgmt.links import RESET, hash_token, plausible_token
+from usermgmt.links import RESET, plausible_token
 from usermgmt.models import ACTIVE, SUSPENDED, User, normalize_email
 from usermgmt.observability import count, logger
-from usermgmt.ports import Email, MailUnavailable
+from usermgmt.ports import Deps, MailUnavailable
 from usermgmt.ratelimit import RESET_PER_ADDRESS, RESET_PER_IP, RateLimiter
 from usermgmt.service import linkcheck
 from usermgmt.service.linkcheck import USED, CheckedLink
-from usermgmt.service.sync import BLOCKED, new_owner
-from usermgmt.service.users import Plan
-
-if TYPE_CHECKING:
-    from usermgmt.container import Container
+from usermgmt.service.sync import BLOCKED, REVOKE, new_id
+from usermgmt.service.writes import Plan, Writer
+from usermgmt.store import UseLink
 
 REQUESTED_ACTION = "user.password_reset_requested"
 CHANGED_ACTION = "user.password_changed"
 # audit actors of the requests that have no authenticated caller
 ACTOR_PUBLIC = "public"
 ACTOR_STOREFRONT = "storefront"
+ACTOR_SYNC = "system:sync"
 # how long a request may hold a link while Auth0 sets the password (well above the Lambda timeout)
 CLAIM_SECONDS = 60
 MAX_PASSWORD_CHARS = 1000
@@ -69,7 +70,7 @@ class DeliveryFailed(Exception):
     """The reset email could not be sent; raised only where a retry will come (storefront events)."""
 
 
-class _LinkDied(ApiError):
+class _LinkDied(Exception):
     """Internal: the link item refused to be consumed after the password was set."""
 
 
@@ -85,15 +86,16 @@ class PasswordService:
     claim_wait_seconds: float = 4.0
     claim_poll_seconds: float = 0.2
 
-    def __init__(self, c: Container) -> None:
-        self.c = c
-        self.limiter = RateLimiter(c.store, c.settings.rate_limit_window_seconds)
+    def __init__(self, deps: Deps, writer: Writer) -> None:
+        self.d = deps
+        self.w = writer
+        self.limiter = RateLimiter(deps.store, deps.settings.rate_limit_window_seconds)
 
     # ------------------------------------------------------------------------------ limits
     def check_ip(self, source_ip: str) -> None:
         """The per-IP limit of the public routes (POST /password-reset and renew): 429 beyond it."""
         allowed, retry_after = self.limiter.take(
-            RESET_PER_IP, source_ip or "unknown", self.c.settings.reset_limit_per_ip, self.c.clock.now()
+            RESET_PER_IP, source_ip or "unknown", self.d.settings.reset_limit_per_ip, self.d.clock.now()
         )
         if not allowed:
             count("ResetIpRateLimited")
@@ -101,7 +103,7 @@ class PasswordService:
 
     def _take_address(self, email: str, now: float) -> tuple[bool, int]:
         allowed, retry_after = self.limiter.take(
-            RESET_PER_ADDRESS, email, self.c.settings.reset_limit_per_address, now
+            RESET_PER_ADDRESS, email, self.d.settings.reset_limit_per_address, now
         )
         if not allowed:
             count("ResetAddressRateLimited")
@@ -114,9 +116,7 @@ class PasswordService:
         409 ``user_suspended`` for a suspended target, 429 ``rate_limited`` beyond the per-address
         limit, 503 when the email could not be sent.
         """
-        s = self.c.settings
         taken: dict[str, tuple[bool, int]] = {}
-        outbox: list[Email] = []
 
         def plan(access: Access, now: float) -> Plan:
             target = access.target
@@ -129,15 +129,10 @@ class PasswordService:
                 raise RateLimited(
                     retry_after, "Too many reset emails were sent to this user; try again later"
                 )
-            url, links, ops = self.c.users.issue_link(target, RESET, now, s.reset_link_ttl_seconds)
-            outbox[:] = [self._reset_email(target, url)]
-            return Plan(after=target.evolve(links=links), action=REQUESTED_ACTION, ops=ops)
+            return self._plan_reset_link(target, now)
 
-        written = self.c.users.write(ctx, target_id, None, plan)
-        try:
-            self.c.users.deliver(outbox[0])
-        except MailUnavailable:
-            raise DependencyUnavailable("The email could not be sent; try again later") from None
+        written = self.w.write(ctx, target_id, None, plan)
+        self.w.deliver_required(written.plan)
         return ResetRequested(sent_to=mask(written.user.email))
 
     def request_public(self, body: object, request_id: str) -> None:
@@ -165,17 +160,9 @@ class PasswordService:
         if not plausible_token(token):
             return
         try:
-            link = self.c.store.get_link(hash_token(token))
-            if link is None or link.purpose != RESET or link.status != "active":
-                return
-            user = self.c.store.get_user(link.user_id)
-            if user is None or user.status != ACTIVE:
-                return
-            expired = link.expires_at <= self.c.clock.now()
-            superseded = user.links.get(RESET) != link.token_hash
-            if not (expired or superseded):
-                return  # the link still works: nothing to renew
-            self._send_if_active(user.email, ACTOR_PUBLIC, request_id)
+            renewable = linkcheck.renewable(self.d.store, token, RESET, self.d.clock.now())
+            if renewable is not None:
+                self._send_if_active(renewable.user.email, ACTOR_PUBLIC, request_id)
         except (StoreUnavailable, DependencyUnavailable, MailUnavailable) as exc:
             logger.warning("reset renewal not completed", extra={"error_type": type(exc).__name__})
             count("ResetRequestFailed")
@@ -185,75 +172,114 @@ class PasswordService:
 
         Raises ``MailUnavailable`` when the email could not be sent (the callers decide what it means).
         """
-        allowed, _ = self._take_address(email, self.c.clock.now())
+        allowed, _ = self._take_address(email, self.d.clock.now())
         if not allowed:
             return
-        user_id = self.c.store.user_id_for_email(email)
+        user_id = self.d.store.user_id_for_email(email)
         if user_id is None:
             return
-        s = self.c.settings
-        outbox: list[Email] = []
 
         def plan(now: float) -> tuple[User, Plan, float] | None:
-            user = self.c.store.get_user(user_id)
+            user = self.d.store.get_user(user_id)
             if user is None or user.status != ACTIVE or user.email != email:
                 return None
-            url, links, ops = self.c.users.issue_link(user, RESET, now, s.reset_link_ttl_seconds)
-            outbox[:] = [self._reset_email(user, url)]
-            return user, Plan(after=user.evolve(links=links), action=REQUESTED_ACTION, ops=ops), now
+            return user, self._plan_reset_link(user, now), now
 
-        if self.c.users.write_direct(actor, request_id, plan) is not None:
-            self.c.users.deliver(outbox[0])
+        applied = self.w.write_direct(actor, request_id, plan)
+        if applied is not None:
+            for email_out in applied.plan.emails:
+                self.w.deliver(email_out)
+
+    def _plan_reset_link(self, user: User, now: float) -> Plan:
+        ttl = self.d.settings.reset_link_ttl_seconds
+        url, links, ops = self.w.issue_link(user, RESET, now, ttl)
+        return Plan(
+            after=user.evolve(links=links),
+            action=REQUESTED_ACTION,
+            ops=ops,
+            emails=[password_reset(user.email, user.first_name, url, ttl / 60)],
+            mail_required=True,
+        )
 
     # ------------------------------------------------------------------------------ using the link
     def check_link(self, token: str) -> CheckedLink:
         """The link as ``GET /password-reset/{token}`` sees it; raises ``LinkGone``. Changes nothing."""
-        return linkcheck.check(self.c.store, token, RESET, self.c.clock.now())
+        return linkcheck.check(self.d.store, token, RESET, self.d.clock.now())
 
     def change_password(self, token: str, password: str, request_id: str) -> User | None:
         """Set the password through the link, exactly once. See the module docstring for the order.
 
-        Raises ``LinkGone`` (410), ``PasswordTooWeak`` (400) or ``DependencyUnavailable`` (503); in the
-        last two cases the link stays usable. Returns the user as committed (None: deleted meanwhile).
+        Raises ``LinkGone`` (410), ``PasswordTooWeak`` (400) or ``DependencyUnavailable`` (503; the link
+        stays usable, except after ``OutcomeUnknown``). Returns the user as committed (None: deleted
+        meanwhile, or the commit is left to the sync).
         """
-        store = self.c.store
-        now = self.c.clock.now()
+        store = self.d.store
+        now = self.d.clock.now()
         checked = linkcheck.check(store, token, RESET, now)
+        token_hash = checked.link.token_hash
         claim = self._claim(token, checked, now)
-        user_id = checked.user.id
         try:
-            self.c.idp.set_password(user_id, password)
+            self.d.idp.set_password(checked.user.id, password)
+        except IdpUnavailable as exc:
+            if exc.reason == "timeout":  # Auth0 may have set it: the claim stays for the sync
+                logger.warning("password change outcome unknown", extra={"error_type": type(exc).__name__})
+                count("PasswordOutcomeUnknown")
+                raise OutcomeUnknown(
+                    "The password change could not be confirmed. Try signing in with the new password;"
+                    " if it does not work, request a new link in a minute."
+                ) from None
+            store.release_link_claim(token_hash, claim)
+            raise DependencyUnavailable(retry_after=math.ceil(exc.retry_after or 5)) from None
         except IdpPasswordTooWeak:
-            store.release_link_claim(checked.link.token_hash, claim)
+            store.release_link_claim(token_hash, claim)
             count("PasswordRejected")
             raise PasswordTooWeak() from None
-        except IdpUnavailable as exc:
-            store.release_link_claim(checked.link.token_hash, claim)
-            raise DependencyUnavailable(retry_after=math.ceil(exc.retry_after or 5)) from None
         except IdpRejected as exc:
-            store.release_link_claim(checked.link.token_hash, claim)
+            store.release_link_claim(token_hash, claim)
             logger.warning("password not set", extra={"error_type": type(exc).__name__, "status": exc.status})
             if exc.status == 400:  # Auth0's other password rules (history, dictionary, same as before)
                 raise PasswordTooWeak("The password was not accepted; choose a different one") from None
             raise DependencyUnavailable() from None
         except IdpError as exc:
-            store.release_link_claim(checked.link.token_hash, claim)
+            store.release_link_claim(token_hash, claim)
             logger.warning("password not set", extra={"error_type": type(exc).__name__})
             raise DependencyUnavailable() from None
         except BaseException:
-            store.release_link_claim(checked.link.token_hash, claim)
+            store.release_link_claim(token_hash, claim)
             raise
-        count("PasswordChanged")
-        user = self._commit_change(user_id, checked.link.token_hash, now, request_id)
-        if user is not None:
-            with contextlib.suppress(MailUnavailable):  # logged and counted; the change itself is done
-                self.c.users.deliver(password_changed(user.email, user.first_name))
-        return user
+        try:
+            return self._commit_change(checked.user, token_hash, now, claim, request_id, actor=None)
+        except (StoreUnavailable, DependencyUnavailable) as exc:
+            # Auth0 holds the new password; the claim is the durable marker the sync finishes from.
+            logger.warning("password commit left to the sync", extra={"error_type": type(exc).__name__})
+            count("PasswordCommitDeferred")
+            return None
+
+    def finish_lapsed_claim(self, token_hash: str) -> None:
+        """sync-identity: a claim that was neither consumed nor given back. Finish it as a password change.
+
+        Its request may have set the password in Auth0 and then failed (or its outcome was unknown):
+        the record follows as if it had (tokens refused, resets dead, a suspended user blocked again).
+        """
+        link = self.d.store.get_link(token_hash)
+        now = self.d.clock.now()
+        if link is None or link.status != "active" or link.claim_owner is None or link.claim_until > now:
+            return  # finished, given back, re-claimed or gone meanwhile: the index entry was stale
+        user = self.d.store.get_user(link.user_id)
+        if user is None:
+            self.d.store.release_link_claim(token_hash, link.claim_owner)  # deleted: nothing to finish
+            return
+        claimed_at = link.claim_until - CLAIM_SECONDS
+        try:
+            self._commit_change(user, token_hash, claimed_at, link.claim_owner, new_id(), actor=ACTOR_SYNC)
+        except _LinkDied:
+            return  # someone else holds or used it now
+        count("PasswordClaimFinished")
 
     def _claim(self, token: str, checked: CheckedLink, now: float) -> str:
         """Hold the link for this request; a concurrent holder is waited for briefly, then 410 link_used."""
-        store = self.c.store
-        claim = new_owner()
+        store = self.d.store
+        claim = new_id()
         deadline = time.monotonic() + self.claim_wait_seconds
         while True:
             if store.claim_link(checked.link.token_hash, claim, int(now), int(now) + CLAIM_SECONDS):
@@ -264,45 +290,58 @@ class PasswordService:
                 raise linkcheck.gone(USED)
             time.sleep(self.claim_poll_seconds)
 
-    def _commit_change(self, user_id: str, token_hash: str, link_now: float, request_id: str) -> User | None:
+    def _commit_change(
+        self, user: User, token_hash: str, link_now: float, claim: str, request_id: str, *, actor: str | None
+    ) -> User | None:
         """The record follows the password Auth0 now holds: link consumed, tokens revoked, resets dead.
 
-        The link is consumed at the time it was checked (a slow Auth0 call cannot make it expire in
-        between). If the link item refuses (the user was suspended or deleted meanwhile and its links
-        cleared), the record is still updated without it: the password is set, so the block must be
-        re-asserted and the tokens revoked all the same.
+        The first attempt plans on ``user`` as read with the link (no second read); a conflict reads
+        again. The link is consumed at the time it was checked (a slow Auth0 call cannot make it expire
+        in between). If the link item refuses (the user was deleted, or the claim lapsed and the link
+        was taken meanwhile) the caller decides: a request commits without it, the sync gives up.
         """
-        users = self.c.users
-        store = self.c.store
-        use_link = True
+        store = self.d.store
+        revoke = self.d.settings.auth0_revoke_sessions
+        first: list[User] = [user]
 
         def plan(now: float) -> tuple[User, Plan, float] | None:
-            user = store.get_user(user_id)
-            if user is None:
+            current = first.pop() if first else store.get_user(user.id)
+            if current is None:
                 return None  # deleted meanwhile: the deletion removes the Auth0 user as well
-            links = {purpose: h for purpose, h in user.links.items() if purpose != RESET}
-            after = user.evolve(
-                tokens_valid_after=max(user.tokens_valid_after, revocation_second(now)), links=links
+            links = {purpose: h for purpose, h in current.links.items() if purpose != RESET}
+            after = current.evolve(
+                tokens_valid_after=max(current.tokens_valid_after, revocation_second(now)), links=links
             )
             # Auth0 lifted any administrator block when it set the password: a suspended user is
-            # blocked again through the never-lost sync.
-            sync = frozenset({BLOCKED}) if user.status == SUSPENDED else frozenset()
-            changed = Plan(after=after, action=CHANGED_ACTION, sync=sync)
-            if use_link:
-                changed.ops.append(store.op_use_link(token_hash, int(link_now)))
-                changed.errors["link"] = _LinkDied()
-            return user, changed, now
+            # blocked again through the never-lost sync; sessions end where the tenant allows it.
+            sync = {BLOCKED} if current.status == SUSPENDED else set()
+            if revoke:
+                sync.add(REVOKE)
+            changed = Plan(
+                after=after,
+                action=CHANGED_ACTION,
+                sync=frozenset(sync),
+                ops=[UseLink(token_hash, int(link_now), claim)],
+                errors={"link": _LinkDied()},
+                emails=[password_changed(current.email, current.first_name)],
+            )
+            return current, changed, now
 
         try:
-            return users.write_direct(user_id, request_id, plan)
+            applied = self.w.write_direct(actor, request_id, plan)
         except _LinkDied:
-            logger.warning("link died while the password was set", extra={"target": user_id})
-            use_link = False
-            return users.write_direct(user_id, request_id, plan)
+            if actor == ACTOR_SYNC:
+                raise
+            logger.warning("link died while the password was set", extra={"target": user.id})
 
-    # ------------------------------------------------------------------------------ email
-    def _reset_email(self, user: User, url: str) -> Email:
-        return password_reset(user.email, user.first_name, url, self.c.settings.reset_link_ttl_seconds / 60)
+            def without_link(now: float) -> tuple[User, Plan, float] | None:
+                planned = plan(now)
+                if planned is not None:
+                    planned[1].ops.clear()
+                return planned
+
+            applied = self.w.write_direct(actor, request_id, without_link)
+        return applied.user if applied else None
 
 
 def _email_of(body: object) -> str | None:

@@ -1,13 +1,29 @@
-"""The never-lost Auth0 sync (DESIGN.md, "The never-lost Auth0 sync").
+"""The never-lost Auth0 sync (docs/decisions.md, "The never-lost Auth0 sync").
 
-A write commits the new state with a sync marker (target version + what to push) in one
-transaction and, when the user's sync lease is free, takes the lease in the same write. Whoever
-holds the lease pushes absolute values to Auth0, then clears the marker on condition that the target
-version did not move; if it moved, it pushes again. Without the lease nobody pushes, so two pushes
-of one user never race and an older state can never land after a newer one. A transient failure
-gives the lease back with a due time (exponential backoff with jitter, honouring Auth0's reset
-time); sync-identity picks due markers from a sparse index; after the configured attempts, or at
-once on a permanent refusal, the user is marked ``failed`` with a metric (and an alarm on it).
+A write commits the new state with a sync marker (target version + fields to push) in one transaction
+and, when the user's push lease is free, takes the lease in the same write. Whoever holds the lease
+pushes absolute values to Auth0, then settles the marker on condition that the target version did not
+move; if it moved, it pushes the newer version too. Without the lease nobody pushes.
+
+What can go wrong, and what happens:
+
+* Auth0 down, slow, rate limiting, or refusing our credentials or scopes (401/403: a rotated secret, a
+  removed grant): the marker stays ``pending`` and is retried with capped exponential backoff and
+  jitter, honouring Auth0's reset time, for as long as it takes. Past ``SYNC_MAX_ATTEMPTS`` every
+  further deferral counts ``IdpSyncStuck`` (alarmed); refused credentials count ``IdpAccessDenied``.
+  Nothing transient is ever given up: not a block, an unblock, a deletion or a name.
+* Auth0 refuses one value for good (a 400 on a field): that field group is ``failed``, shown as
+  ``idpSync: "failed"``, alarmed (``IdpSyncFailed``) and kept in the FAILED partition of the sync
+  index. The other fields are pushed and settled as usual, and later syncs do not push the failed
+  field again until it changes (a write re-queues it) or an operator re-drives it (``redrive_failed``).
+  A block is never lost to a refused name: a refused combined PATCH is retried with ``blocked`` alone.
+* A push that would outlive its lease: before every Auth0 call the holder checks that its lease
+  leaves time for the call (the *fence*); otherwise it stops and gives the lease back, so a push never
+  lands after a newer holder's.
+* One user whose push raises something unexpected is deferred like an outage and counted
+  (``IdpSyncError``); the run goes on with the next one.
+* A deletion blocks the Auth0 user before it deletes it, so a deletion still pending leaves no
+  working login.
 """
 
 from __future__ import annotations
@@ -15,153 +31,235 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from usermgmt.errors import IdpError, IdpUnavailable
+from usermgmt.errors import (
+    IdpAccessDenied,
+    IdpEmailTaken,
+    IdpRejected,
+    IdpUnavailable,
+    IdpUserMissing,
+)
 from usermgmt.models import SUSPENDED, User
 from usermgmt.observability import count, logger
-from usermgmt.ports import IdpUserUpdate
-
-if TYPE_CHECKING:
-    from usermgmt.container import Container
+from usermgmt.ports import Deps, IdpUserUpdate
+from usermgmt.store import SyncState
 
 PROFILE = "profile"  # name, given_name, family_name
 BLOCKED = "blocked"
 EMAIL = "email"  # email + email_verified
-REVOKE = "revoke"  # sessions and refresh tokens
+REVOKE = "revoke"  # sessions and refresh tokens (where AUTH0_REVOKE_SESSIONS is on)
 DELETE = "delete"
 
 SYNCED, PENDING, FAILED = "synced", "pending", "failed"
+# the longest one Auth0 call may take (token fetch + request, each bounded by the timeout per phase)
+CALL_BUDGET_FACTOR = 4
 
 
-@dataclass(frozen=True)
-class Lease:
-    owner: str
-    until: float
-
-
-def new_owner() -> str:
+def new_id() -> str:
+    """A fresh opaque id (lease owners, link claims, request ids of work without a request)."""
     return uuid.uuid4().hex
 
 
+class LeaseExpiring(Exception):
+    """Internal: the lease would lapse before the next Auth0 call could end."""
+
+
+class ClaimFinisher(Protocol):
+    def finish_lapsed_claim(self, token_hash: str) -> None:
+        """Finish what a reset-link claim nobody completed or gave back stands for."""
+        ...
+
+
 class SyncEngine:
-    def __init__(self, c: Container) -> None:
-        self.c = c
+    def __init__(self, deps: Deps) -> None:
+        self.d = deps
 
     # ------------------------------------------------------------------------------ pushing
-    def push(self, user_id: str, user: User | None, fields: frozenset[str]) -> None:
-        """Bring Auth0 in step with ``user`` for ``fields`` (``user`` None: the user is deleted)."""
-        idp = self.c.idp
-        if user is None or DELETE in fields:
+    def push(self, state: SyncState, user: User | None) -> frozenset[str]:
+        """Bring Auth0 in step with ``user`` (None: deleted) for ``state.fields``.
+
+        Returns the fields Auth0 refused for good. Raises ``IdpUnavailable`` (retry later) and
+        ``LeaseExpiring``.
+        """
+        idp = self.d.idp
+        uid = state.user_id
+        if user is None or DELETE in state.fields:
             # Erase what is left of the user here first: a deleting request that died before its
             # erasure is finished by sync-identity, and a repeat finds nothing left to erase.
-            self.c.store.erase_deleted_user(user_id)
-            idp.delete_user(user_id)
-            return
-        if fields & {PROFILE, BLOCKED}:
-            idp.update_user(
-                user_id,
+            self.d.store.erase_deleted_user(uid)
+            self._fence(state)
+            try:
+                idp.update_user(uid, IdpUserUpdate(blocked=True))  # no working login while pending
+            except IdpUserMissing:
+                return frozenset()  # Auth0 has no such user: nothing to delete
+            except IdpRejected:
+                pass  # the deletion below is what counts
+            self._fence(state)
+            try:
+                idp.delete_user(uid)
+            except IdpRejected:
+                return frozenset({DELETE})
+            return frozenset()
+        failed: set[str] = set()
+        if state.fields & {PROFILE, BLOCKED}:
+            failed |= self._push_profile(state, user)
+        if EMAIL in state.fields:
+            self._fence(state)
+            try:
+                idp.update_user(uid, IdpUserUpdate(email=user.email, email_verified=user.email_verified))
+            except (IdpRejected, IdpEmailTaken, IdpUserMissing):
+                failed.add(EMAIL)
+        if REVOKE in state.fields and self.d.settings.auth0_revoke_sessions:
+            self._fence(state)
+            try:
+                idp.revoke_sessions(uid)
+            except (IdpRejected, IdpUserMissing):
+                failed.add(REVOKE)
+        return frozenset(failed)
+
+    def _push_profile(self, state: SyncState, user: User) -> set[str]:
+        """Names and ``blocked`` in one PATCH; a refused PATCH is retried with ``blocked`` alone."""
+        blocked = user.status == SUSPENDED
+        self._fence(state)
+        try:
+            self.d.idp.update_user(
+                state.user_id,
                 IdpUserUpdate(
                     name=user.full_name,
                     given_name=user.first_name,
                     family_name=user.last_name,
-                    blocked=user.status == SUSPENDED,
+                    blocked=blocked,
                 ),
             )
-        if EMAIL in fields:
-            idp.update_user(user_id, IdpUserUpdate(email=user.email, email_verified=user.email_verified))
-        if REVOKE in fields and self.c.settings.auth0_revoke_sessions and user.status == SUSPENDED:
-            idp.revoke_sessions(user_id)
+        except IdpUserMissing:
+            return set(state.fields & {PROFILE, BLOCKED})
+        except IdpRejected:
+            if BLOCKED not in state.fields:
+                return {PROFILE}
+            self._fence(state)
+            try:
+                self.d.idp.update_user(state.user_id, IdpUserUpdate(blocked=blocked))
+            except (IdpRejected, IdpUserMissing):
+                return {PROFILE, BLOCKED}
+            return {PROFILE}
+        return set()
 
-    def finish(
-        self,
-        user_id: str,
-        owner: str,
-        user: User | None,
-        version: int,
-        fields: frozenset[str],
-        attempts: int,
-        *,
-        deleted: bool = False,
-        inline: bool = False,
-    ) -> str:
-        """Holding the lease: push, clear the marker, and repeat while newer versions arrived."""
-        store = self.c.store
+    def _fence(self, state: SyncState) -> None:
+        budget = CALL_BUDGET_FACTOR * self.d.settings.auth0_timeout_seconds
+        if self.d.clock.now() + budget >= state.lease_until:
+            raise LeaseExpiring()
+
+    # ------------------------------------------------------------------------------ holding the lease
+    def finish(self, state: SyncState, user: User | None, *, inline: bool = False) -> str:
+        """Holding the lease: push, settle the marker, and repeat while newer versions arrived."""
+        store = self.d.store
         for _ in range(3):
             try:
-                self.push(user_id, user, fields)
+                refused = self.push(state, user)
+            except LeaseExpiring:
+                store.release_lease(state.user_id, state.lease_owner, deleted=state.deleted)
+                count("IdpSyncLeaseExpired")
+                return PENDING
             except IdpUnavailable as exc:
                 return self._defer(
-                    user_id, owner, attempts + 1, exc.retry_after, deleted=deleted, inline=inline
+                    state, exc.retry_after, inline=inline, access_denied=isinstance(exc, IdpAccessDenied)
                 )
-            except IdpError as exc:
-                logger.warning("identity provider refused a sync", extra={"error_type": type(exc).__name__})
-                store.defer_sync(user_id, owner, due=0, attempts=attempts + 1, failed=True, deleted=deleted)
-                count("IdpSyncFailed")
-                return FAILED
-            if store.clear_sync(user_id, version, owner, deleted=deleted):
-                count("IdpSynced")
-                return SYNCED
-            if deleted:
+            failed = (state.failed - state.fields) | refused
+            if store.settle_sync(
+                state.user_id, state.version, state.lease_owner, failed, deleted=state.deleted
+            ):
+                if refused:
+                    logger.warning("identity provider refused a value", extra={"fields": sorted(refused)})
+                    count("IdpSyncFailed")
+                else:
+                    count("IdpSynced")
+                return FAILED if failed else SYNCED
+            if state.deleted:
                 break
-            # Someone committed a newer version while we held the lease: push that one too.
-            fresh = store.get_user(user_id)
-            if fresh is None or not fresh.sync_fields:
-                return fresh.idp_sync if fresh else PENDING
-            user, version, fields = fresh, fresh.version, fresh.sync_fields
-        store.release_lease(user_id, owner, deleted=deleted)
+            # A newer version was committed while we held the lease: push that one too.
+            fresh = store.get_user(state.user_id)
+            if fresh is None:
+                return PENDING  # deleted meanwhile: the deletion's own marker finishes Auth0
+            if not fresh.sync_fields:
+                return fresh.idp_sync
+            user = fresh
+            state = SyncState(
+                user_id=state.user_id,
+                version=fresh.sync_version,
+                fields=fresh.sync_fields,
+                failed=fresh.sync_failed,
+                attempts=state.attempts,
+                lease_owner=state.lease_owner,
+                lease_until=state.lease_until,
+                deleted=False,
+            )
+        store.release_lease(state.user_id, state.lease_owner, deleted=state.deleted)
         return PENDING
 
     def _defer(
-        self,
-        user_id: str,
-        owner: str,
-        attempts: int,
-        retry_after: float | None,
-        *,
-        deleted: bool,
-        inline: bool,
+        self, state: SyncState, retry_after: float | None, *, inline: bool, access_denied: bool
     ) -> str:
-        s = self.c.settings
-        now = self.c.clock.now()
-        if attempts >= s.sync_max_attempts and not inline:
-            self.c.store.defer_sync(user_id, owner, due=0, attempts=attempts, failed=True, deleted=deleted)
-            logger.warning("sync gave up", extra={"attempts": attempts})
-            count("IdpSyncFailed")
-            return FAILED
+        s = self.d.settings
+        attempts = state.attempts + 1
         if inline:
             delay = 0.0  # the next scheduled run retries at once; backoff starts there
         else:
-            delay = min(s.sync_max_delay_seconds, s.sync_base_delay_seconds * 2 ** (attempts - 1))
+            delay = min(s.sync_max_delay_seconds, s.sync_base_delay_seconds * 2 ** min(attempts - 1, 30))
             delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
         if retry_after:
             delay = max(delay, min(retry_after, s.sync_max_delay_seconds))
-        self.c.store.defer_sync(
-            user_id, owner, due=now + delay, attempts=attempts, failed=False, deleted=deleted
+        self.d.store.defer_sync(
+            state.user_id,
+            state.lease_owner,
+            due=self.d.clock.now() + delay,
+            attempts=attempts,
+            deleted=state.deleted,
         )
         count("IdpSyncDeferred")
+        if access_denied:
+            logger.warning("identity provider refused our credentials", extra={"attempts": attempts})
+            count("IdpAccessDenied")
+        if attempts >= s.sync_max_attempts:
+            logger.warning("identity provider sync behind for long", extra={"attempts": attempts})
+            count("IdpSyncStuck")
         return PENDING
 
     # ------------------------------------------------------------------------------ the schedule
-    def run_due(self, time_left_ms: Callable[[], int] | None = None) -> dict[str, Any]:
-        """One run of sync-identity: every due marker, bounded by the batch size and the time left."""
-        s = self.c.settings
-        store = self.c.store
-        owner = new_owner()
-        outcome = {SYNCED: 0, PENDING: 0, FAILED: 0, "skipped": 0}
-        now = self.c.clock.now()
-        for user_id in store.due_syncs(now, s.sync_batch_size):
-            if time_left_ms is not None and time_left_ms() < (s.auth0_timeout_seconds * 3 + 2) * 1000:
+    def run_due(self, claims: ClaimFinisher, time_left_ms: Callable[[], int] | None = None) -> dict[str, Any]:
+        """One run of sync-identity: every due marker and lapsed claim, bounded by batch size and time."""
+        s = self.d.settings
+        store = self.d.store
+        owner_prefix = new_id()
+        outcome = {SYNCED: 0, PENDING: 0, FAILED: 0, "skipped": 0, "claims": 0, "errors": 0}
+        reserve_ms = (s.auth0_timeout_seconds * 3 + 2) * 1000  # a push of one user, as a rule
+        for n, work in enumerate(store.due_work(self.d.clock.now(), s.sync_batch_size)):
+            if time_left_ms is not None and time_left_ms() < reserve_ms:
                 break
-            now = self.c.clock.now()
-            taken = store.acquire_lease(user_id, owner, now, now + s.sync_lease_seconds, due_only=True)
-            if taken is None:
-                outcome["skipped"] += 1  # another run holds it, or it is not due any more
-                continue
-            state, user = taken
-            result = self.finish(
-                user_id, owner, user, state.version, state.fields, state.attempts, deleted=state.deleted
-            )
-            outcome[result] += 1
+            try:
+                if work.kind == "link":
+                    claims.finish_lapsed_claim(work.key)
+                    outcome["claims"] += 1
+                    continue
+                now = self.d.clock.now()
+                owner = f"{owner_prefix}-{n}"
+                taken = store.acquire_lease(work.key, owner, now, now + s.sync_lease_seconds, due_only=True)
+                if taken is None:
+                    outcome["skipped"] += 1  # another run holds it, or it is not due any more
+                    continue
+                state, user = taken
+                outcome[self.finish(state, user)] += 1
+            except Exception as exc:  # one poisoned item must not stop the run (its lease lapses)
+                logger.warning(
+                    "sync item failed", extra={"error_type": type(exc).__name__, "kind": work.kind}
+                )
+                count("IdpSyncError")
+                outcome["errors"] += 1
         return outcome
+
+    def redrive_failed(self, limit: int = 100) -> dict[str, int]:
+        """An operator's re-drive: every failed marker becomes pending again, due now."""
+        now = self.d.clock.now()
+        moved = sum(1 for uid in self.d.store.failed_syncs(limit) if self.d.store.redrive_failed(uid, now))
+        logger.info("failed syncs re-driven", extra={"count": moved})
+        return {"redriven": moved}

@@ -4,7 +4,7 @@ A verification link confirms one address: the user's pending address when a chan
 an unverified current address (``linkcheck.verify_target``). Sending one issues a fresh VERIFY link
 bound to that address (the older link is superseded) through the one write path, with an audit entry.
 
-Using a link has no authenticated caller, so it goes through ``UserService.write_direct``: in one
+Using a link has no authenticated caller, so it goes through ``Writer.write_direct``: in one
 transaction the link is consumed (a conditional write: of two submits exactly one wins), the new
 address is claimed (``EMAIL#``; taken meanwhile -> 409 ``email_taken``, nothing changes and the link
 stays usable), the old address is released, and the record, the audit entry and the Auth0 sync
@@ -16,11 +16,8 @@ address); verifying the current address ends only the VERIFY and CANCEL links.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from usermgmt.adapters.dynamo import StoreUnavailable
 from usermgmt.auth import Access, RequestCtx
 from usermgmt.emails import email_changed, mask, verify_address
 from usermgmt.errors import (
@@ -29,21 +26,20 @@ from usermgmt.errors import (
     EmailTaken,
     NothingToVerify,
     RateLimited,
+    StoreUnavailable,
     UserSuspended,
 )
-from usermgmt.events import MalformedEvent, detail_email
-from usermgmt.links import CANCEL, VERIFY, address_hash, hash_token, plausible_token
+from usermgmt.links import CANCEL, VERIFY
 from usermgmt.models import ACTIVE, User
 from usermgmt.observability import count, logger
-from usermgmt.ports import Email, MailUnavailable
+from usermgmt.ports import Deps, MailUnavailable
 from usermgmt.ratelimit import RateLimiter
 from usermgmt.service import linkcheck
 from usermgmt.service.linkcheck import SUPERSEDED, USED, CheckedLink, verify_target
 from usermgmt.service.sync import EMAIL
-from usermgmt.service.users import Plan, diff
-
-if TYPE_CHECKING:
-    from usermgmt.container import Container
+from usermgmt.service.users import without_change_links
+from usermgmt.service.writes import Plan, Writer, diff
+from usermgmt.store import ClaimEmail, ReleaseEmail, UseLink
 
 SENT_ACTION = "user.verification_email_sent"
 CHANGED_ACTION = "user.email_changed"
@@ -56,47 +52,17 @@ ACTOR_STOREFRONT = "storefront"
 # POST /email-verification/{token}/renew per source IP (its own counter: SPEC section 8's reset
 # limit counts the password-reset routes only)
 VERIFY_RENEW_PER_IP = "verify-renew-ip"
-MAX_USER_ID_CHARS = 256
 
 
 class VerificationNotSent(Exception):
     """The verification email of a storefront event could not be sent; raised so the event is retried."""
 
 
-@dataclass(frozen=True)
-class EventRequest:
-    """A validated ``VerificationEmailRequested`` detail: exactly one of the two is set."""
-
-    user_id: str | None = None
-    email: str | None = None
-
-
-def parse_event_detail(detail: Mapping[str, Any]) -> EventRequest:
-    """``{"userId"}`` or ``{"email"}`` (other keys are ignored); else ``MalformedEvent``.
-
-    The exception's message names the problem, never the values (it is logged).
-    """
-    has_id, has_email = "userId" in detail, "email" in detail
-    if has_id == has_email:
-        raise MalformedEvent("detail must name exactly one of userId and email")
-    if has_email:
-        return EventRequest(email=detail_email(detail))
-    user_id = detail["userId"]
-    if not isinstance(user_id, str) or not 1 <= len(user_id) <= MAX_USER_ID_CHARS:
-        raise MalformedEvent("detail.userId must be a non-empty string")
-    if not user_id.isprintable() or user_id != user_id.strip():
-        raise MalformedEvent("detail.userId holds characters a user id never has")
-    return EventRequest(user_id=user_id)
-
-
-def _without_change_links(user: User) -> dict[str, str]:
-    return {purpose: h for purpose, h in user.links.items() if purpose not in (VERIFY, CANCEL)}
-
-
 class VerificationService:
-    def __init__(self, c: Container) -> None:
-        self.c = c
-        self.limiter = RateLimiter(c.store, c.settings.rate_limit_window_seconds)
+    def __init__(self, deps: Deps, writer: Writer) -> None:
+        self.d = deps
+        self.w = writer
+        self.limiter = RateLimiter(deps.store, deps.settings.rate_limit_window_seconds)
 
     # ------------------------------------------------------------------------------ sending a link
     def send_for_user(self, ctx: RequestCtx, target_id: str | None) -> str:
@@ -105,7 +71,6 @@ class VerificationService:
         409 ``user_suspended`` for a suspended target, 409 ``nothing_to_verify`` when the user has
         neither a pending address nor an unverified one, 503 when the email could not be sent.
         """
-        outbox: list[Email] = []
 
         def plan(access: Access, now: float) -> Plan:
             target = access.target
@@ -114,53 +79,46 @@ class VerificationService:
             planned = self._plan_send(target, now)
             if planned is None:
                 raise NothingToVerify("The email address of this user is verified and no change is pending")
-            outbox[:] = [planned[1]]
-            return planned[0]
+            return planned
 
-        self.c.users.write(ctx, target_id, None, plan)
-        try:
-            self.c.users.deliver(outbox[0])
-        except MailUnavailable:
-            raise DependencyUnavailable("The email could not be sent; try again later") from None
-        return mask(outbox[0].to)
+        written = self.w.write(ctx, target_id, None, plan)
+        self.w.deliver_required(written.plan)
+        return mask(written.plan.emails[0].to) if written.plan else ""
 
-    def send_for_event(self, request: EventRequest, event_id: str) -> bool:
+    def send_for_event(self, user_id: str | None, email: str | None, event_id: str) -> bool:
         """A storefront ``VerificationEmailRequested``: send like the admin route would, else nothing.
 
         Unknown users, suspended users and users with nothing to verify are skipped silently. Raises
         ``VerificationNotSent`` when the email could not be sent (the event is retried).
         """
-        user_id = request.user_id
-        if user_id is None and request.email is not None:
-            user_id = self.c.store.user_id_for_email(request.email)
+        if user_id is None and email is not None:
+            user_id = self.d.store.user_id_for_email(email)
         if user_id is None:
             return False
-        outbox: list[Email] = []
+        found: str = user_id
 
         def plan(now: float) -> tuple[User, Plan, float] | None:
-            user = self.c.store.get_user(user_id)
+            user = self.d.store.get_user(found)
             if user is None or user.status != ACTIVE:
                 return None
             planned = self._plan_send(user, now)
-            if planned is None:
-                return None
-            outbox[:] = [planned[1]]
-            return user, planned[0], now
+            return None if planned is None else (user, planned, now)
 
-        if self.c.users.write_direct(ACTOR_STOREFRONT, event_id, plan) is None:
+        applied = self.w.write_direct(ACTOR_STOREFRONT, event_id, plan)
+        if applied is None:
             count("VerificationRequestSkipped")
             return False
         try:
-            self.c.users.deliver(outbox[0])
-        except MailUnavailable:
+            self.w.deliver_required(applied.plan)
+        except DependencyUnavailable:
             raise VerificationNotSent("verification email not sent") from None
         return True
 
     def check_ip(self, source_ip: str) -> None:
         """The per-IP limit of the public renew route: 429 ``rate_limited`` beyond it."""
-        limit = self.c.settings.reset_limit_per_ip
+        limit = self.d.settings.reset_limit_per_ip
         allowed, retry_after = self.limiter.take(
-            VERIFY_RENEW_PER_IP, source_ip or "unknown", limit, self.c.clock.now()
+            VERIFY_RENEW_PER_IP, source_ip or "unknown", limit, self.d.clock.now()
         )
         if not allowed:
             count("VerifyRenewRateLimited")
@@ -169,55 +127,45 @@ class VerificationService:
     def renew(self, token: str, request_id: str) -> None:
         """``POST /email-verification/{token}/renew``: a fresh link when the link's change is still waiting.
 
-        Sends only when the link is an unused VERIFY link that expired or was superseded, its ACTIVE
-        user still waits for that very address, and no error happens; the caller answers the same
-        whatever happened here.
+        Sends only when the link can be renewed (``linkcheck.renewable``) and no error happens; the
+        caller answers the same whatever happened here.
         """
-        if not plausible_token(token):
-            return
-        token_hash = hash_token(token)
-        outbox: list[Email] = []
 
         def plan(now: float) -> tuple[User, Plan, float] | None:
-            link = self.c.store.get_link(token_hash)
-            if link is None or link.purpose != VERIFY or link.status != "active":
+            renewable = linkcheck.renewable(self.d.store, token, VERIFY, now)
+            if renewable is None:
                 return None
-            user = self.c.store.get_user(link.user_id)
-            if user is None or user.status != ACTIVE:
-                return None
-            target = verify_target(user)
-            if target is None or link.address_hash != address_hash(target):
-                return None  # confirmed, cancelled or replaced by a change to another address
-            if link.expires_at > now and user.links.get(VERIFY) == token_hash:
-                return None  # the link still works: nothing to renew
-            planned = self._plan_send(user, now)
-            if planned is None:
-                return None
-            outbox[:] = [planned[1]]
-            return user, planned[0], now
+            planned = self._plan_send(renewable.user, now)
+            return None if planned is None else (renewable.user, planned, now)
 
         try:
-            if self.c.users.write_direct(ACTOR_PUBLIC, request_id, plan) is not None:
-                self.c.users.deliver(outbox[0])
+            applied = self.w.write_direct(ACTOR_PUBLIC, request_id, plan)
+            if applied is not None:
+                self.w.deliver_required(applied.plan)
         except (StoreUnavailable, DependencyUnavailable, MailUnavailable) as exc:
             # The answer stays the generic one; the person can ask again.
             logger.warning("verification renewal not completed", extra={"error_type": type(exc).__name__})
             count("VerifyRenewFailed")
 
-    def _plan_send(self, user: User, now: float) -> tuple[Plan, Email] | None:
+    def _plan_send(self, user: User, now: float) -> Plan | None:
         """A fresh VERIFY link to the address waiting for verification, or None when there is none."""
         address = verify_target(user)
         if address is None:
             return None
-        ttl = self.c.settings.verify_link_ttl_seconds
-        url, links, ops = self.c.users.issue_link(user, VERIFY, now, ttl, address=address)
-        email = verify_address(address, user.first_name, url, ttl / 3600)
-        return Plan(after=user.evolve(links=links), action=SENT_ACTION, ops=ops), email
+        ttl = self.d.settings.verify_link_ttl_seconds
+        url, links, ops = self.w.issue_link(user, VERIFY, now, ttl, address=address)
+        return Plan(
+            after=user.evolve(links=links),
+            action=SENT_ACTION,
+            ops=ops,
+            emails=[verify_address(address, user.first_name, url, ttl / 3600)],
+            mail_required=True,
+        )
 
     # ------------------------------------------------------------------------------ the links
     def check_verify(self, token: str, now: float | None = None) -> tuple[CheckedLink, str]:
         """The verify link as ``GET`` sees it, and the address it confirms; raises ``LinkGone``."""
-        checked = linkcheck.check(self.c.store, token, VERIFY, self.c.clock.now() if now is None else now)
+        checked = linkcheck.check(self.d.store, token, VERIFY, self.d.clock.now() if now is None else now)
         target = verify_target(checked.user)
         if target is None:  # linkcheck already refuses this; kept for the type
             raise linkcheck.gone(SUPERSEDED)
@@ -225,7 +173,7 @@ class VerificationService:
 
     def check_cancel(self, token: str) -> tuple[CheckedLink, str]:
         """The cancel link as ``GET`` sees it, and the pending address it cancels; raises ``LinkGone``."""
-        checked = linkcheck.check(self.c.store, token, CANCEL, self.c.clock.now())
+        checked = linkcheck.check(self.d.store, token, CANCEL, self.d.clock.now())
         if checked.user.pending_email is None:
             raise linkcheck.gone(SUPERSEDED)
         return checked, checked.user.pending_email
@@ -237,25 +185,24 @@ class VerificationService:
         ``EmailTaken`` (409, nothing changed, link still usable) or ``EmailImmutable`` (a change
         confirmed after the policy was switched to ``locked``).
         """
-        store = self.c.store
-        policy = self.c.settings.email_change_policy
+        policy = self.d.settings.email_change_policy
 
         def plan(now: float) -> tuple[User, Plan, float]:
             checked, target = self.check_verify(token, now)
             user = checked.user
             changes: list[dict[str, Any]] = []
             planned = Plan(after=user, action=VERIFIED_ACTION, sync=frozenset({EMAIL}))
-            planned.ops.append(store.op_use_link(checked.link.token_hash, int(now)))
+            planned.ops.append(UseLink(checked.link.token_hash, int(now)))
             planned.errors["link"] = linkcheck.gone(USED)
-            links = _without_change_links(user)
+            links = without_change_links(user)
             if user.pending_email is not None:
                 if policy == "locked":
                     raise EmailImmutable()
                 planned.action = CHANGED_ACTION
                 diff(changes, "email", user.email, target)
                 diff(changes, "pendingEmail", user.pending_email, None)
-                planned.ops.append(store.op_claim_email(target, user.id))
-                planned.ops.append(store.op_release_email(user.email, user.id))
+                planned.ops.append(ClaimEmail(target, user.id))
+                planned.ops.append(ReleaseEmail(user.email, user.id))
                 planned.errors["email"] = EmailTaken("This email address was taken by another user meanwhile")
                 planned.emails.append(email_changed(user.email, user.first_name, target))
                 links = {}  # every outstanding link went to, or was issued for, the old address
@@ -264,31 +211,30 @@ class VerificationService:
             planned.changes = changes
             return user, planned, now
 
-        return self.c.users.write_direct(ACTOR_SELF, request_id, plan)
+        applied = self.w.write_direct(ACTOR_SELF, request_id, plan)
+        return applied.user if applied else None
 
     def cancel(self, token: str, request_id: str) -> User | None:
         """``POST /email-change/{token}/cancel``: the pending change ends and its links die.
 
         Raises ``LinkGone`` (410; the loser of two concurrent submits gets ``link_used``).
         """
-        store = self.c.store
 
         def plan(now: float) -> tuple[User, Plan, float]:
-            checked = linkcheck.check(store, token, CANCEL, now)
+            checked = linkcheck.check(self.d.store, token, CANCEL, now)
             user = checked.user
             if user.pending_email is None:
                 raise linkcheck.gone(SUPERSEDED)
             changes: list[dict[str, Any]] = []
             diff(changes, "pendingEmail", user.pending_email, None)
             planned = Plan(
-                after=user.evolve(pending_email=None, links=_without_change_links(user)),
+                after=user.evolve(pending_email=None, links=without_change_links(user)),
                 action=CANCELLED_ACTION,
                 changes=changes,
-                ops=[store.op_use_link(checked.link.token_hash, int(now))],
+                ops=[UseLink(checked.link.token_hash, int(now))],
                 errors={"link": linkcheck.gone(USED)},
             )
             return user, planned, now
 
-        return self.c.users.write_direct(ACTOR_SELF, request_id, plan)
-
-    # ------------------------------------------------------------------------------ email
+        applied = self.w.write_direct(ACTOR_SELF, request_id, plan)
+        return applied.user if applied else None

@@ -1,0 +1,444 @@
+"""``UserStore`` in memory: the same behaviour as ``DynamoStore``, for fast rule tests.
+
+One lock makes every call atomic, as DynamoDB makes each request atomic. A transaction checks every
+op's condition first and applies nothing when one fails. The contract suite
+(``tests/unit/test_store_contract.py``) runs the same checks against this store and against
+``DynamoStore`` on moto, so the two cannot drift. Not used in Lambda.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from usermgmt.errors import ConditionFailed
+from usermgmt.models import User
+from usermgmt.store import (
+    AccountExists,
+    AuditEntry,
+    ClaimEmail,
+    CreateUser,
+    DeleteExpiredLink,
+    DeleteLink,
+    DeleteUser,
+    DueWork,
+    ExpiredLinkRef,
+    ExpiredPage,
+    Link,
+    Op,
+    Page,
+    PutAudit,
+    PutLink,
+    PutTombstone,
+    ReleaseEmail,
+    SyncState,
+    UpdateUser,
+    UseLink,
+    UserStore,
+)
+
+SYNC, FAILED, CLAIM = "SYNC", "FAILED", "CLAIM"
+
+
+@dataclass
+class _Marker:
+    """The sync marker of a user or tombstone (the attributes ``DynamoStore`` keeps on the item)."""
+
+    partition: str | None = None  # SYNC | FAILED | None
+    due: float = 0
+    version: int = 0
+    fields: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_until: float = 0
+
+
+@dataclass
+class _Record:
+    user: User
+    marker: _Marker = field(default_factory=_Marker)
+
+    def view(self) -> User:
+        m = self.marker
+        return replace(
+            self.user,
+            sync_fields=frozenset(m.fields),
+            sync_version=m.version,
+            sync_failed=frozenset(m.failed),
+            lease_until=m.lease_until,
+        )
+
+
+@dataclass
+class _LinkRecord:
+    link: Link
+    ttl: int
+    used_at: int | None = None
+    claim_due: int | None = None  # set while claimed: the CLAIM partition
+
+
+@dataclass
+class _Tombstone:
+    deleted_at: str
+    idp_sync: str
+    marker: _Marker
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.users: dict[str, _Record] = {}
+        self.tombstones: dict[str, _Tombstone] = {}
+        self.emails: dict[str, str] = {}
+        self.links: dict[str, _LinkRecord] = {}
+        self.accounts: dict[str, str] = {}
+        self.audit: dict[str, dict[str, tuple[AuditEntry, bool]]] = {}
+        self.counters: dict[str, int] = {}
+
+    # -------------------------------------------------------------------------------- reads
+    def get_user(self, user_id: str) -> User | None:
+        with self._lock:
+            record = self.users.get(user_id)
+            return record.view() if record else None
+
+    def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
+        with self._lock:
+            return {uid: r.view() for uid in dict.fromkeys(user_ids) if (r := self.users.get(uid))}
+
+    def user_id_for_email(self, email: str) -> str | None:
+        with self._lock:
+            return self.emails.get(email)
+
+    def get_link(self, token_hash: str) -> Link | None:
+        with self._lock:
+            record = self.links.get(token_hash)
+            return record.link if record else None
+
+    def audit_page(self, user_id: str, limit: int, cursor: str | None) -> Page:
+        with self._lock:
+            keys = sorted(self.audit.get(user_id, {}), reverse=True)
+            if cursor:
+                start = _decode_cursor(cursor)
+                if not start.startswith("AUDIT#") or start not in self.audit.get(user_id, {}):
+                    raise ValueError("invalid cursor")
+                keys = [k for k in keys if k < start]
+            page = keys[:limit]
+            entries = [self.audit[user_id][k][0] for k in page]
+            more = len(keys) > limit
+            return Page(
+                items=[
+                    {
+                        "at": e.at,
+                        "actor": e.actor,
+                        "action": e.action,
+                        "changes": [dict(c) for c in e.changes],
+                        "requestId": e.request_id,
+                    }
+                    for e in entries
+                ],
+                cursor=_encode_cursor(page[-1]) if more and page else None,
+            )
+
+    # -------------------------------------------------------------------------------- the commit
+    def transact(self, ops: Sequence[Op]) -> None:
+        with self._lock:
+            for op in ops:
+                if not self._holds(op):
+                    raise ConditionFailed(op.label)
+            for op in ops:
+                self._apply(op)
+
+    def _holds(self, op: Op) -> bool:
+        match op:
+            case UpdateUser(before=before, lease=lease):
+                record = self.users.get(before.id)
+                if record is None or record.user.version != before.version:
+                    return False
+                return lease is None or record.marker.lease_until < lease.now
+            case CreateUser(user=user):
+                return user.id not in self.users
+            case DeleteUser(user=user):
+                record = self.users.get(user.id)
+                return record is not None and record.user.version == user.version
+            case ClaimEmail(email=email, user_id=uid) | ReleaseEmail(email=email, user_id=uid):
+                return self.emails.get(email, uid) == uid
+            case AccountExists(account_id=account_id):
+                return account_id in self.accounts
+            case PutAudit(entry=entry):
+                return _audit_key(entry) not in self.audit.get(entry.user_id, {})
+            case PutLink(link=link):
+                return link.token_hash not in self.links
+            case UseLink(token_hash=token_hash, now=now, claim=claim):
+                rec = self.links.get(token_hash)
+                if rec is None or rec.link.status != "active" or rec.link.expires_at <= now:
+                    return False
+                return claim is None or rec.link.claim_owner == claim
+            case DeleteExpiredLink(token_hash=token_hash, cutoff=cutoff):
+                rec = self.links.get(token_hash)
+                return rec is not None and rec.link.expires_at < cutoff
+            case DeleteLink() | PutTombstone():
+                return True
+        raise TypeError(f"not an op of this store: {type(op).__name__}")
+
+    def _apply(self, op: Op) -> None:
+        match op:
+            case UpdateUser(after=after, sync=sync, lease=lease):
+                record = self.users[after.id]
+                record.user = _stored(after)
+                m = record.marker
+                if sync:
+                    m.partition, m.due, m.version, m.attempts = SYNC, 0, after.version, 0
+                    m.fields |= sync
+                    m.failed -= sync
+                if lease is not None:
+                    m.lease_owner, m.lease_until = lease.owner, lease.until
+            case CreateUser(user=user):
+                self.users[user.id] = _Record(_stored(user))
+            case DeleteUser(user=user):
+                del self.users[user.id]
+            case ClaimEmail(email=email, user_id=uid):
+                self.emails[email] = uid
+            case ReleaseEmail(email=email):
+                self.emails.pop(email, None)
+            case PutAudit(entry=entry, keep=keep):
+                self.audit.setdefault(entry.user_id, {})[_audit_key(entry)] = (entry, keep)
+            case PutLink(link=link, ttl=ttl):
+                self.links[link.token_hash] = _LinkRecord(link, ttl)
+            case UseLink(token_hash=token_hash, now=now):
+                rec = self.links[token_hash]
+                rec.link = replace(rec.link, status="used", claim_owner=None, claim_until=0)
+                rec.used_at, rec.claim_due = now, None
+            case DeleteLink(token_hash=token_hash) | DeleteExpiredLink(token_hash=token_hash):
+                self.links.pop(token_hash, None)
+            case PutTombstone():
+                marker = _Marker(SYNC, 0, op.version, set(op.sync), set(), 0, op.lease.owner, op.lease.until)
+                self.tombstones[op.user_id] = _Tombstone(op.deleted_at, "pending", marker)
+            case AccountExists():
+                pass
+
+    # -------------------------------------------------------------------------------- link claims
+    def claim_link(self, token_hash: str, claim: str, now: int, until: int) -> bool:
+        with self._lock:
+            rec = self.links.get(token_hash)
+            if rec is None or rec.link.status != "active" or rec.link.expires_at <= now:
+                return False
+            if rec.link.claim_owner is not None and rec.link.claim_until >= now:
+                return False
+            rec.link = replace(rec.link, claim_owner=claim, claim_until=until)
+            rec.claim_due = until
+            return True
+
+    def release_link_claim(self, token_hash: str, claim: str) -> bool:
+        with self._lock:
+            rec = self.links.get(token_hash)
+            if rec is None or rec.link.claim_owner != claim:
+                return False
+            rec.link = replace(rec.link, claim_owner=None, claim_until=0)
+            rec.claim_due = None
+            return True
+
+    # -------------------------------------------------------------------------------- rate counters
+    def incr_counter(self, counter_key: str, ttl: int) -> int:
+        with self._lock:
+            self.counters[counter_key] = self.counters.get(counter_key, 0) + 1
+            return self.counters[counter_key]
+
+    # -------------------------------------------------------------------------------- sync markers
+    def _marker(self, user_id: str, deleted: bool) -> _Marker | None:
+        if deleted:
+            tomb = self.tombstones.get(user_id)
+            return tomb.marker if tomb else None
+        record = self.users.get(user_id)
+        return record.marker if record else None
+
+    def due_work(self, now: float, limit: int) -> list[DueWork]:
+        with self._lock:
+            due = [
+                (m.due, uid)
+                for uid, m in [(u, r.marker) for u, r in self.users.items()]
+                + [(u, t.marker) for u, t in self.tombstones.items()]
+                if m.partition == SYNC and m.due <= now
+            ]
+            work = [DueWork("user", uid) for _, uid in sorted(due)][:limit]
+            claims = sorted(
+                (r.claim_due, h)
+                for h, r in self.links.items()
+                if r.claim_due is not None and r.claim_due <= now
+            )
+            work += [DueWork("link", h) for _, h in claims][: limit - len(work)]
+            return work
+
+    def failed_syncs(self, limit: int) -> list[str]:
+        with self._lock:
+            found = [u for u, r in self.users.items() if r.marker.partition == FAILED]
+            found += [u for u, t in self.tombstones.items() if t.marker.partition == FAILED]
+            return sorted(found)[:limit]
+
+    def acquire_lease(
+        self, user_id: str, owner: str, now: float, until: float, *, due_only: bool
+    ) -> tuple[SyncState, User | None] | None:
+        with self._lock:
+            for deleted in (False, True):
+                m = self._marker(user_id, deleted)
+                if m is None or m.partition != SYNC or m.lease_until >= now or (due_only and m.due > now):
+                    continue
+                m.lease_owner, m.lease_until = owner, until
+                state = SyncState(
+                    user_id=user_id,
+                    version=m.version,
+                    fields=frozenset(m.fields),
+                    failed=frozenset(m.failed),
+                    attempts=m.attempts,
+                    lease_owner=owner,
+                    lease_until=until,
+                    deleted=deleted,
+                )
+                return state, (None if deleted else self.users[user_id].view())
+            return None
+
+    def settle_sync(
+        self, user_id: str, version: int, owner: str, failed: frozenset[str], *, deleted: bool = False
+    ) -> bool:
+        with self._lock:
+            m = self._marker(user_id, deleted)
+            if m is None or m.partition is None or m.version != version or m.lease_owner != owner:
+                return False
+            if deleted and not failed:
+                del self.tombstones[user_id]
+                return True
+            fresh = _Marker(partition=FAILED if failed else None, failed=set(failed))
+            if deleted:
+                self.tombstones[user_id].marker = fresh
+                self.tombstones[user_id].idp_sync = "failed"
+            else:
+                record = self.users[user_id]
+                record.marker = fresh
+                record.user = replace(record.user, idp_sync="failed" if failed else "synced")
+            return True
+
+    def defer_sync(
+        self, user_id: str, owner: str, *, due: float, attempts: int, deleted: bool = False
+    ) -> None:
+        with self._lock:
+            m = self._marker(user_id, deleted)
+            if m is None or m.lease_owner != owner:
+                return
+            m.due, m.attempts, m.lease_owner, m.lease_until = due, attempts, None, 0
+            if deleted:
+                self.tombstones[user_id].idp_sync = "pending"
+            else:
+                record = self.users[user_id]
+                record.user = replace(record.user, idp_sync="pending")
+
+    def release_lease(self, user_id: str, owner: str, *, deleted: bool = False) -> None:
+        with self._lock:
+            m = self._marker(user_id, deleted)
+            if m is not None and m.lease_owner == owner:
+                m.lease_owner, m.lease_until = None, 0
+
+    def redrive_failed(self, user_id: str, now: float) -> bool:
+        with self._lock:
+            for deleted in (False, True):
+                m = self._marker(user_id, deleted)
+                if m is None or not m.failed:
+                    continue
+                if not m.version:
+                    m.version = self.users[user_id].user.version if not deleted else 0
+                m.partition, m.due, m.attempts = SYNC, 0, 0
+                m.fields |= m.failed
+                m.failed = set()
+                if deleted:
+                    self.tombstones[user_id].idp_sync = "pending"
+                else:
+                    record = self.users[user_id]
+                    record.user = replace(record.user, idp_sync="pending")
+                return True
+            return False
+
+    # -------------------------------------------------------------------------------- erasure and expiry
+    def erase_deleted_user(self, user_id: str) -> int:
+        with self._lock:
+            if user_id in self.users:
+                return 0
+            entries = self.audit.get(user_id, {})
+            gone = [k for k, (_, keep) in entries.items() if not keep]
+            for k in gone:
+                del entries[k]
+            return len(gone)
+
+    def expired_links(self, cutoff: int, limit: int, start_key: Any = None) -> ExpiredPage:
+        with self._lock:
+            expired = sorted(
+                (r.link.expires_at, h) for h, r in self.links.items() if r.link.expires_at < cutoff
+            )
+            if start_key is not None:
+                expired = [e for e in expired if e > tuple(start_key)]
+            page = expired[:limit]
+            more = len(expired) > limit
+            return ExpiredPage(
+                links=[ExpiredLinkRef(h, at) for at, h in page],
+                start_key=list(page[-1]) if more and page else None,
+            )
+
+    def delete_expired_link(self, token_hash: str, cutoff: int) -> bool:
+        with self._lock:
+            rec = self.links.get(token_hash)
+            if rec is None or rec.link.expires_at >= cutoff:
+                return False
+            del self.links[token_hash]
+            return True
+
+    # -------------------------------------------------------------------------------- seeding
+    def put_account(self, account_id: str, name: str) -> None:
+        with self._lock:
+            self.accounts[account_id] = name
+
+    def put_user(self, user: User) -> None:
+        with self._lock:
+            self.users[user.id] = _Record(_stored(user))
+            self.emails[user.email] = user.id
+
+    # -------------------------------------------------------------------------------- for tests
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the store holds, as plain values (to compare before and after a request)."""
+        with self._lock:
+            return copy.deepcopy(
+                {
+                    "users": {u: (r.user, r.marker) for u, r in self.users.items()},
+                    "tombstones": dict(self.tombstones),
+                    "emails": dict(self.emails),
+                    "links": {h: (r.link, r.used_at, r.claim_due) for h, r in self.links.items()},
+                    "audit": {u: dict(e) for u, e in self.audit.items()},
+                    "counters": dict(self.counters),
+                }
+            )
+
+
+def _stored(user: User) -> User:
+    """The record without the marker fields (the store keeps those itself)."""
+    return replace(user, sync_fields=frozenset(), sync_version=0, sync_failed=frozenset(), lease_until=0)
+
+
+def _audit_key(entry: AuditEntry) -> str:
+    return f"AUDIT#{entry.at}#{entry.seq:012d}#{entry.request_id}"
+
+
+def _encode_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("invalid cursor") from exc
+
+
+if TYPE_CHECKING:
+    _conforms: UserStore = MemoryStore()

@@ -1,0 +1,331 @@
+"""The one write path: every change of a user goes through ``Writer`` and nowhere else.
+
+A use case hands the writer a *planner*: a function of the current state that returns a ``Plan`` (the
+new record, its audit changes, the Auth0 fields to push, extra ops and emails) or ``None`` for "nothing
+to change". ``Writer.write`` (a caller acting through the API) and ``Writer.write_direct`` (a link, a
+storefront event, a schedule) then do the same steps:
+
+1. read what the plan needs (caller and target in one round trip for ``write``) and check ``If-Match``;
+2. ``commit``: one transaction of the record (conditional on its version), the audit entry (sequence =
+   the new version), the sync marker (and the push lease when it is free) and the plan's ops; a
+   deletion writes the tombstone instead of the record. A version conflict re-reads and re-plans;
+3. ``complete``: after the commit nothing can answer "nothing was changed". The inline Auth0 push and
+   the emails are best effort: a failure of either is logged and counted, the marker stays for
+   sync-identity, and the answer says ``idpSync: "pending"``.
+
+This is also the one place where a change gains what other readers must learn in the same transaction
+(the outbox event of a change, membership index items, counters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from usermgmt.auth import Access, RequestCtx, admin_access, authenticate, self_access
+from usermgmt.clock import rfc3339
+from usermgmt.errors import ConditionFailed, DependencyUnavailable, MailNotSent, VersionMismatch
+from usermgmt.links import address_hash, link_url, new_token
+from usermgmt.models import User
+from usermgmt.observability import count, logger
+from usermgmt.ports import Deps, Email, MailUnavailable
+from usermgmt.service.sync import PENDING, SyncEngine, new_id
+from usermgmt.store import AuditEntry as StoredAudit
+from usermgmt.store import (
+    DeleteLink,
+    DeleteUser,
+    Lease,
+    Link,
+    Op,
+    PutAudit,
+    PutLink,
+    PutTombstone,
+    ReleaseEmail,
+    SyncState,
+    UpdateUser,
+)
+
+MAX_CONFLICT_RETRIES = 5
+LINK_TTL_GRACE = 14 * 86400  # links stay readable (as expired) this long after expiry, then DynamoDB TTL
+
+# The business metric of each action: literal names, in one place.
+METRICS = {
+    "user.updated": "UserUpdated",
+    "user.suspended": "UserSuspended",
+    "user.enabled": "UserEnabled",
+    "user.deleted": "UserDeleted",
+    "user.password_reset_requested": "PasswordResetRequested",
+    "user.password_changed": "PasswordChanged",
+    "user.verification_email_sent": "VerificationEmailSent",
+    "user.email_changed": "EmailChanged",
+    "user.email_verified": "EmailVerified",
+    "user.email_change_cancelled": "EmailChangeCancelled",
+    "user.email_change_expired": "EmailChangeExpired",
+}
+
+
+@dataclass
+class Plan:
+    """What a use case wants to change. ``None`` from a planner means "nothing to change"."""
+
+    after: User
+    action: str
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    sync: frozenset[str] = frozenset()
+    ops: list[Op] = field(default_factory=list)
+    emails: list[Email] = field(default_factory=list)
+    # op label -> what its failed condition means (a client error, or a signal to the use case)
+    errors: dict[str, Exception] = field(default_factory=dict)
+    audit: bool = True
+    # the user is removed: their record, email reservation and current links go, a tombstone (with
+    # the sync marker of ``sync``) and a tombstone audit entry stay
+    delete: bool = False
+    # the emails are what the caller asked for (send-only routes): the use case delivers them itself
+    # after the commit and answers 503 when they could not be sent, instead of best effort
+    mail_required: bool = False
+
+
+@dataclass(frozen=True)
+class Written:
+    """The outcome of ``write``: the user as it is now, and the committed plan (None: nothing changed)."""
+
+    user: User
+    access: Access
+    plan: Plan | None
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The outcome of a ``write_direct`` that changed something: the user as committed, and the plan."""
+
+    user: User
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A committed write: the user as written, and the push lease when this write took it."""
+
+    user: User
+    lease: Lease | None
+
+
+Planner = Callable[[Access, float], Plan | None]
+# planner(now) -> (user as read, plan, now) or None
+DirectPlanner = Callable[[float], tuple[User, Plan, float] | None]
+
+
+def diff(changes: list[dict[str, Any]], name: str, old: Any, new: Any) -> bool:
+    if old == new:
+        return False
+    changes.append({"field": name, "from": old, "to": new})
+    return True
+
+
+class Writer:
+    def __init__(self, deps: Deps, sync: SyncEngine) -> None:
+        self.d = deps
+        self.sync = sync
+
+    # ------------------------------------------------------------------------------ access
+    def access(self, ctx: RequestCtx, target_id: str | None) -> Access:
+        """Caller and target in one strongly consistent round trip; ``None`` target = ``/me``."""
+        sub = ctx.require_sub()
+        ids = [sub] if target_id in (None, sub) else [sub, target_id]
+        users = self.d.store.get_users(ids)
+        caller = authenticate(ctx, users.get(sub))
+        if target_id is None:
+            return self_access(caller)
+        return admin_access(caller, users.get(target_id))
+
+    # ------------------------------------------------------------------------------ the write path
+    def write(
+        self,
+        ctx: RequestCtx,
+        target_id: str | None,
+        expected_version: int | None,
+        planner: Planner,
+        *,
+        access_check: Callable[[Access], None] | None = None,
+    ) -> Written:
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            access = self.access(ctx, target_id)
+            if access_check:
+                access_check(access)
+            before = access.target
+            if expected_version is not None and before.version != expected_version:
+                raise VersionMismatch(f"The user is at version {before.version}")
+            now = self.d.clock.now()
+            plan = planner(access, now)
+            if plan is None:
+                return Written(before, access, None)
+            committed = self.commit(before, plan, now, actor=access.actor, request_id=ctx.request_id)
+            if committed is None:
+                continue  # someone else wrote first: read again and re-apply
+            return Written(self.complete(committed, plan), access, plan)
+        raise DependencyUnavailable("The user is being changed by others; try again")
+
+    def write_direct(self, actor: str | None, request_id: str, planner: DirectPlanner) -> Applied | None:
+        """The write path of actions without an authenticated caller (links, events, schedules).
+
+        ``actor`` names who acted in the audit trail; ``None`` means the user themselves (a person
+        using a link sent to them). ``planner(now)`` reads what it needs afresh on every attempt and
+        returns the user it read with the plan, or ``None`` for "nothing to do". Returns what was
+        written, or ``None`` when nothing was done.
+        """
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            planned = planner(self.d.clock.now())
+            if planned is None:
+                return None
+            before, plan, now = planned
+            committed = self.commit(before, plan, now, actor=actor or before.id, request_id=request_id)
+            if committed is not None:
+                return Applied(self.complete(committed, plan), plan)
+        raise DependencyUnavailable("The user is being changed by others; try again")
+
+    def commit(
+        self, before: User, plan: Plan, now: float, *, actor: str, request_id: str
+    ) -> Committed | None:
+        """Commit ``plan`` over ``before`` in one transaction. ``None``: someone else changed the user first.
+
+        Raises the client error a failed op stands for (``plan.errors``).
+        """
+        s = self.d.settings
+        at = rfc3339(now)
+        version = before.version + 1
+        lease: Lease | None = None
+        ops: list[Op]
+        if plan.delete:
+            lease = Lease(new_id(), now, now + s.sync_lease_seconds)
+            after = before.evolve(version=version, updated_at=at, idp_sync=PENDING)
+            ops = [DeleteUser(before), ReleaseEmail(before.email, before.id)]
+            ops += [DeleteLink(h) for h in sorted(set(before.links.values()))]
+            ops.append(PutTombstone(before.id, version, at, plan.sync, lease))
+        else:
+            after = plan.after.evolve(version=version, updated_at=at)
+            if plan.sync:
+                after = after.evolve(idp_sync=PENDING)
+                if before.lease_until < now:
+                    lease = Lease(new_id(), now, now + s.sync_lease_seconds)
+            ops = [UpdateUser(before, after, plan.sync, lease)]
+        if plan.audit:
+            entry = StoredAudit(
+                user_id=before.id,
+                at=at,
+                actor=actor,
+                action=plan.action,
+                request_id=request_id or new_id(),
+                changes=() if plan.delete else tuple(plan.changes),
+                seq=version,
+            )
+            ops.append(PutAudit(entry, keep=plan.delete))
+        ops.extend(plan.ops)
+        try:
+            self.d.store.transact(ops)
+        except ConditionFailed as failed:
+            if failed.label in plan.errors:
+                raise plan.errors[failed.label] from None
+            if failed.label in ("user", "transaction-conflict"):
+                return None
+            raise DependencyUnavailable() from None
+        if plan.sync:
+            after = after.evolve(
+                sync_fields=before.sync_fields | plan.sync,
+                sync_version=version,
+                sync_failed=before.sync_failed - plan.sync,
+            )
+        return Committed(after, lease)
+
+    def complete(self, committed: Committed, plan: Plan) -> User:
+        """After a commit: push to Auth0 when this write took the lease, send the plan's emails.
+
+        Never raises: the change is committed, whatever fails here is finished by sync-identity (the
+        marker stays) or was an email (logged and counted).
+        """
+        after = committed.user
+        if committed.lease is not None:
+            state = SyncState(
+                user_id=after.id,
+                version=after.version,
+                fields=after.sync_fields,
+                failed=after.sync_failed,
+                attempts=0,
+                lease_owner=committed.lease.owner,
+                lease_until=committed.lease.until,
+                deleted=plan.delete,
+            )
+            try:
+                after = after.evolve(
+                    idp_sync=self.sync.finish(state, None if plan.delete else after, inline=True)
+                )
+            except Exception as exc:  # a store failure or a bug after the commit: the marker stays
+                logger.warning("post-commit sync not finished", extra={"error_type": type(exc).__name__})
+                count("PostCommitFailed")
+        logger.info(
+            "change committed",
+            extra={
+                "action": plan.action,
+                "target": after.id,
+                "version": after.version,
+                "idpSync": after.idp_sync,
+            },
+        )
+        if not plan.mail_required:
+            self.send(plan.emails)
+        metric = METRICS.get(plan.action)
+        if metric:
+            count(metric)
+        return after
+
+    # ------------------------------------------------------------------------------ email
+    def send(self, emails: list[Email]) -> None:
+        """Emails that follow a committed change: a failure is logged and counted, never raised."""
+        for email in emails:
+            try:
+                self.deliver(email)
+            except MailUnavailable:
+                pass  # logged and counted by deliver
+            except Exception as exc:  # a bug in the mailer must not turn a committed change into a 500
+                logger.warning("email not sent", extra={"error_type": type(exc).__name__})
+                count("EmailFailed")
+
+    def deliver_required(self, plan: Plan | None) -> None:
+        """Send the emails of a committed send-only plan; ``MailNotSent`` (503) when one could not go out."""
+        for email in plan.emails if plan else []:
+            try:
+                self.deliver(email)
+            except MailUnavailable:
+                raise MailNotSent() from None
+
+    def deliver(self, email: Email) -> None:
+        """Send one email; raises ``MailUnavailable`` (logged without the address, counted)."""
+        try:
+            self.d.mailer.send(email)
+        except MailUnavailable as exc:
+            logger.warning("email not sent", extra={"error_type": type(exc).__name__})
+            count("EmailFailed")
+            raise
+        count("EmailSent")
+
+    # ------------------------------------------------------------------------------ links
+    def issue_link(
+        self, user: User, purpose: str, now: float, ttl: int, *, address: str | None = None
+    ) -> tuple[str, dict[str, str], list[Op]]:
+        """A fresh link for ``purpose``; the user's previous link for it is superseded.
+
+        Returns the URL (only ever put in an email), the user's new ``links`` map and the op.
+        """
+        token, token_hash = new_token()
+        expires = int(now) + ttl
+        link = Link(
+            token_hash=token_hash,
+            purpose=purpose,
+            user_id=user.id,
+            expires_at=expires,
+            created_at=int(now),
+            address_hash=address_hash(address) if address else None,
+        )
+        links = {**user.links, purpose: token_hash}
+        op = PutLink(link, ttl=expires + self.d.settings.cleanup_grace_seconds + LINK_TTL_GRACE)
+        return link_url(self.d.settings.public_base_url, purpose, token), links, [op]

@@ -1,0 +1,303 @@
+"""The store port: what the services read and write, in the domain's words.
+
+``UserStore`` is implemented by ``adapters.dynamo.DynamoStore`` (DynamoDB) and by
+``adapters.memory.MemoryStore`` (in memory, for fast rule tests); one contract suite holds both to the
+same behaviour. Services never see item shapes: they read records and commit *ops*, small values that
+say what to write and on which condition. ``transact`` applies a list of ops all or nothing and raises
+``ConditionFailed`` naming the op (its ``label``) whose condition failed.
+
+Sync markers (the never-lost Auth0 sync, ``service/sync.py``) live on the user item (or, for a deleted
+user, on its tombstone): ``fields`` still to push, the ``version`` they were committed at, ``failed``
+fields Auth0 refused for good, attempts, a due time and a lease. A claimed password-reset link carries a
+marker too (``ClaimedLink``): if nobody finishes or gives back the claim, the sync finishes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from usermgmt.models import User
+
+# ------------------------------------------------------------------------------------------------ records
+
+
+@dataclass(frozen=True)
+class Link:
+    token_hash: str
+    purpose: str
+    user_id: str
+    expires_at: int
+    created_at: int
+    address_hash: str | None = None
+    status: str = "active"  # active | used
+    claim_owner: str | None = None
+    claim_until: int = 0
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    user_id: str
+    at: str
+    actor: str
+    action: str
+    request_id: str
+    changes: tuple[dict[str, Any], ...] = ()
+    # the version the entry records; part of the key so no two entries of a user ever collide
+    seq: int = 0
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]] = field(default_factory=list)
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class ExpiredLinkRef:
+    """An expiry-index entry of a link: the index is eventually consistent, the item may be gone."""
+
+    token_hash: str
+    expires_at: int
+
+
+@dataclass
+class ExpiredPage:
+    """One page of expired links. ``start_key`` (None on the last page) reads the next one."""
+
+    links: list[ExpiredLinkRef] = field(default_factory=list)
+    start_key: Any = None
+    # entries of other kinds of expiring items (not links): left to whoever owns them
+    others: int = 0
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """A sync marker as its lease holder sees it."""
+
+    user_id: str
+    version: int  # the version whose state is to be pushed
+    fields: frozenset[str]
+    failed: frozenset[str]
+    attempts: int
+    lease_owner: str
+    lease_until: float
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class DueWork:
+    """Something the sync must finish: a user's (or tombstone's) marker, or a claimed reset link."""
+
+    kind: str  # "user" | "link"
+    key: str  # user id or link token hash
+
+
+@dataclass(frozen=True)
+class Lease:
+    owner: str
+    now: float
+    until: float
+
+
+# ------------------------------------------------------------------------------------------------ ops
+
+
+@dataclass(frozen=True)
+class UpdateUser:
+    """Write ``after`` over ``before`` on condition that nobody changed ``before.version``.
+
+    ``sync`` names fields to push to Auth0 at ``after.version`` (added to any still pending; removed
+    from the failed ones); ``lease`` also takes the sync lease, on condition that it is free.
+    """
+
+    before: User
+    after: User
+    sync: frozenset[str] = frozenset()
+    lease: Lease | None = None
+    label: str = "user"
+
+
+@dataclass(frozen=True)
+class CreateUser:
+    user: User
+    label: str = "user"
+
+
+@dataclass(frozen=True)
+class DeleteUser:
+    """Remove the record, on condition that it is still at ``user.version``."""
+
+    user: User
+    label: str = "user"
+
+
+@dataclass(frozen=True)
+class ClaimEmail:
+    """Reserve a login email for a user (fails when another user holds it)."""
+
+    email: str
+    user_id: str
+    label: str = "email"
+
+
+@dataclass(frozen=True)
+class ReleaseEmail:
+    email: str
+    user_id: str
+    label: str = "release-email"
+
+
+@dataclass(frozen=True)
+class AccountExists:
+    account_id: str
+
+    @property
+    def label(self) -> str:
+        return f"account:{self.account_id}"
+
+
+@dataclass(frozen=True)
+class PutAudit:
+    """An audit entry; ``keep`` marks the tombstone entry a deletion leaves (never erased)."""
+
+    entry: AuditEntry
+    keep: bool = False
+    label: str = "audit"
+
+
+@dataclass(frozen=True)
+class PutLink:
+    link: Link
+    ttl: int  # epoch seconds after which the store may drop the item
+    label: str = "link"
+
+
+@dataclass(frozen=True)
+class UseLink:
+    """Consume a link exactly once (exists, active, unexpired at ``now``; held by ``claim`` when
+    given); ends any claim on it."""
+
+    token_hash: str
+    now: int
+    claim: str | None = None
+    label: str = "link"
+
+
+@dataclass(frozen=True)
+class DeleteLink:
+    token_hash: str
+    label: str = "delete-link"
+
+
+@dataclass(frozen=True)
+class DeleteExpiredLink:
+    """Delete a link only while it exists and expired before ``cutoff``."""
+
+    token_hash: str
+    cutoff: int
+    label: str = "link"
+
+
+@dataclass(frozen=True)
+class PutTombstone:
+    """What stays of a deleted user until Auth0 has deleted it too: the sync marker, no personal data."""
+
+    user_id: str
+    version: int
+    deleted_at: str
+    sync: frozenset[str]
+    lease: Lease
+    label: str = "tombstone"
+
+
+Op = (
+    UpdateUser
+    | CreateUser
+    | DeleteUser
+    | ClaimEmail
+    | ReleaseEmail
+    | AccountExists
+    | PutAudit
+    | PutLink
+    | UseLink
+    | DeleteLink
+    | DeleteExpiredLink
+    | PutTombstone
+)
+
+# ------------------------------------------------------------------------------------------------ the port
+
+
+class UserStore(Protocol):
+    """Raises ``StoreUnavailable`` when the store cannot be reached and ``ConditionFailed`` from
+    ``transact``; nothing else."""
+
+    # reads (strongly consistent)
+    def get_user(self, user_id: str) -> User | None: ...
+
+    def get_users(self, user_ids: Iterable[str]) -> dict[str, User]: ...
+
+    def user_id_for_email(self, email: str) -> str | None: ...
+
+    def get_link(self, token_hash: str) -> Link | None: ...
+
+    def audit_page(self, user_id: str, limit: int, cursor: str | None) -> Page:
+        """Newest first. Raises ``ValueError`` for a cursor this store did not issue for this user."""
+        ...
+
+    # the one commit
+    def transact(self, ops: Sequence[Op]) -> None: ...
+
+    # link claims (a short lease on a reset link while Auth0 sets the password)
+    def claim_link(self, token_hash: str, claim: str, now: int, until: int) -> bool:
+        """Hold an active, unexpired, unclaimed (or lapsed) link; it is due for the sync at ``until``."""
+        ...
+
+    def release_link_claim(self, token_hash: str, claim: str) -> bool: ...
+
+    # rate counters
+    def incr_counter(self, counter_key: str, ttl: int) -> int: ...
+
+    # sync markers
+    def due_work(self, now: float, limit: int) -> list[DueWork]: ...
+
+    def failed_syncs(self, limit: int) -> list[str]:
+        """Users with fields Auth0 refused for good (for an operator's re-drive)."""
+        ...
+
+    def acquire_lease(
+        self, user_id: str, owner: str, now: float, until: float, *, due_only: bool
+    ) -> tuple[SyncState, User | None] | None: ...
+
+    def settle_sync(
+        self, user_id: str, version: int, owner: str, failed: frozenset[str], *, deleted: bool = False
+    ) -> bool:
+        """Auth0 holds ``version`` (but for ``failed``): end the marker, keep the lease holder's word.
+
+        False when a newer version was committed meanwhile or the lease moved on.
+        """
+        ...
+
+    def defer_sync(
+        self, user_id: str, owner: str, *, due: float, attempts: int, deleted: bool = False
+    ) -> None: ...
+
+    def release_lease(self, user_id: str, owner: str, *, deleted: bool = False) -> None: ...
+
+    def redrive_failed(self, user_id: str, now: float) -> bool:
+        """Move the failed fields back to the pending ones, due now. False when there were none."""
+        ...
+
+    # erasure and expiry
+    def erase_deleted_user(self, user_id: str) -> int: ...
+
+    def expired_links(self, cutoff: int, limit: int, start_key: Any = None) -> ExpiredPage: ...
+
+    def delete_expired_link(self, token_hash: str, cutoff: int) -> bool: ...
+
+    # seeding
+    def put_account(self, account_id: str, name: str) -> None: ...
+
+    def put_user(self, user: User) -> None: ...
