@@ -247,6 +247,8 @@ class Env:
 
     def scan(self) -> list[dict[str, Any]]:
         """Every item of the table (strongly consistent), in key order."""
+        if self.dynamodb is None:
+            raise TypeError("scan() reads DynamoDB: use env.store.snapshot() with the memory store")
         items: list[dict[str, Any]] = []
         for page in self.dynamodb.get_paginator("scan").paginate(TableName=TABLE, ConsistentRead=True):
             items.extend(page["Items"])
@@ -386,6 +388,25 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
             yield e
         finally:
             container_module.reset()
+
+
+@pytest.fixture
+def memory_env() -> Iterator[Env]:
+    """The same wiring as ``env`` over the in-memory store: no moto, no sockets (the unit tier)."""
+    from usermgmt.adapters.memory import MemoryStore
+
+    settings = Settings(table_name=TABLE, public_base_url="https://users.example.com", auth0_domain="tenant.example")
+    idp, mailer, clock, store = FakeIdentityProvider(), RecordingMailer(), FakeClock(), MemoryStore()
+    c = container_module.Container(settings, idp=idp, mailer=mailer, clock=clock, store=store)
+    container_module.override(c)
+    e = Env(container=c, idp=idp, mailer=mailer, clock=clock, dynamodb=None)
+    _ENVS.append(e)
+    e.add_account("acme", "Acme Corp")
+    e.add_account("globex", "Globex Inc")
+    try:
+        yield e
+    finally:
+        container_module.reset()
 
 
 def storefront_event(detail_type: str, detail: Any, event_id: str) -> dict[str, Any]:

@@ -17,7 +17,24 @@ from tests.e2e.conftest import LocalStackInfo, SeedLogin, request, running_stack
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "E2e-Resilient-1"
-NAMES = ["admin", "nina", "rita", "tim", "pam", "eve", "sue", "sal", "dan", "dee", "fred"]
+NAMES = [
+    "admin",
+    "nina",
+    "rita",
+    "tim",
+    "pam",
+    "eve",
+    "sue",
+    "sal",
+    "dan",
+    "dee",
+    "fred",
+    "ola",
+    "kai",
+    "zed",
+]
+# Retries without backoff and an early "stuck" alarm, so a test can outlast the attempts in seconds.
+MAX_ATTEMPTS = 3
 USERS = {n: SeedLogin(n, f"{n}.res@initech.example", PASSWORD, n.title(), "Resilient") for n in NAMES}
 SEED = {
     "accounts": [{"id": "initech", "name": "Initech"}],
@@ -39,7 +56,12 @@ SEED = {
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackInfo]:
-    env = {"AUTH0_TIMEOUT_SECONDS": "1"}
+    env = {
+        "AUTH0_TIMEOUT_SECONDS": "1",
+        "SYNC_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+        "SYNC_BASE_DELAY_SECONDS": "0",
+        "SYNC_MAX_DELAY_SECONDS": "0",
+    }
     with running_stack(tmp_path_factory.mktemp("resilience"), SEED, USERS, env) as info:
         yield info
 
@@ -221,6 +243,67 @@ def test_delete_during_auth0_outage_is_202_then_finished(stack: LocalStackInfo, 
         heal(stack)
     assert response.status == 202, response
     assert stack.api("GET", path_of(user), token=admin).status == 404
+    run_sync(stack)
+    gone = request("GET", f"{stack.auth0_url}/_knobs/users/{quote(user.user_id, safe='')}")
+    assert gone.status == 404
+
+
+# ------------------------------------------------------------------------------ never lost, never given up
+def test_an_edit_outlasting_every_attempt_is_finished_once_auth0_is_back(
+    stack: LocalStackInfo, admin: str
+) -> None:
+    user = USERS["ola"]
+    fault(stack, status=503, count=-1)
+    try:
+        response = stack.api("PATCH", path_of(user), token=admin, json={"firstName": "Olaf"})
+        assert response.status == 200 and response.json()["idpSync"] == "pending"
+        for _ in range(MAX_ATTEMPTS * 2):  # more runs than the attempts after which sync used to give up
+            run_sync(stack)
+        assert stack.api("GET", path_of(user), token=admin).json()["idpSync"] == "pending"  # never "failed"
+    finally:
+        heal(stack)
+    run_sync(stack)
+    assert auth0_user(stack, user)["given_name"] == "Olaf"
+    assert stack.api("GET", path_of(user), token=admin).json()["idpSync"] == "synced"
+
+
+def test_a_rotated_secret_delays_a_suspension_and_never_loses_it(stack: LocalStackInfo, admin: str) -> None:
+    user = USERS["kai"]
+    # the cached Management API token stops working and a new one is refused: a rotated secret
+    fault(stack, status=401, count=-1, path_prefix="/api/v2/")
+    fault(stack, status=401, count=-1, path_prefix="/oauth/token")
+    try:
+        response = stack.api("POST", path_of(user) + "/suspend", token=admin)
+        assert response.status == 200 and response.json()["idpSync"] == "pending"
+        for _ in range(MAX_ATTEMPTS * 2):
+            run_sync(stack)
+        assert stack.api("GET", path_of(user), token=admin).json()["idpSync"] == "pending"
+        assert auth0_user(stack, user)["blocked"] is False
+    finally:
+        heal(stack)  # the operator puts the right secret in place
+    run_sync(stack)
+    assert auth0_user(stack, user)["blocked"] is True
+    assert stack.api("GET", path_of(user), token=admin).json()["idpSync"] == "synced"
+    assert stack.token_response(user.email, PASSWORD).status == 401
+
+
+def test_a_pending_deletion_leaves_no_working_login(stack: LocalStackInfo, admin: str) -> None:
+    user = USERS["zed"]
+    assert stack.token_response(user.email, PASSWORD).status == 200
+    fault(stack, status=503, count=-1, method="DELETE")  # Auth0 refuses deletions for a while
+    try:
+        response = stack.api("DELETE", path_of(user), token=admin)
+        assert response.status == 202 and response.json() == {
+            "id": user.user_id,
+            "status": "deletion_pending",
+        }
+        login = stack.token_response(user.email, PASSWORD)
+        assert login.status == 401 and login.json()["error"] == "unauthorized"  # blocked first
+        for _ in range(MAX_ATTEMPTS * 2):
+            run_sync(stack)
+        assert auth0_user(stack, user)["blocked"] is True
+    finally:
+        heal(stack)
     run_sync(stack)
     gone = request("GET", f"{stack.auth0_url}/_knobs/users/{quote(user.user_id, safe='')}")
     assert gone.status == 404

@@ -11,7 +11,8 @@ It mirrors the Auth0 behaviour the service has to cope with (checked by
 * names longer than Auth0 allows -> ``IdpRejected(400, "invalid_body")``.
 
 Every call is recorded in ``calls`` (passwords are not: see ``passwords``). ``fail_next`` makes the next
-N calls (optionally of one method only) raise a given ``IdpError`` without changing anything.
+N calls (optionally of one method only) raise a given ``IdpError`` without changing anything, or, with
+``after_apply=True``, after applying the change (Auth0 did it, then the answer was lost: a timeout).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class _Failure:
     error: IdpError
     remaining: int  # -1: until cleared
     method: str | None
+    after_apply: bool = False
 
 
 class FakeIdentityProvider:
@@ -84,12 +86,15 @@ class FakeIdentityProvider:
                 self.passwords[user_id] = password
         return user
 
-    def fail_next(self, count: int, error: IdpError, *, method: str | None = None) -> None:
-        """The next ``count`` calls (of ``method`` only, if given; ``-1``: until cleared) raise ``error``."""
+    def fail_next(
+        self, count: int, error: IdpError, *, method: str | None = None, after_apply: bool = False
+    ) -> None:
+        """The next ``count`` calls (of ``method`` only, if given; ``-1``: until cleared) raise ``error``,
+        before changing anything or (``after_apply``) after the change was made."""
         if method is not None and method not in METHODS:
             raise ValueError(f"unknown method {method!r}")
         with self._lock:
-            self._failures.append(_Failure(error=error, remaining=count, method=method))
+            self._failures.append(_Failure(error=error, remaining=count, method=method, after_apply=after_apply))
 
     def clear_failures(self) -> None:
         with self._lock:
@@ -126,6 +131,7 @@ class FakeIdentityProvider:
                     raise IdpEmailTaken()
                 changes["email"] = email
             self.users[user_id] = dataclasses.replace(user, **changes)
+            self._leave("update_user")
 
     def set_password(self, user_id: str, password: str) -> None:
         with self._lock:
@@ -138,12 +144,14 @@ class FakeIdentityProvider:
             self.passwords[user_id] = password
             # Auth0 lifts administrator blocks when the password is set through the Management API.
             self.users[user_id] = dataclasses.replace(user, blocked=False)
+            self._leave("set_password")
 
     def delete_user(self, user_id: str) -> None:
         with self._lock:
             self._enter("delete_user", user_id)
             self.users.pop(user_id, None)
             self.passwords.pop(user_id, None)
+            self._leave("delete_user")
 
     def revoke_sessions(self, user_id: str) -> None:
         with self._lock:
@@ -155,7 +163,15 @@ class FakeIdentityProvider:
 
     def _enter(self, method: str, user_id: str, update: IdpUserUpdate | None = None) -> None:
         self.calls.append(Call(method, user_id, update))
+        self._fail(method, after_apply=False)
+
+    def _leave(self, method: str) -> None:
+        self._fail(method, after_apply=True)
+
+    def _fail(self, method: str, *, after_apply: bool) -> None:
         for failure in self._failures:
+            if failure.after_apply != after_apply:
+                continue
             if failure.method is None or failure.method == method:
                 if failure.remaining > 0:
                     failure.remaining -= 1

@@ -41,7 +41,8 @@ class Settings(BaseModel):
     sync_max_attempts: int = Field(default=8, ge=1)
     sync_base_delay_seconds: float = Field(default=30.0, ge=0)
     sync_max_delay_seconds: float = Field(default=3600.0, ge=0)
-    sync_lease_seconds: int = Field(default=30, ge=1)
+    # long enough for a whole push (up to four Auth0 calls within their timeouts): see SyncEngine._fence
+    sync_lease_seconds: int = Field(default=60, ge=1)
     sync_batch_size: int = Field(default=25, ge=1, le=100)
 
     cleanup_grace_seconds: int = Field(default=86400, ge=0)

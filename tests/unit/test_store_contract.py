@@ -1,0 +1,343 @@
+"""One contract for the store port, run against the in-memory store and the DynamoDB adapter on moto.
+
+Every rule test that runs on ``MemoryStore`` relies on it behaving as ``DynamoStore`` does; this suite is
+what keeps the two the same. A behaviour added to one store is added here, for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import TABLE, create_table
+from usermgmt.errors import ConditionFailed
+from usermgmt.models import Membership, User
+from usermgmt.store import (
+    AccountExists,
+    AuditEntry,
+    ClaimEmail,
+    CreateUser,
+    DeleteExpiredLink,
+    DeleteLink,
+    DeleteUser,
+    DueWork,
+    Lease,
+    Link,
+    PutAudit,
+    PutLink,
+    PutTombstone,
+    ReleaseEmail,
+    UpdateUser,
+    UserStore,
+    UseLink,
+)
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture(params=["memory", "dynamo"])
+def store(request: pytest.FixtureRequest) -> Iterator[UserStore]:
+    if request.param == "memory":
+        from usermgmt.adapters.memory import MemoryStore
+
+        yield MemoryStore()
+        return
+    from moto import mock_aws
+
+    with mock_aws():
+        import boto3
+
+        from usermgmt.adapters.dynamo import DynamoStore
+
+        client = boto3.client("dynamodb", region_name="eu-central-1")
+        create_table(client, TABLE)
+        yield DynamoStore(client, TABLE)
+
+
+def user(n: int = 1, **changes: Any) -> User:
+    base = User(
+        id=f"auth0|u{n}",
+        email=f"u{n}@example.com",
+        first_name="Una",
+        last_name=f"User{n}",
+        memberships=(Membership("acme", ("Buyer",)),),
+        default_account_id="acme",
+        created_at="2026-01-01T00:00:00.000Z",
+        updated_at="2026-01-01T00:00:00.000Z",
+    )
+    return base.evolve(**changes)
+
+
+def link(n: int = 1, *, expires_at: int = int(NOW) + 600, user_id: str = "auth0|u1") -> Link:
+    return Link(
+        token_hash=f"{n:064x}", purpose="reset", user_id=user_id, expires_at=expires_at, created_at=int(NOW)
+    )
+
+
+def audit(
+    user_id: str, seq: int, action: str = "user.updated", at: str = "2026-12-01T00:00:00.000Z"
+) -> AuditEntry:
+    return AuditEntry(
+        user_id=user_id, at=at, actor="auth0|admin", action=action, request_id=f"r{seq}", seq=seq
+    )
+
+
+def bump(store: UserStore, before: User, sync: frozenset[str] = frozenset(), **changes: Any) -> User:
+    after = before.evolve(version=before.version + 1, **changes)
+    store.transact([UpdateUser(before, after, sync)])
+    got = store.get_user(before.id)
+    assert got is not None
+    return got
+
+
+# ------------------------------------------------------------------------------ records and reads
+def test_a_user_reads_back_as_written_with_its_email(store: UserStore) -> None:
+    u = user(pending_email="new@example.com", links={"reset": "ab"}, tokens_valid_after=5)
+    store.put_user(u)
+    assert store.get_user(u.id) == u
+    assert store.get_users([u.id, "auth0|nobody", u.id]) == {u.id: u}
+    assert store.user_id_for_email(u.email) == u.id
+    assert store.get_user("auth0|nobody") is None and store.user_id_for_email("no@example.com") is None
+
+
+def test_update_is_conditional_on_the_version_and_a_failure_applies_nothing(store: UserStore) -> None:
+    store.put_account("acme", "Acme")
+    u = user()
+    store.put_user(u)
+    stale = u.evolve(version=7)
+    with pytest.raises(ConditionFailed) as failed:
+        store.transact([PutAudit(audit(u.id, 2)), UpdateUser(stale, stale.evolve(version=8, first_name="X"))])
+    assert failed.value.label == "user"
+    assert store.get_user(u.id) == u and store.audit_page(u.id, 10, None).items == []  # all or nothing
+    changed = bump(store, u, first_name="Ulla", account_number=None)
+    assert (changed.first_name, changed.version) == ("Ulla", 2)
+
+
+def test_sync_marker_and_lease_are_taken_with_the_change(store: UserStore) -> None:
+    u = user()
+    store.put_user(u)
+    after = u.evolve(version=2, last_name="New", idp_sync="pending")
+    store.transact([UpdateUser(u, after, frozenset({"profile"}), Lease("me", NOW, NOW + 30))])
+    got = store.get_user(u.id)
+    assert got is not None
+    assert (got.sync_fields, got.sync_version, got.lease_until, got.idp_sync) == (
+        {"profile"},
+        2,
+        NOW + 30,
+        "pending",
+    )
+    # while the lease is held, a write that also wants the lease is refused; one that does not is fine
+    with pytest.raises(ConditionFailed):
+        store.transact(
+            [
+                UpdateUser(
+                    got, got.evolve(version=3), frozenset({"blocked"}), Lease("other", NOW + 1, NOW + 31)
+                )
+            ]
+        )
+    later = bump(store, got, frozenset({"blocked"}))
+    assert (later.sync_fields, later.sync_version) == ({"profile", "blocked"}, 3)
+
+
+def test_create_delete_email_account_and_audit_conditions(store: UserStore) -> None:
+    store.put_account("acme", "Acme")
+    u = user()
+    store.transact([CreateUser(u), ClaimEmail(u.email, u.id), AccountExists("acme")])
+    with pytest.raises(ConditionFailed) as failed:
+        store.transact([CreateUser(u)])
+    assert failed.value.label == "user"
+    with pytest.raises(ConditionFailed) as failed:
+        store.transact([ClaimEmail(u.email, "auth0|other")])
+    assert failed.value.label == "email"
+    with pytest.raises(ConditionFailed) as failed:
+        store.transact([AccountExists("nowhere")])
+    assert failed.value.label == "account:nowhere"
+    store.transact([PutAudit(audit(u.id, 2))])
+    with pytest.raises(ConditionFailed) as failed:
+        store.transact([PutAudit(audit(u.id, 2))])  # the same sequence of a user is never written twice
+    assert failed.value.label == "audit"
+    with pytest.raises(ConditionFailed):
+        store.transact([DeleteUser(u.evolve(version=9))])
+    store.transact([DeleteUser(u), ReleaseEmail(u.email, u.id)])
+    assert store.get_user(u.id) is None and store.user_id_for_email(u.email) is None
+
+
+def test_audit_pages_newest_first_and_refuses_foreign_cursors(store: UserStore) -> None:
+    u = user()
+    store.put_user(u)
+    for seq in range(2, 7):
+        store.transact([PutAudit(audit(u.id, seq, at=f"2026-12-01T00:00:0{seq}.000Z"))])
+    first = store.audit_page(u.id, 2, None)
+    assert [i["requestId"] for i in first.items] == ["r6", "r5"] and first.cursor
+    second = store.audit_page(u.id, 2, first.cursor)
+    third = store.audit_page(u.id, 2, second.cursor)
+    assert [i["requestId"] for i in second.items + third.items] == ["r4", "r3", "r2"] and third.cursor is None
+    for bad in ("not-a-cursor", "e30"):
+        with pytest.raises(ValueError):
+            store.audit_page(u.id, 2, bad)
+    store.put_user(user(2))
+    with pytest.raises(ValueError):
+        store.audit_page("auth0|u2", 2, first.cursor)  # a cursor of another user's trail
+
+
+# ------------------------------------------------------------------------------ links
+def test_a_link_is_used_once_and_a_claim_is_exclusive_until_it_lapses(store: UserStore) -> None:
+    store.transact([PutLink(link(), ttl=int(NOW) + 9999)])
+    with pytest.raises(ConditionFailed):
+        store.transact([PutLink(link(), ttl=int(NOW) + 9999)])
+    h = link().token_hash
+    assert store.claim_link(h, "c1", int(NOW), int(NOW) + 60)
+    assert not store.claim_link(h, "c2", int(NOW) + 1, int(NOW) + 61)  # held
+    assert not store.release_link_claim(h, "c2")  # only the holder gives it back
+    with pytest.raises(ConditionFailed):
+        store.transact([UseLink(h, int(NOW), claim="c2")])
+    assert store.claim_link(h, "c2", int(NOW) + 61, int(NOW) + 121)  # lapsed: taken over
+    store.transact([UseLink(h, int(NOW), claim="c2")])
+    used = store.get_link(h)
+    assert used is not None and used.status == "used" and used.claim_owner is None
+    with pytest.raises(ConditionFailed) as failed:
+        store.transact([UseLink(h, int(NOW))])
+    assert failed.value.label == "link"
+    assert not store.claim_link(h, "c3", int(NOW) + 200, int(NOW) + 260)
+
+
+def test_an_expired_link_cannot_be_used_or_claimed(store: UserStore) -> None:
+    store.transact([PutLink(link(expires_at=int(NOW)), ttl=int(NOW) + 9999)])
+    h = link().token_hash
+    assert not store.claim_link(h, "c", int(NOW), int(NOW) + 60)
+    with pytest.raises(ConditionFailed):
+        store.transact([UseLink(h, int(NOW))])
+
+
+def test_a_lapsed_claim_is_due_work_and_a_finished_one_is_not(store: UserStore) -> None:
+    store.transact([PutLink(link(1), ttl=int(NOW) + 9999), PutLink(link(2), ttl=int(NOW) + 9999)])
+    h1, h2 = link(1).token_hash, link(2).token_hash
+    assert store.claim_link(h1, "c1", int(NOW), int(NOW) + 60)
+    assert store.claim_link(h2, "c2", int(NOW), int(NOW) + 60)
+    assert store.due_work(NOW + 30, 10) == []
+    store.transact([UseLink(h2, int(NOW), claim="c2")])
+    assert store.due_work(NOW + 61, 10) == [DueWork("link", h1)]
+    assert store.release_link_claim(h1, "c1")
+    assert store.due_work(NOW + 61, 10) == []
+
+
+def test_expired_links_page_by_expiry_and_delete_only_while_expired(store: UserStore) -> None:
+    store.transact([PutLink(link(n, expires_at=int(NOW) - 100 + n), ttl=int(NOW)) for n in range(1, 6)])
+    store.transact([PutLink(link(9, expires_at=int(NOW) + 100), ttl=int(NOW) + 999)])
+    first = store.expired_links(int(NOW), 3)
+    assert [r.token_hash for r in first.links] == [link(n).token_hash for n in (1, 2, 3)]
+    second = store.expired_links(int(NOW), 3, first.start_key)
+    assert [r.token_hash for r in second.links] == [link(n).token_hash for n in (4, 5)]
+    assert not store.delete_expired_link(link(9).token_hash, int(NOW))
+    assert store.delete_expired_link(link(1).token_hash, int(NOW))
+    assert not store.delete_expired_link(link(1).token_hash, int(NOW))
+    with pytest.raises(ConditionFailed):
+        store.transact([DeleteExpiredLink(link(9).token_hash, int(NOW))])
+    store.transact([DeleteLink(link(9).token_hash)])
+    assert store.get_link(link(9).token_hash) is None
+
+
+# ------------------------------------------------------------------------------ sync markers
+def test_the_sync_lifecycle_pending_deferred_settled(store: UserStore) -> None:
+    u = user()
+    store.put_user(u)
+    pending = bump(store, u, frozenset({"profile", "blocked"}), idp_sync="pending")
+    assert store.due_work(NOW, 10) == [DueWork("user", u.id)]
+    taken = store.acquire_lease(u.id, "o1", NOW, NOW + 30, due_only=True)
+    assert taken is not None
+    state, current = taken
+    assert (state.version, state.fields, state.attempts, state.deleted) == (
+        2,
+        {"profile", "blocked"},
+        0,
+        False,
+    )
+    assert current == store.get_user(u.id)
+    assert store.acquire_lease(u.id, "o2", NOW + 1, NOW + 31, due_only=True) is None  # held
+    store.defer_sync(u.id, "o1", due=NOW + 100, attempts=1)
+    assert (
+        store.due_work(NOW + 50, 10) == []
+        and store.acquire_lease(u.id, "o2", NOW + 50, NOW + 80, due_only=True) is None
+    )
+    state, _ = store.acquire_lease(u.id, "o2", NOW + 100, NOW + 130, due_only=True) or (None, None)
+    assert state is not None and state.attempts == 1
+    # a newer version committed meanwhile: settling the old one is refused
+    newer = bump(store, pending, frozenset({"profile"}))
+    assert not store.settle_sync(u.id, 2, "o2", frozenset())
+    assert store.settle_sync(u.id, newer.version, "o2", frozenset())
+    done = store.get_user(u.id)
+    assert done is not None and (done.idp_sync, done.sync_fields, done.sync_failed) == (
+        "synced",
+        set(),
+        set(),
+    )
+    assert store.due_work(NOW + 1000, 10) == []
+
+
+def test_failed_fields_stay_visible_until_changed_or_redriven(store: UserStore) -> None:
+    u = user()
+    store.put_user(u)
+    v2 = bump(store, u, frozenset({"profile", "email"}))
+    state, _ = store.acquire_lease(u.id, "o", NOW, NOW + 30, due_only=True) or (None, None)
+    assert state is not None
+    assert store.settle_sync(u.id, 2, "o", frozenset({"email"}))
+    failed = store.get_user(u.id)
+    assert failed is not None and (failed.idp_sync, failed.sync_failed, failed.sync_fields) == (
+        "failed",
+        {"email"},
+        set(),
+    )
+    assert store.failed_syncs(10) == [u.id] and store.due_work(NOW, 10) == []
+    # another field changes: pushed, the failed one is not re-queued by it
+    v3 = bump(store, v2.evolve(idp_sync="failed"), frozenset({"profile"}))
+    assert (v3.sync_fields, v3.sync_failed) == ({"profile"}, {"email"})
+    store.acquire_lease(u.id, "o", NOW, NOW + 30, due_only=True)
+    assert store.settle_sync(u.id, 3, "o", frozenset({"email"}))
+    # the operator re-drives it
+    assert store.redrive_failed(u.id, NOW)
+    again = store.get_user(u.id)
+    assert again is not None and (again.sync_fields, again.sync_failed, again.idp_sync) == (
+        {"email"},
+        set(),
+        "pending",
+    )
+    assert store.due_work(NOW, 10) == [DueWork("user", u.id)] and store.failed_syncs(10) == []
+    assert not store.redrive_failed(u.id, NOW)
+    # changing the failed field itself re-queues it too
+    state, _ = store.acquire_lease(u.id, "o", NOW, NOW + 30, due_only=True) or (None, None)
+    assert state is not None and store.settle_sync(u.id, state.version, "o", frozenset({"email"}))
+    current = store.get_user(u.id)
+    assert current is not None
+    requeued = bump(store, current, frozenset({"email"}))
+    assert (requeued.sync_fields, requeued.sync_failed) == ({"email"}, set())
+
+
+def test_a_tombstone_carries_the_deletion_until_settled_and_erasure_keeps_its_audit(store: UserStore) -> None:
+    u = user()
+    store.put_user(u)
+    store.transact([PutAudit(audit(u.id, 2))])
+    lease = Lease("d", NOW, NOW + 30)
+    store.transact(
+        [
+            DeleteUser(u),
+            ReleaseEmail(u.email, u.id),
+            PutTombstone(u.id, 2, "2026-12-01T00:00:00.000Z", frozenset({"delete"}), lease),
+            PutAudit(audit(u.id, 3, "user.deleted"), keep=True),
+        ]
+    )
+    assert store.erase_deleted_user(u.id) == 1
+    assert [i["action"] for i in store.audit_page(u.id, 10, None).items] == ["user.deleted"]
+    assert store.due_work(NOW + 31, 10) == [DueWork("user", u.id)]
+    assert store.acquire_lease(u.id, "s", NOW + 1, NOW + 31, due_only=True) is None  # the deleter holds it
+    state, current = store.acquire_lease(u.id, "s", NOW + 31, NOW + 61, due_only=True) or (None, None)
+    assert state is not None and state.deleted and current is None and state.fields == {"delete"}
+    assert store.settle_sync(u.id, 2, "s", frozenset(), deleted=True)
+    assert store.due_work(NOW + 100, 10) == [] and store.failed_syncs(10) == []
+    assert [i["action"] for i in store.audit_page(u.id, 10, None).items] == ["user.deleted"]
+
+
+def test_counters_count(store: UserStore) -> None:
+    assert [store.incr_counter("k", int(NOW) + 60) for _ in range(3)] == [1, 2, 3]
+    assert store.incr_counter("other", int(NOW) + 60) == 1
