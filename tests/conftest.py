@@ -395,7 +395,9 @@ def memory_env() -> Iterator[Env]:
     """The same wiring as ``env`` over the in-memory store: no moto, no sockets (the unit tier)."""
     from usermgmt.adapters.memory import MemoryStore
 
-    settings = Settings(table_name=TABLE, public_base_url="https://users.example.com", auth0_domain="tenant.example")
+    settings = Settings(
+        table_name=TABLE, public_base_url="https://users.example.com", auth0_domain="tenant.example"
+    )
     idp, mailer, clock, store = FakeIdentityProvider(), RecordingMailer(), FakeClock(), MemoryStore()
     c = container_module.Container(settings, idp=idp, mailer=mailer, clock=clock, store=store)
     container_module.override(c)

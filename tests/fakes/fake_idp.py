@@ -94,7 +94,9 @@ class FakeIdentityProvider:
         if method is not None and method not in METHODS:
             raise ValueError(f"unknown method {method!r}")
         with self._lock:
-            self._failures.append(_Failure(error=error, remaining=count, method=method, after_apply=after_apply))
+            self._failures.append(
+                _Failure(error=error, remaining=count, method=method, after_apply=after_apply)
+            )
 
     def clear_failures(self) -> None:
         with self._lock:

@@ -30,8 +30,8 @@ from usermgmt.store import (
     PutTombstone,
     ReleaseEmail,
     UpdateUser,
-    UserStore,
     UseLink,
+    UserStore,
 )
 
 NOW = 1_800_000_000.0
