@@ -8,6 +8,8 @@ and ``Referrer-Policy: no-referrer``. Request bodies are validated by the packag
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import traceback
 from typing import Any
@@ -25,11 +27,12 @@ from usermgmt.errors import (
     PayloadTooLarge,
     RouteNotFound,
     UnsupportedMediaType,
+    UserNotFound,
     ValidationFailed,
 )
 from usermgmt.errors import FieldProblem as FieldProblem
 from usermgmt.observability import count, logger
-from usermgmt.settings import MAX_BODY_BYTES
+from usermgmt.settings import MAX_BODY_BYTES, MAX_USER_ID_BYTES
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
@@ -130,20 +133,48 @@ def request_ctx(app: APIGatewayHttpResolver) -> RequestCtx:
 
 
 def path_user_id(raw: str) -> str:
-    """Path ids arrive percent-encoded (``auth0%7C...``) or already decoded; accept both."""
-    return unquote(raw) if "%" in raw else raw
+    """Path ids arrive percent-encoded (``auth0%7C...``) or already decoded; accept both.
+
+    An id longer than any user id can be (``MAX_USER_ID_BYTES`` of UTF-8) names no user: 404 here,
+    before the table is asked (DynamoDB refuses keys over 2048 bytes, which would read as an outage).
+    """
+    user_id = unquote(raw) if "%" in raw else raw
+    if len(user_id.encode("utf-8", errors="surrogatepass")) > MAX_USER_ID_BYTES:
+        raise UserNotFound()
+    return user_id
+
+
+def body_bytes(app: APIGatewayHttpResolver) -> bytes:
+    """The request body as sent: API Gateway base64-encodes bodies it does not take for text."""
+    event = app.current_event
+    body = event.body or ""
+    if not event.is_base64_encoded:
+        return body.encode("utf-8", errors="surrogatepass")
+    try:
+        return base64.b64decode(body, validate=False)
+    except (binascii.Error, ValueError):
+        return body.encode()
+
+
+def body_text(raw: bytes, *, not_utf8: ApiError) -> str:
+    """``raw`` as UTF-8 text; ``not_utf8`` when it is not (JSON and forms are UTF-8)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise not_utf8 from None
 
 
 def json_body(app: APIGatewayHttpResolver) -> Any:
     event = app.current_event
-    raw = event.decoded_body or ""
-    if len(raw.encode()) > MAX_BODY_BYTES:
+    raw = body_bytes(app)
+    if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"The body must be at most {MAX_BODY_BYTES} bytes")
     content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type != JSON and not content_type.endswith("+json"):
         raise UnsupportedMediaType()
+    text = body_text(raw, not_utf8=InvalidJson("The body must be JSON in UTF-8"))
     try:
-        return json.loads(raw) if raw else None
+        return json.loads(text) if text else None
     except ValueError:
         raise InvalidJson() from None
 

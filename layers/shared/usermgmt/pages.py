@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
-from usermgmt.api import BASE_HEADERS, JSON, json_response, problem_response
+from usermgmt.api import BASE_HEADERS, JSON, body_bytes, body_text, json_response, problem_response
 from usermgmt.errors import ApiError, InvalidJson, LinkGone, PayloadTooLarge, UnsupportedMediaType
 from usermgmt.settings import MAX_BODY_BYTES
 
@@ -105,17 +105,19 @@ def json_answer(status: int, body: Any) -> Response[str]:
 def form_or_json(app: APIGatewayHttpResolver) -> dict[str, str]:
     """A link POST's fields, from a form submission or a JSON body (empty body: no fields)."""
     event = app.current_event
-    raw = event.decoded_body or ""
-    if len(raw.encode()) > MAX_BODY_BYTES:
+    raw = body_bytes(app)
+    if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge()
     if not raw:
         return {}
     content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type == FORM:
-        return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+        text = body_text(raw, not_utf8=UnsupportedMediaType("A form must be sent in UTF-8"))
+        return {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
     if content_type == JSON or content_type.endswith("+json"):
+        text = body_text(raw, not_utf8=InvalidJson("The body must be JSON in UTF-8"))
         try:
-            data = json.loads(raw)
+            data = json.loads(text)
         except ValueError:
             raise InvalidJson() from None
         if not isinstance(data, dict):
