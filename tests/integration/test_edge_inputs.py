@@ -140,3 +140,41 @@ def test_an_over_long_user_id_is_not_found(
     assert r.status == 404, r
     assert r.json()["code"] == "user_not_found"
     assert "retry-after" not in r.headers
+
+
+@pytest.mark.parametrize(
+    ("function", "method", "route", "status", "code"),
+    [
+        ("update-user", "GET", "/users/{userId}", 404, "user_not_found"),
+        ("update-user", "PATCH", "/users/{userId}", 404, "user_not_found"),
+        ("suspend-user", "POST", "/users/{userId}/suspend", 404, "user_not_found"),
+        ("delete-user", "DELETE", "/users/{userId}", 404, "user_not_found"),
+        ("reset-password", "GET", "/password-reset/{token}", 410, "link_invalid"),
+        ("reset-password", "POST", "/password-reset/{token}", 410, "link_invalid"),
+        ("reset-password", "POST", "/password-reset/{token}/renew", 202, None),
+        ("verify-email", "POST", "/email-verification/{token}/renew", 202, None),
+        ("verify-email", "POST", "/email-verification/{token}", 410, "link_invalid"),
+        ("verify-email", "GET", "/email-change/{token}/cancel", 410, "link_invalid"),
+    ],
+)
+def test_path_parameters_the_router_refuses_name_nothing(
+    env: Env, people: dict[str, User], function: str, method: str, route: str, status: int, code: str | None
+) -> None:
+    """API Gateway routes any characters to the function; its router matches word characters and URI
+    punctuation only. Such an id or token names no user or link (not a generic ``not_found``); renew
+    answers its generic 202 whatever the token."""
+    odd = "odd\x0bid\x81"
+    path = route.replace("{userId}", odd).replace("{token}", odd)
+    event = http_event(method, path, body={} if method == "PATCH" else None)
+    event["routeKey"] = f"{method} {route}"  # what API Gateway matched
+    claims = event["requestContext"]["authorizer"]["jwt"]["claims"]
+    claims["sub"] = people["admin"].id
+    claims["iat"] = str(int(env.clock.now()))
+    r = Response(env.handler(function).lambda_handler(event, LambdaContext(function)))
+    assert r.status == status, r
+    assert r.headers["cache-control"] == "no-store"
+    if code is None:
+        assert r.json() == {"status": "accepted"}
+        return
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == code

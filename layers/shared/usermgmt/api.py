@@ -32,6 +32,7 @@ from usermgmt.errors import (
 )
 from usermgmt.errors import FieldProblem as FieldProblem
 from usermgmt.observability import count, logger
+from usermgmt.service.linkcheck import INVALID, gone
 from usermgmt.settings import MAX_BODY_BYTES, MAX_USER_ID_BYTES
 
 JSON = "application/json"
@@ -100,9 +101,24 @@ def make_resolver() -> APIGatewayHttpResolver:
     @app.not_found
     def _not_found(_: Exception) -> Response[str]:
         count("ClientError")
-        return problem_response(RouteNotFound())
+        return unmatched(app, app.current_event.route_key or "")
 
     return app
+
+
+def unmatched(app: APIGatewayHttpResolver, route_key: str) -> Response[str]:
+    """API Gateway routed the request to this function, but its router refused the path: a path
+    parameter holds characters no user id or link token has (Powertools matches word characters and
+    URI punctuation only). Answer as for an id or a token that names nothing."""
+    from usermgmt import pages  # pages builds on this module
+
+    if "{userId}" in route_key:
+        return problem_response(UserNotFound())
+    if "{token}" in route_key and route_key.endswith("/renew"):
+        return pages.json_answer(202, {"status": "accepted"})  # renew: the same answer for any token
+    if "{token}" in route_key:
+        return pages.gone(app, gone(INVALID))
+    return problem_response(RouteNotFound())
 
 
 # ------------------------------------------------------------------------------------------------
