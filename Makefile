@@ -11,6 +11,8 @@
 #   make validate    sam validate --lint
 #   make build       sam build (arm64 layer, compiled functions), then make check-build
 #   make bench       python -m bench; extra arguments: make bench BENCH_ARGS=...
+#   make openapi     regenerate docs/openapi.json from template.yaml and the models (commit it)
+#   make conformance schemathesis from docs/openapi.json against a fresh local stack, once per caller
 #   make clean       build output and caches (make distclean also removes .venv and .tools)
 
 SHELL := bash
@@ -47,10 +49,11 @@ has_py = $(if $(shell find $(1) -name '*.py' -not -path '*/__pycache__/*' -print
 LINT_PATHS = $(foreach d,layers functions local tests bench scripts,$(call has_py,$(d)))
 TYPECHECK_PATHS = $(foreach d,layers/shared/usermgmt functions local scripts,$(call has_py,$(d)))
 
-.PHONY: help venv tools run test browser-deps lint fmt typecheck validate build check-build bench clean distclean
+.PHONY: help venv tools run test browser-deps lint fmt typecheck validate build check-build bench openapi \
+	conformance clean distclean
 
 help:
-	@sed -n '4,15p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
+	@sed -n '4,17p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
 
 # ---------------------------------------------------------------------------------------- venv
 # Python 3.13: PYTHON313=... if given, else python3.13 on PATH, else the newest pyenv 3.13.x.
@@ -133,6 +136,15 @@ typecheck: venv
 
 bench: venv
 	PYTHONPATH=$(APP_PYTHONPATH) $(PY) -m bench $(BENCH_ARGS)
+
+# --------------------------------------------------------------------------------- the API described
+# docs/openapi.json is generated (local/openapi.py); tests/unit/test_openapi.py fails when it is stale.
+openapi: venv
+	PYTHONPATH=$(APP_PYTHONPATH) $(PY) -m local.openapi
+
+# Schemathesis against a fresh local stack per caller (local/conformance.py); bounded to a few minutes.
+conformance: venv
+	PYTHONPATH=$(APP_PYTHONPATH) $(PY) -m local.conformance $(CONFORMANCE_ARGS)
 
 # ------------------------------------------------------------------------------------- deploy
 validate: tools

@@ -252,6 +252,7 @@ def banner(config: Config, seeded: list[SeededUser]) -> str:
         "usermgmt local stack is up",
         f"  API (gateway)      {config.api_url}    health: {config.api_url}/_local/health",
         f"  outbox             {config.api_url}/_local/outbox",
+        f"  API reference      {config.api_url}/_local/docs    (OpenAPI: /_local/openapi.json)",
         f"  local Auth0        {config.auth0_url}    issuer: {config.issuer}",
         f"  local AWS (moto)   {config.aws_url}",
         f"  audience           {config.audience}",

@@ -19,7 +19,8 @@ What it does, as API Gateway HTTP APIs and Lambda do it:
   back afterwards. When that environment changes between invocations ``usermgmt.container.reset()``
   drops the cached service.
 * Local extras: ``/_local/health``, ``/_local/outbox`` (emails moto's SES received), ``/_local/events``
-  (EventBridge rules of the template), ``/_local/dlq`` and ``/_local/schedules/{FunctionLogicalId}``.
+  (EventBridge rules of the template), ``/_local/dlq``, ``/_local/schedules/{FunctionLogicalId}``, and
+  ``/_local/openapi.json`` / ``/_local/docs`` (``local/apidocs.py``).
 
 JWKS: the constructor takes ``jwks`` either as a URL (fetched over HTTP with a 1.5 s timeout, cached,
 fetched again when a token names an unknown ``kid``, at most every 5 s) or as a callable returning the
@@ -59,6 +60,7 @@ import jwt
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
+from local import apidocs
 from local.serving import ServerHandle, serve_wsgi
 from local.template import DEFAULT_ROUTE, EventRule, Function, HttpRoute, JwtAuthorizer, Stack
 
@@ -865,6 +867,9 @@ class Gateway:
     # -------------------------------------------------------------------------------- /_local
     def _local(self, request: Request) -> Response:
         path, method = request.path, request.method
+        api_docs = apidocs.respond(request)  # /_local/openapi.json, /_local/docs (local/apidocs.py)
+        if api_docs is not None:
+            return api_docs
         if path == "/_local/health" and method == "GET":
             if self.ready:
                 return _json_response({"status": "ok"})

@@ -15,6 +15,7 @@ downloads a browser here; it launches that binary (``executable_path``) with a f
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -27,6 +28,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Response, sync_playwright
 
 from tests.e2e.conftest import (
+    ROOT,
     LocalStackInfo,
     SeedLogin,
     running_stack,
@@ -341,3 +343,29 @@ def test_an_expired_reset_link_offers_a_new_one(
     assert response.status == 200, shown(page, response)
     assert heading(page) == "Choose a new password", shown(page, response)
     assert page.get_by_label("New password again").is_visible()
+
+
+def test_the_api_reference_renders_offline(link_stack: LocalStackInfo, page: Page, tmp_path: Path) -> None:
+    """/_local/docs shows every operation of the document, with nothing fetched from another host."""
+    elsewhere: list[str] = []
+
+    def only_the_stack(route: Any) -> None:
+        url = route.request.url
+        if url.startswith(link_stack.api_url + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(url)
+            route.abort()
+
+    page.route("**/*", only_the_stack)
+    response = page.goto(f"{link_stack.api_url}/_local/docs")
+    assert response is not None and response.status == 200
+    page.wait_for_selector(".opblock-summary-path", timeout=PAGE_TIMEOUT_MS)
+    document = json.loads((ROOT / "docs" / "openapi.json").read_text(encoding="utf-8"))
+    operations = sum(len(item) for item in document["paths"].values())
+    shown_paths = page.locator(".opblock-summary-path").all_inner_texts()
+    page.screenshot(path=str(tmp_path / "api-reference.png"), full_page=True)
+    assert len(shown_paths) == operations, shown_paths
+    assert {p.replace("\u200b", "") for p in shown_paths} == set(document["paths"])
+    assert "usermgmt: user lifecycle API" in page.locator(".info .title").inner_text()
+    assert elsewhere == []

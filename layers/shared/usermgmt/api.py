@@ -27,10 +27,12 @@ from usermgmt.errors import (
     RouteNotFound,
     StoreUnavailable,
     UnsupportedMediaType,
+    UserNotFound,
     ValidationFailed,
 )
 from usermgmt.observability import count, logger
-from usermgmt.settings import MAX_BODY_BYTES
+from usermgmt.service.linkcheck import INVALID, gone
+from usermgmt.settings import MAX_BODY_BYTES, MAX_USER_ID_BYTES
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
@@ -98,9 +100,24 @@ def make_resolver() -> APIGatewayHttpResolver:
     @app.not_found
     def _not_found(_: Exception) -> Response[str]:
         count("ClientError")
-        return problem_response(RouteNotFound())
+        return unmatched(app, app.current_event.route_key or "")
 
     return app
+
+
+def unmatched(app: APIGatewayHttpResolver, route_key: str) -> Response[str]:
+    """API Gateway routed the request to this function, but its router refused the path: a path
+    parameter holds characters no user id or link token has (Powertools matches word characters and
+    URI punctuation only). Answer as for an id or a token that names nothing."""
+    from usermgmt import pages  # pages builds on this module
+
+    if "{userId}" in route_key:
+        return problem_response(UserNotFound())
+    if "{token}" in route_key and route_key.endswith("/renew"):
+        return pages.json_answer(202, {"status": "accepted"})  # renew: the same answer for any token
+    if "{token}" in route_key:
+        return pages.gone(app, gone(INVALID))
+    return problem_response(RouteNotFound())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,8 +148,15 @@ def request_ctx(app: APIGatewayHttpResolver) -> RequestCtx:
 
 
 def path_user_id(raw: str) -> str:
-    """Path ids arrive percent-encoded (``auth0%7C...``) or already decoded; accept both."""
-    return unquote(raw) if "%" in raw else raw
+    """Path ids arrive percent-encoded (``auth0%7C...``) or already decoded; accept both.
+
+    An id longer than any user id can be (``MAX_USER_ID_BYTES`` of UTF-8) names no user: 404 here,
+    before the table is asked (DynamoDB refuses keys over 2048 bytes, which would read as an outage).
+    """
+    user_id = unquote(raw) if "%" in raw else raw
+    if len(user_id.encode("utf-8", errors="surrogatepass")) > MAX_USER_ID_BYTES:
+        raise UserNotFound()
+    return user_id
 
 
 def media_type(app: APIGatewayHttpResolver) -> str:
@@ -144,37 +168,42 @@ def is_json(media: str) -> bool:
     return media == JSON or (media.startswith("application/") and media.endswith("+json"))
 
 
-def body_text(app: APIGatewayHttpResolver) -> str:
-    """The request body as text: 413 beyond ``MAX_BODY_BYTES``, 400 when it is not UTF-8.
+def body_bytes(app: APIGatewayHttpResolver) -> bytes:
+    """The request body as sent (413 beyond ``MAX_BODY_BYTES``).
 
-    API Gateway base64-encodes bodies of non-text media types; they are decoded here, never by
+    API Gateway base64-encodes bodies it does not take for text; they are decoded here, never by
     Powertools' ``decoded_body`` (which raises on bytes that are not UTF-8).
     """
     event = app.current_event
     body = event.body or ""
-    if event.is_base64_encoded:
-        try:
-            data = base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidJson("The body is not valid base64") from None
+    if not event.is_base64_encoded:
+        raw = body.encode("utf-8", errors="surrogatepass")
     else:
-        data = body.encode("utf-8", "surrogatepass")
-    if len(data) > MAX_BODY_BYTES:
+        try:
+            raw = base64.b64decode(body, validate=False)
+        except (binascii.Error, ValueError):
+            raw = body.encode()
+    if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"The body must be at most {MAX_BODY_BYTES} bytes")
+    return raw
+
+
+def body_text(raw: bytes, *, not_utf8: ApiError) -> str:
+    """``raw`` as UTF-8 text; ``not_utf8`` when it is not (JSON and forms are UTF-8)."""
     try:
-        return data.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidJson("The body is not UTF-8 text") from None
+        raise not_utf8 from None
 
 
 def json_body(app: APIGatewayHttpResolver) -> Any:
     """The parsed JSON body (None when empty): 413, 415 for another media type, 400 for bad JSON."""
+    raw = body_bytes(app)
     if not is_json(media_type(app)):
-        body_text(app)  # a body over the limit is 413 whatever its type
         raise UnsupportedMediaType()
-    raw = body_text(app)
+    text = body_text(raw, not_utf8=InvalidJson("The body must be JSON in UTF-8"))
     try:
-        return json.loads(raw) if raw else None
+        return json.loads(text) if text else None
     except ValueError:
         raise InvalidJson() from None
 

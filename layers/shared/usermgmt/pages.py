@@ -13,7 +13,15 @@ from urllib.parse import parse_qs
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
-from usermgmt.api import BASE_HEADERS, body_text, is_json, json_response, media_type, problem_response
+from usermgmt.api import (
+    BASE_HEADERS,
+    body_bytes,
+    body_text,
+    is_json,
+    json_response,
+    media_type,
+    problem_response,
+)
 from usermgmt.errors import ApiError, InvalidJson, LinkGone, UnsupportedMediaType
 
 FORM = "application/x-www-form-urlencoded"
@@ -103,15 +111,17 @@ def json_answer(status: int, body: Any) -> Response[str]:
 
 def form_or_json(app: APIGatewayHttpResolver) -> dict[str, str]:
     """A link POST's fields, from a form submission or a JSON body (empty body: no fields)."""
-    raw = body_text(app)
+    raw = body_bytes(app)
     if not raw:
         return {}
     content_type = media_type(app)
     if content_type == FORM:
-        return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+        text = body_text(raw, not_utf8=UnsupportedMediaType("A form must be sent in UTF-8"))
+        return {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
     if is_json(content_type):
+        text = body_text(raw, not_utf8=InvalidJson("The body must be JSON in UTF-8"))
         try:
-            data = json.loads(raw)
+            data = json.loads(text)
         except ValueError:
             raise InvalidJson() from None
         if not isinstance(data, dict):

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_BODY_BYTES = 16 * 1024
+# Longer than any Auth0 user id ("provider|id"), well under DynamoDB's 2048-byte key limit.
+MAX_USER_ID_BYTES = 512
 
 
 class Settings(BaseModel):

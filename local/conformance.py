@@ -1,0 +1,371 @@
+"""``make conformance``: schemathesis, from docs/openapi.json, against the local stack, once per caller.
+
+For each kind of caller (no token, a plain user, a delegated administrator, a platform administrator)
+this starts a fresh local stack exactly as ``make run`` does (``python -m local`` on free ports, with
+this module's own seed), logs the caller in at the local Auth0 and runs ``schemathesis run`` with every
+phase (examples, coverage, fuzzing, stateful) and the checks below. A fresh stack per caller means
+what one run suspends or deletes is back for the next one, and every run starts with a working token;
+the platform administrator cannot suspend or delete themselves (403), so their token lives through
+their own run.
+
+The document is used as committed, plus one addition in a temporary copy: generation of the ``userId``
+path parameter is steered towards this seed's users (``document_with_seeded_ids``), so the phases reach
+users that exist and the stateful phase walks their lifecycles through the document's links.
+
+Bounded and repeatable: a fixed seed, deterministic generation, at most ``--max-examples`` cases per
+operation and phase. Exit status 1 when any run reports a failure; the reports (JUnit XML and
+schemathesis' own output) go to ``--report-dir``.
+
+Machine callers (client-credentials tokens) do not exist in this product yet: their run is added with
+them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENT = ROOT / "docs" / "openapi.json"
+AUDIENCE = "https://api.conformance.local"
+LOGIN_CLIENT_ID = "conformance-login-client"
+STARTUP_TIMEOUT = 60.0
+
+# What must hold for every response (SPEC section 19): no 5xx, status codes, content types, headers and
+# bodies as documented, no route that answers without its authentication, a deleted user stays gone.
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_headers_conformance",
+    "response_schema_conformance",
+    "ignored_auth",
+    "use_after_free",
+)
+PHASES = "examples,coverage,fuzzing,stateful"
+
+
+@dataclass(frozen=True)
+class Person:
+    email: str
+    password: str
+    first_name: str
+    last_name: str
+    profile: str = "customer"
+    memberships: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    status: str = "ACTIVE"
+
+    @property
+    def user_id(self) -> str:
+        # local/seed.py's deterministic ids
+        return "auth0|" + hashlib.sha256(self.email.lower().encode()).hexdigest()[:24]
+
+    def seed_entry(self) -> dict[str, Any]:
+        memberships = [{"accountId": a, "roles": list(r)} for a, r in self.memberships]
+        return {
+            "email": self.email,
+            "password": self.password,
+            "firstName": self.first_name,
+            "lastName": self.last_name,
+            "profile": self.profile,
+            "memberships": memberships,
+            "defaultAccountId": memberships[0]["accountId"] if memberships else None,
+            "status": self.status,
+        }
+
+
+PEOPLE = {
+    "admin": Person(
+        "pia.platform@conformance.example", "Conf-Admin-Pass1", "Pia", "Platform", "administrator"
+    ),
+    "admin2": Person("oli.other@conformance.example", "Conf-Admin-Pass2", "Oli", "Other", "administrator"),
+    "delegate": Person(
+        "dan.delegate@initech.example",
+        "Conf-Delegate-1",
+        "Dan",
+        "Delegate",
+        memberships=(("initech", ("Administrator", "Buyer")),),
+    ),
+    "user": Person(
+        "uma.user@initech.example", "Conf-User-Pass1", "Uma", "User", memberships=(("initech", ("Buyer",)),)
+    ),
+    "target": Person(
+        "tom.target@initech.example",
+        "Conf-Target-1",
+        "Tom",
+        "Target",
+        memberships=(("initech", ("Buyer", "Approver")), ("umbrella", ("Buyer",))),
+    ),
+    "outsider": Person(
+        "oz.outsider@umbrella.example",
+        "Conf-Outsider-1",
+        "Oz",
+        "Outsider",
+        memberships=(("umbrella", ("Buyer",)),),
+    ),
+    "suspended": Person(
+        "sue.suspended@initech.example",
+        "Conf-Suspended-1",
+        "Sue",
+        "Suspended",
+        memberships=(("initech", ("Buyer",)),),
+        status="SUSPENDED",
+    ),
+}
+SEED = {
+    "accounts": [{"id": "initech", "name": "Initech"}, {"id": "umbrella", "name": "Umbrella"}],
+    "users": [p.seed_entry() for p in PEOPLE.values()],
+}
+# The callers, each run on a fresh stack; None logs nobody in.
+CALLERS: dict[str, str | None] = {
+    "no-token": None,
+    "user": "user",
+    "delegated-admin": "delegate",
+    "platform-admin": "admin",
+}
+
+
+# --------------------------------------------------------------------------------------------- the stack
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _post_json(url: str, body: Mapping[str, Any]) -> tuple[int, Any]:
+    request = urllib.request.Request(  # noqa: S310 - loopback only
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read().decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class Stack:
+    api_url: str
+    auth0_url: str
+
+    def login(self, person: Person) -> str:
+        status, body = _post_json(
+            f"{self.auth0_url}/oauth/token",
+            {
+                "grant_type": "password",
+                "username": person.email,
+                "password": person.password,
+                "audience": AUDIENCE,
+                "client_id": LOGIN_CLIENT_ID,
+                "scope": "openid",
+            },
+        )
+        if status != 200:
+            raise RuntimeError(f"login of {person.email} failed: {status} {body}")
+        return str(body["access_token"])
+
+
+@contextmanager
+def local_stack(workdir: Path) -> Iterator[Stack]:
+    """``python -m local`` with this module's seed on free ports; stopped with SIGTERM afterwards."""
+    seed_file = workdir / "seed.json"
+    seed_file.write_text(json.dumps(SEED, indent=2), encoding="utf-8")
+    api_port, auth0_port, aws_port = _free_ports(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join(["layers/shared", "."]),
+            "PYTHONUNBUFFERED": "1",
+            "LOCAL_API_PORT": str(api_port),
+            "LOCAL_AUTH0_PORT": str(auth0_port),
+            "LOCAL_AWS_PORT": str(aws_port),
+            "API_AUDIENCE": AUDIENCE,
+            "LOCAL_AUTH0_CLIENT_ID": LOGIN_CLIENT_ID,
+            "SEED_FILE": str(seed_file),
+            "LOCAL_LOG_LEVEL": os.environ.get("CONFORMANCE_STACK_LOG_LEVEL", "WARNING"),
+            # Reach the logic behind the per-address and per-IP reset limits (429 has its own tests).
+            "RESET_LIMIT_PER_ADDRESS": "10000",
+            "RESET_LIMIT_PER_IP": "10000",
+        }
+    )
+    log = (workdir / "stack.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    stack = Stack(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{auth0_port}")
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the local stack exited with {process.returncode}; see {workdir}/stack.log"
+                )
+            try:
+                with urllib.request.urlopen(f"{stack.api_url}/_local/health", timeout=2) as response:  # noqa: S310
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the local stack was not healthy in {STARTUP_TIMEOUT:.0f}s")
+            time.sleep(0.2)
+        yield stack
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        log.close()
+
+
+# ---------------------------------------------------------------------------------------- schemathesis
+def document_with_seeded_ids(source: Path, target: Path) -> None:
+    """The committed document, with generation of ``userId`` steered towards this seed's users.
+
+    The ids become ``examples`` of the parameter, and its schema ``anyOf`` [the document's schema, those
+    ids]: the same set of valid values (every seeded id already fits the document's schema), but about
+    half of the generated ids name real users, so fuzzing and the stateful phase reach real users and
+    follow the document's links (suspend -> GET, DELETE -> GET answering 404, ...).
+    """
+    document = json.loads(source.read_text(encoding="utf-8"))
+    parameter = document["components"]["parameters"]["userId"]
+    ids = [person.user_id for person in PEOPLE.values()]
+    parameter.pop("example", None)
+    parameter["examples"] = {
+        key: {"summary": f"seeded: {key}", "value": p.user_id} for key, p in PEOPLE.items()
+    }
+    parameter["schema"] = {"anyOf": [parameter["schema"], {"type": "string", "enum": ids}]}
+    target.write_text(json.dumps(document, indent=2), encoding="utf-8")
+
+
+def schemathesis_command(
+    document: Path, api_url: str, token: str | None, *, max_examples: int, seed: int, report_dir: Path
+) -> list[str]:
+    command = [
+        str(Path(sys.executable).with_name("schemathesis")),
+        "run",
+        str(document),
+        "--url",
+        api_url,
+        "--phases",
+        PHASES,
+        "--checks",
+        ",".join(CHECKS),
+        "--max-examples",
+        str(max_examples),
+        "--seed",
+        str(seed),
+        "--generation-deterministic",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "20",
+        "--suppress-health-check",
+        "all",
+        "--no-color",
+        "--report",
+        "junit",
+        "--report-junit-path",
+        str(report_dir / "junit.xml"),
+    ]
+    if token is not None:
+        command += ["--header", f"Authorization: Bearer {token}"]
+    return command
+
+
+def run_caller(
+    name: str, who: str | None, *, max_examples: int, seed: int, report_root: Path, document: Path
+) -> int:
+    report_dir = report_root / name
+    shutil.rmtree(report_dir, ignore_errors=True)
+    report_dir.mkdir(parents=True)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"conformance-{name}-") as tmp:
+        workdir = Path(tmp)
+        with local_stack(workdir) as stack:
+            token = stack.login(PEOPLE[who]) if who else None
+            command = schemathesis_command(
+                document, stack.api_url, token, max_examples=max_examples, seed=seed, report_dir=report_dir
+            )
+            print(f"==== {name}: schemathesis against {stack.api_url}", flush=True)
+            output = report_dir / "schemathesis.txt"
+            with output.open("wb") as sink:
+                process = subprocess.Popen(
+                    command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                )
+                for line in process.stdout or ():
+                    sink.write(line)
+                    sys.stdout.buffer.write(line)
+                    sys.stdout.flush()
+                code = process.wait()
+        shutil.copy(workdir / "stack.log", report_dir / "stack.log")
+    print(f"==== {name}: exit {code} in {time.monotonic() - started:.0f}s", flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.conformance", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--callers", default=",".join(CALLERS), help=f"comma-separated, of: {', '.join(CALLERS)}"
+    )
+    parser.add_argument(
+        "--max-examples", type=int, default=int(os.environ.get("CONFORMANCE_MAX_EXAMPLES", "30"))
+    )
+    parser.add_argument("--seed", type=int, default=int(os.environ.get("CONFORMANCE_SEED", "20261202")))
+    parser.add_argument("--report-dir", type=Path, default=ROOT / ".conformance")
+    args = parser.parse_args(argv)
+    callers = [c.strip() for c in args.callers.split(",") if c.strip()]
+    unknown = [c for c in callers if c not in CALLERS]
+    if unknown:
+        parser.error(f"unknown callers: {', '.join(unknown)}")
+    args.report_dir.mkdir(parents=True, exist_ok=True)
+    document = args.report_dir / "openapi.seeded.json"
+    document_with_seeded_ids(DOCUMENT, document)
+    started = time.monotonic()
+    results = {
+        name: run_caller(
+            name,
+            CALLERS[name],
+            max_examples=args.max_examples,
+            seed=args.seed,
+            report_root=args.report_dir,
+            document=document,
+        )
+        for name in callers
+    }
+    print(
+        f"\n==== conformance ({time.monotonic() - started:.0f}s, seed {args.seed}, max {args.max_examples})"
+    )
+    for name, code in results.items():
+        print(f"  {name:<16} {'passed' if code == 0 else f'FAILED (exit {code})'}")
+    print(f"  reports: {args.report_dir}")
+    return 0 if all(code == 0 for code in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
