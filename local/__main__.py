@@ -80,7 +80,7 @@ class Config:
             value = env.get(name)
             return Path(value).resolve() if value else default
 
-        settings_names = {name.upper() for name in Settings.model_fields}
+        settings_names = {name.upper() for name in Settings.names()}
         return cls(
             host=env.get("LOCAL_HOST", "127.0.0.1"),
             api_port=port("LOCAL_API_PORT", 3000),

@@ -1,7 +1,7 @@
 """A local stand-in for the parts of Auth0 this project uses.
 
 ``LocalAuth0`` is a WSGI application (werkzeug) that emulates, with Auth0's documented status codes and
-error bodies (see ``/work/shared/notes/auth0.md``):
+error bodies (see ``docs/auth0.md``):
 
 * ``POST /oauth/token``: ``client_credentials`` (Management API tokens), ``password`` and
   ``http://auth0.com/oauth/grant-type/password-realm`` (so a person can log in locally); RS256 tokens.
@@ -435,11 +435,17 @@ class LocalAuth0:
                     "error": "too_many_requests",
                     "error_description": "Global limit has been reached",
                 }
+            elif status in (401, 403):  # a rotated secret, a removed grant: Auth0's own answers
+                body = {"error": "access_denied", "error_description": "Unauthorized"}
             else:
                 body = {"error": "server_error", "error_description": HTTPStatus(status).phrase}
             return _json(body, status, headers)
         if status == 429:
             body = mgmt_error(429, "Global limit has been reached", "too_many_requests").body
+        elif status == 401:
+            body = mgmt_error(401, "Invalid token", "invalid_token").body
+        elif status == 403:
+            body = mgmt_error(403, "Insufficient scope", "insufficient_scope").body
         elif status == 500:
             body = mgmt_error(500, "Internal error").body
         else:

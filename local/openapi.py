@@ -30,7 +30,7 @@ from pydantic.json_schema import models_json_schema
 
 from local.template import load_template, merge_globals
 from usermgmt import errors as api_errors
-from usermgmt import models
+from usermgmt import schemas as models
 from usermgmt.service.linkcheck import MESSAGES as LINK_MESSAGES
 from usermgmt.service.passwords import MAX_PASSWORD_CHARS
 from usermgmt.settings import MAX_BODY_BYTES, MAX_USER_ID_BYTES

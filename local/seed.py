@@ -33,15 +33,12 @@ from usermgmt.models import (
     ADMIN_ROLE,
     ROLES,
     SUSPENDED,
-    AccountId,
-    AccountNumber,
-    EmailAddress,
     Membership,
-    Name,
     Profile,
     Role,
     User,
 )
+from usermgmt.schemas import AccountId, AccountNumber, EmailAddress, Name
 
 __all__ = ["SeedError", "SeedFile", "SeededUser", "apply_seed", "describe", "load_seed", "user_id_for"]
 

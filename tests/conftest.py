@@ -181,7 +181,7 @@ class Env:
         """Change settings: a new container over the same store, fakes and clock (as a new deploy)."""
         c = self.container
         self.container = container_module.Container(
-            c.settings.model_copy(update=changes),
+            c.settings.replace(**changes),
             store=c.store,
             idp=self.idp,
             mailer=self.mailer,

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import Env
 from usermgmt.errors import IdpUnavailable
-from usermgmt.models import READ_ONLY_FIELDS, User
+from usermgmt.models import User
+from usermgmt.schemas import READ_ONLY_FIELDS
 
 FN = "update-user"
 

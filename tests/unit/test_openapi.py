@@ -14,7 +14,8 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from local import openapi
 from usermgmt.errors import ApiError, FieldProblem, LinkGone, RateLimited, UserNotFound, ValidationFailed
-from usermgmt.models import Membership, Problem, User, UserResource, user_view
+from usermgmt.models import Membership, User, user_view
+from usermgmt.schemas import Problem, UserResource
 
 METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
 

@@ -1,22 +1,34 @@
-"""Configuration: one frozen model read from the environment on first use (never at import)."""
+"""Configuration: one frozen record read from the environment on first use (never at import).
+
+A plain dataclass with its own checks, not a pydantic model: building the first pydantic model of a
+process costs about 150 ms, which every cold start would pay for a dozen numbers (bench/README.md,
+"Cold start"). Every field is read from the upper-cased variable of its name (``TABLE_NAME``, ...);
+a bad value raises ``SettingsError`` naming the variable, at the first request, never at import.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from dataclasses import dataclass
+from typing import Any
 
 MAX_BODY_BYTES = 16 * 1024
 # Longer than any Auth0 user id ("provider|id"), well under DynamoDB's 2048-byte key limit.
 MAX_USER_ID_BYTES = 512
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
-    table_name: str = Field(min_length=1)
+class SettingsError(ValueError):
+    """A configuration value is missing or out of its range; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
     stage: str = "dev"
 
     auth0_domain: str = "localhost"
@@ -25,43 +37,101 @@ class Settings(BaseModel):
     auth0_client_secret_arn: str = ""
     auth0_mgmt_audience: str = ""  # default https://<auth0_domain>/api/v2/
     auth0_connection: str = "Username-Password-Authentication"
-    auth0_timeout_seconds: float = Field(default=3.0, gt=0, le=10)
+    auth0_timeout_seconds: float = 3.0
     auth0_revoke_sessions: bool = False
 
     ses_sender: str = "no-reply@example.com"
     ses_configuration_set: str = ""
     public_base_url: str = "http://127.0.0.1:3000"
 
-    email_change_policy: Literal["verify", "locked"] = "verify"
-    reset_link_ttl_seconds: int = Field(default=1800, ge=1, le=86400)
-    verify_link_ttl_seconds: int = Field(default=86400, ge=1, le=7 * 86400)
+    email_change_policy: str = "verify"
+    reset_link_ttl_seconds: int = 1800
+    verify_link_ttl_seconds: int = 86400
 
-    reset_limit_per_address: int = Field(default=5, ge=1)
-    reset_limit_per_ip: int = Field(default=30, ge=1)
-    rate_limit_window_seconds: int = Field(default=3600, ge=1)
+    reset_limit_per_address: int = 5
+    reset_limit_per_ip: int = 30
+    rate_limit_window_seconds: int = 3600
 
-    sync_max_attempts: int = Field(default=8, ge=1)
-    sync_base_delay_seconds: float = Field(default=30.0, ge=0)
-    sync_max_delay_seconds: float = Field(default=3600.0, ge=0)
+    sync_max_attempts: int = 8
+    sync_base_delay_seconds: float = 30.0
+    sync_max_delay_seconds: float = 3600.0
     # long enough for a whole push (up to four Auth0 calls within their timeouts): see SyncEngine._fence
-    sync_lease_seconds: int = Field(default=60, ge=1)
-    sync_batch_size: int = Field(default=25, ge=1, le=100)
+    sync_lease_seconds: int = 60
+    sync_batch_size: int = 25
 
-    cleanup_grace_seconds: int = Field(default=86400, ge=0)
-    cleanup_max_items: int = Field(default=1000, ge=1)
+    cleanup_grace_seconds: int = 86400
+    cleanup_max_items: int = 1000
 
-    @model_validator(mode="after")
-    def _derive(self) -> Settings:
-        if not self.auth0_base_url:
-            object.__setattr__(self, "auth0_base_url", f"https://{self.auth0_domain}")
-        if not self.auth0_mgmt_audience:
-            object.__setattr__(self, "auth0_mgmt_audience", f"https://{self.auth0_domain}/api/v2/")
-        object.__setattr__(self, "public_base_url", self.public_base_url.rstrip("/"))
-        object.__setattr__(self, "auth0_base_url", self.auth0_base_url.rstrip("/"))
-        return self
+    def __post_init__(self) -> None:
+        for name, (low, high) in _RANGES.items():
+            value = getattr(self, name)
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise SettingsError(f"{name.upper()} must be in [{low}, {high}], got {value}")
+        if not self.table_name:
+            raise SettingsError("TABLE_NAME must be set")
+        if self.auth0_timeout_seconds <= 0:
+            raise SettingsError("AUTH0_TIMEOUT_SECONDS must be positive")
+        if self.email_change_policy not in ("verify", "locked"):
+            raise SettingsError("EMAIL_CHANGE_POLICY must be verify or locked")
+        domain = self.auth0_domain
+        derived = {
+            "auth0_base_url": (self.auth0_base_url or f"https://{domain}").rstrip("/"),
+            "auth0_mgmt_audience": self.auth0_mgmt_audience or f"https://{domain}/api/v2/",
+            "public_base_url": self.public_base_url.rstrip("/"),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        values = {name: env[name.upper()] for name in cls.model_fields if name.upper() in env}
-        return cls.model_validate(values)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f.name, str(f.type), raw)
+        if "table_name" not in values:
+            raise SettingsError("TABLE_NAME must be set")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes``, checked again."""
+        return dataclasses.replace(self, **changes)
+
+
+# field -> (lowest, highest) allowed; None: unbounded
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "auth0_timeout_seconds": (None, 10),
+    "reset_link_ttl_seconds": (1, 86400),
+    "verify_link_ttl_seconds": (1, 7 * 86400),
+    "reset_limit_per_address": (1, None),
+    "reset_limit_per_ip": (1, None),
+    "rate_limit_window_seconds": (1, None),
+    "sync_max_attempts": (1, None),
+    "sync_base_delay_seconds": (0, None),
+    "sync_max_delay_seconds": (0, None),
+    "sync_lease_seconds": (1, None),
+    "sync_batch_size": (1, 100),
+    "cleanup_grace_seconds": (0, None),
+    "cleanup_max_items": (1, None),
+}
+
+
+def _parse(name: str, kind: str, raw: str) -> Any:
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name.upper()} must be a number, got {raw!r}") from None
+    if kind == "bool":
+        lowered = raw.strip().lower()
+        if lowered in _TRUE | _FALSE:
+            return lowered in _TRUE
+        raise SettingsError(f"{name.upper()} must be true or false, got {raw!r}")
+    return raw

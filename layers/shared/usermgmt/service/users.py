@@ -7,7 +7,7 @@ one), the default account, and starting a change of login email.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from usermgmt.auth import Access, RequestCtx, require_platform
 from usermgmt.emails import access_changed, email_change_notice, verify_address
@@ -19,11 +19,14 @@ from usermgmt.errors import (
     ValidationFailed,
 )
 from usermgmt.links import CANCEL, VERIFY
-from usermgmt.models import ADMIN_ROLE, Membership, MembershipIn, User, parse_patch, user_view
+from usermgmt.models import ADMIN_ROLE, Membership, User, user_view
 from usermgmt.ports import Deps, Email
 from usermgmt.service.sync import PROFILE
 from usermgmt.service.writes import Plan, Writer, diff
 from usermgmt.store import AccountExists, Op
+
+if TYPE_CHECKING:
+    from usermgmt.schemas import MembershipIn
 
 UPDATED_ACTION = "user.updated"
 
@@ -80,6 +83,8 @@ class UserService:
     def patch(
         self, ctx: RequestCtx, target_id: str | None, body: object, expected_version: int | None
     ) -> tuple[dict[str, Any], int]:
+        from usermgmt.schemas import parse_patch  # pydantic: only when a body is parsed
+
         parsed: dict[str, dict[str, Any]] = {}
 
         def plan(access: Access, now: float) -> Plan | None:

@@ -1,0 +1,268 @@
+"""The API's bodies as pydantic models: what requests are validated with, and what responses look like.
+
+Building pydantic models costs a cold start about 150 ms, so this module is imported only where a
+request body is parsed (``UserService.patch``) and by the OpenAPI generator (``local/openapi.py``),
+never by a handler module at import. The field rules themselves (names, emails) live in
+``usermgmt.models`` as plain functions.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
+
+from usermgmt.errors import FieldProblem, ValidationFailed
+from usermgmt.models import ROLES, Membership, Profile, Role, clean_name, normalize_email
+
+# WithJsonSchema only describes the rule for the OpenAPI document (local/openapi.py); it validates nothing.
+Name = Annotated[
+    str,
+    AfterValidator(clean_name),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 100,
+            "description": "1 to 100 characters once trimmed; no control characters",
+        }
+    ),
+]
+EmailAddress = Annotated[
+    str,
+    AfterValidator(normalize_email),
+    WithJsonSchema(
+        {"type": "string", "format": "email", "maxLength": 254, "description": "stored lower-case"}
+    ),
+]
+AccountNumber = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._-]+$")]
+AccountId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class MembershipIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    accountId: AccountId
+    roles: Annotated[list[Role], Field(min_length=1, max_length=len(ROLES))]
+
+    def to_domain(self) -> Membership:
+        # keep the catalogue order so equal sets compare equal
+        return Membership(self.accountId, tuple(r for r in ROLES if r in set(self.roles)))
+
+
+class _Patch(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class SelfPatch(_Patch):
+    firstName: Name | None = None
+    lastName: Name | None = None
+    email: EmailAddress | None = None
+
+
+class DelegatedPatch(_Patch):
+    firstName: Name | None = None
+    lastName: Name | None = None
+    memberships: Annotated[list[MembershipIn], Field(max_length=50)] | None = None
+
+
+class PlatformPatch(_Patch):
+    firstName: Name | None = None
+    lastName: Name | None = None
+    email: EmailAddress | None = None
+    accountNumber: AccountNumber | None = None
+    profile: Profile | None = None
+    defaultAccountId: AccountId | None = None
+    memberships: Annotated[list[MembershipIn], Field(max_length=50)] | None = None
+
+
+PATCH_MODELS: dict[str, type[_Patch]] = {
+    "self": SelfPatch,
+    "delegated": DelegatedPatch,
+    "platform": PlatformPatch,
+}
+READ_ONLY_FIELDS = frozenset(
+    {"id", "status", "emailVerified", "pendingEmail", "idpSync", "version", "createdAt", "updatedAt"}
+)
+WRITABLE_BY_SOMEONE = frozenset(PlatformPatch.model_fields)
+NULLABLE = frozenset({"accountNumber", "defaultAccountId"})
+
+
+def parse_patch(kind: str, body: object) -> dict[str, Any]:
+    """Validate a JSON merge patch for a caller kind; return only the fields present.
+
+    Raises ``ValidationFailed`` naming every offending field; nothing is applied on error.
+    """
+    if not isinstance(body, dict):
+        raise ValidationFailed(
+            "The body must be a JSON object", errors=[FieldProblem("", "must be an object")]
+        )
+    model = PATCH_MODELS[kind]
+    allowed = set(model.model_fields)
+    problems: list[FieldProblem] = []
+    for key in body:
+        if key in allowed:
+            if body[key] is None and key not in NULLABLE:
+                problems.append(FieldProblem(key, "must not be null"))
+            continue
+        if key in READ_ONLY_FIELDS:
+            problems.append(FieldProblem(key, "is read-only"))
+        elif key in WRITABLE_BY_SOMEONE:
+            problems.append(FieldProblem(key, "cannot be changed by this caller"))
+        else:
+            problems.append(FieldProblem(key, "is not a known field"))
+    known = {k: v for k, v in body.items() if k in allowed and (v is not None or k in NULLABLE)}
+    try:
+        parsed = model.model_validate(known)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False, include_input=False, include_context=False):
+            loc = ".".join(str(p) for p in err["loc"])
+            problems.append(FieldProblem(loc, _message(err["msg"])))
+        parsed = None
+    if problems:
+        raise ValidationFailed("Some fields are invalid", errors=problems)
+    if parsed is None:  # pragma: no cover - problems were raised above
+        raise ValidationFailed("Some fields are invalid")
+    return {k: getattr(parsed, k) for k in parsed.model_fields_set}
+
+
+def _message(msg: str) -> str:
+    return msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg
+
+
+# ------------------------------------------------------------------------------------------------
+# Other request bodies and every response body, as the handlers send them (SPEC sections 4-9).
+# The OpenAPI document (docs/openapi.json, generated by local/openapi.py) is made from these models;
+# tests check that what the handlers return validates against them.
+# ------------------------------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PasswordResetRequest(BaseModel):
+    """``POST /password-reset``. Any JSON body gets the same 202; only ``email`` is looked at."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    email: Annotated[str, Field(description="the login email; unknown addresses answer the same")]
+
+
+class NewPassword(_Body):
+    """``POST /password-reset/{token}`` (JSON or form). Strength is Auth0's to judge."""
+
+    newPassword: Annotated[str, Field(min_length=1, description="as typed: never trimmed")]
+    confirmPassword: Annotated[
+        str | None, Field(description="required from the form; when sent, must equal newPassword")
+    ] = None
+
+
+class MembershipView(_Body):
+    accountId: str
+    roles: list[Role]
+
+
+class UserResource(_Body):
+    """The user resource (SPEC section 4); ``user_view`` renders it."""
+
+    id: Annotated[str, Field(description="the Auth0 user id (auth0|...); percent-encode it in paths")]
+    email: Annotated[str, Field(description="the login email, lower-case")]
+    emailVerified: bool
+    pendingEmail: Annotated[str | None, Field(description="a new login email waiting for verification")]
+    firstName: str
+    lastName: str
+    accountNumber: str | None
+    profile: Profile
+    status: Literal["ACTIVE", "SUSPENDED"]
+    defaultAccountId: str | None
+    memberships: Annotated[
+        list[MembershipView], Field(description="delegated administrators see their accounts only")
+    ]
+    idpSync: Annotated[
+        Literal["synced", "pending", "failed"], Field(description="whether Auth0 reflects this version")
+    ]
+    version: Annotated[int, Field(ge=1, description="also sent as ETag")]
+    createdAt: Annotated[str, Field(description="RFC 3339 UTC")]
+    updatedAt: Annotated[str, Field(description="RFC 3339 UTC")]
+
+
+class AuditChange(_Body):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    field: str
+    from_: Annotated[Any, Field(alias="from")]
+    to: Any
+
+
+class AuditEntry(_Body):
+    at: Annotated[str, Field(description="RFC 3339 UTC")]
+    actor: Annotated[str, Field(description="who acted: a user id, or the route or event that did")]
+    action: str
+    changes: list[AuditChange]
+    requestId: str | None
+
+
+class AuditPage(_Body):
+    items: Annotated[list[AuditEntry], Field(description="newest first")]
+    nextCursor: Annotated[str | None, Field(description="pass as cursor for the next page; null: no more")]
+
+
+class SentTo(_Body):
+    sentTo: Annotated[str, Field(description="the masked address the email went to")]
+
+
+class Accepted(_Body):
+    """The generic answer of the public routes: the same whatever happened."""
+
+    status: Literal["accepted"]
+
+
+class DeletionStarted(_Body):
+    """``DELETE /users/{userId}`` while Auth0 has not deleted the user yet (202)."""
+
+    id: str
+    status: Literal["deletion_pending", "deletion_failed"]
+
+
+class LinkDone(_Body):
+    """A successful link POST, for JSON callers (browsers get a page)."""
+
+    result: Literal["password_changed", "email_verified", "email_change_cancelled"]
+
+
+class ResetLinkInfo(_Body):
+    """``GET /password-reset/{token}`` for JSON callers: the link can be used."""
+
+    purpose: Literal["password_reset"]
+
+
+class EmailLinkInfo(_Body):
+    """``GET`` of a verification or cancel link for JSON callers: the link can be used."""
+
+    purpose: Literal["email_verification", "email_change_cancel"]
+    email: Annotated[str, Field(description="the masked address the link is about")]
+
+
+class FieldError(_Body):
+    field: str
+    message: str
+
+
+class Problem(_Body):
+    """RFC 9457 problem details (``application/problem+json``), with the stable ``code`` of SPEC 9."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+    errors: Annotated[list[FieldError], Field(description="the offending fields (422)")] = Field(
+        default_factory=list
+    )
+
+
+class GatewayUnauthorized(_Body):
+    """API Gateway's own answer when its JWT authorizer refuses the token (the function never runs)."""
+
+    message: Literal["Unauthorized"]
