@@ -10,11 +10,40 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from usermgmt.errors import Forbidden, Unauthenticated, UserNotFound
-from usermgmt.errors import TokenRevoked as TokenRevoked
+from usermgmt.errors import Forbidden, TokenRevoked, Unauthenticated, UserNotFound
 from usermgmt.models import ACTIVE, User
 
 CallerKind = Literal["platform", "delegated", "self"]
+ActorType = Literal["platform_admin", "delegated_admin", "self", "client", "storefront", "public", "system"]
+_ACTOR_OF_KIND: dict[str, ActorType] = {
+    "platform": "platform_admin",
+    "delegated": "delegated_admin",
+    "self": "self",
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change, as audit entries and events name them (SPEC section 15)."""
+
+    type: ActorType
+    id: str
+
+    @property
+    def audit_name(self) -> str:
+        """The audit trail's ``actor``: a person's user id, else the kind of caller."""
+        if self.type in ("platform_admin", "delegated_admin", "self", "client"):
+            return self.id
+        return self.type if self.type != "system" else f"system:{self.id}"
+
+
+PUBLIC = Actor("public", "public")  # a public route (the forgot-password page, a renew from a link page)
+STOREFRONT = Actor("storefront", "storefront")  # a storefront event
+
+
+def system(job: str) -> Actor:
+    """A schedule or a feed of the platform's own (``cleanup``, ``sync``, ``ses``)."""
+    return Actor("system", job)
 
 
 @dataclass(frozen=True)
@@ -43,8 +72,8 @@ class Access:
     accounts: frozenset[str] | None
 
     @property
-    def actor(self) -> str:
-        return self.caller.id
+    def actor(self) -> Actor:
+        return Actor(_ACTOR_OF_KIND[self.kind], self.caller.id)
 
 
 def authenticate(ctx: RequestCtx, caller: User | None) -> User:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from usermgmt.auth import system
 from usermgmt.links import VERIFY
 from usermgmt.models import User
 from usermgmt.observability import count, logger
@@ -31,7 +32,7 @@ from usermgmt.service.users import without_change_links
 from usermgmt.service.writes import Plan, Writer
 from usermgmt.store import DeleteExpiredLink, ExpiredLinkRef
 
-SYSTEM_ACTOR = "system:cleanup"
+SYSTEM_ACTOR = system("cleanup")
 EMAIL_CHANGE_EXPIRED = "user.email_change_expired"
 DEFAULT_PAGE_SIZE = 100
 # stop taking new work when the Lambda has less than this left (one item costs a few calls)

@@ -29,7 +29,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from usermgmt.auth import Access, RequestCtx
+from usermgmt.auth import PUBLIC, STOREFRONT, Access, Actor, RequestCtx, system
 from usermgmt.clock import revocation_second
 from usermgmt.emails import mask, password_changed, password_reset
 from usermgmt.errors import (
@@ -57,10 +57,7 @@ from usermgmt.store import UseLink
 
 REQUESTED_ACTION = "user.password_reset_requested"
 CHANGED_ACTION = "user.password_changed"
-# audit actors of the requests that have no authenticated caller
-ACTOR_PUBLIC = "public"
-ACTOR_STOREFRONT = "storefront"
-ACTOR_SYNC = "system:sync"
+ACTOR_SYNC = system("sync")  # finishing a reset whose request died
 # how long a request may hold a link while Auth0 sets the password (well above the Lambda timeout)
 CLAIM_SECONDS = 60
 MAX_PASSWORD_CHARS = 1000
@@ -142,7 +139,7 @@ class PasswordService:
             count("ResetRequestIgnored")
             return
         try:
-            self._send_if_active(email, ACTOR_PUBLIC, request_id)
+            self._send_if_active(email, PUBLIC, request_id)
         except (StoreUnavailable, DependencyUnavailable, MailUnavailable) as exc:
             # Graceful degradation: an outage must not turn the generic answer into a different one.
             logger.warning("reset request not completed", extra={"error_type": type(exc).__name__})
@@ -151,7 +148,7 @@ class PasswordService:
     def request_by_event(self, email: str, event_id: str) -> None:
         """A storefront ``PasswordResetRequested``: as the public route, but failures raise (and retry)."""
         try:
-            self._send_if_active(email, ACTOR_STOREFRONT, event_id)
+            self._send_if_active(email, STOREFRONT, event_id)
         except MailUnavailable:
             raise DeliveryFailed("reset email not sent") from None
 
@@ -162,12 +159,12 @@ class PasswordService:
         try:
             renewable = linkcheck.renewable(self.d.store, token, RESET, self.d.clock.now())
             if renewable is not None:
-                self._send_if_active(renewable.user.email, ACTOR_PUBLIC, request_id)
+                self._send_if_active(renewable.user.email, PUBLIC, request_id)
         except (StoreUnavailable, DependencyUnavailable, MailUnavailable) as exc:
             logger.warning("reset renewal not completed", extra={"error_type": type(exc).__name__})
             count("ResetRequestFailed")
 
-    def _send_if_active(self, email: str, actor: str, request_id: str) -> None:
+    def _send_if_active(self, email: str, actor: Actor, request_id: str) -> None:
         """Take the address's slot; when allowed and the address is an ACTIVE user's, issue and send a link.
 
         Raises ``MailUnavailable`` when the email could not be sent (the callers decide what it means).
@@ -291,7 +288,14 @@ class PasswordService:
             time.sleep(self.claim_poll_seconds)
 
     def _commit_change(
-        self, user: User, token_hash: str, link_now: float, claim: str, request_id: str, *, actor: str | None
+        self,
+        user: User,
+        token_hash: str,
+        link_now: float,
+        claim: str,
+        request_id: str,
+        *,
+        actor: Actor | None,
     ) -> User | None:
         """The record follows the password Auth0 now holds: link consumed, tokens revoked, resets dead.
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from usermgmt.auth import Access, RequestCtx
+from usermgmt.auth import PUBLIC, STOREFRONT, Access, RequestCtx
 from usermgmt.emails import email_changed, mask, verify_address
 from usermgmt.errors import (
     DependencyUnavailable,
@@ -45,10 +45,7 @@ SENT_ACTION = "user.verification_email_sent"
 CHANGED_ACTION = "user.email_changed"
 VERIFIED_ACTION = "user.email_verified"
 CANCELLED_ACTION = "user.email_change_cancelled"
-# audit actors of the requests without an authenticated caller
-ACTOR_SELF: None = None  # confirm/cancel through a link: the user themselves
-ACTOR_PUBLIC = "public"  # renew from an expired page: whoever holds the link
-ACTOR_STOREFRONT = "storefront"
+# confirm/cancel through a link act as the user themselves (write_direct's default actor)
 # POST /email-verification/{token}/renew per source IP (its own counter: SPEC section 8's reset
 # limit counts the password-reset routes only)
 VERIFY_RENEW_PER_IP = "verify-renew-ip"
@@ -104,7 +101,7 @@ class VerificationService:
             planned = self._plan_send(user, now)
             return None if planned is None else (user, planned, now)
 
-        applied = self.w.write_direct(ACTOR_STOREFRONT, event_id, plan)
+        applied = self.w.write_direct(STOREFRONT, event_id, plan)
         if applied is None:
             count("VerificationRequestSkipped")
             return False
@@ -139,7 +136,7 @@ class VerificationService:
             return None if planned is None else (renewable.user, planned, now)
 
         try:
-            applied = self.w.write_direct(ACTOR_PUBLIC, request_id, plan)
+            applied = self.w.write_direct(PUBLIC, request_id, plan)
             if applied is not None:
                 self.w.deliver_required(applied.plan)
         except (StoreUnavailable, DependencyUnavailable, MailUnavailable) as exc:
@@ -211,7 +208,7 @@ class VerificationService:
             planned.changes = changes
             return user, planned, now
 
-        applied = self.w.write_direct(ACTOR_SELF, request_id, plan)
+        applied = self.w.write_direct(None, request_id, plan)
         return applied.user if applied else None
 
     def cancel(self, token: str, request_id: str) -> User | None:
@@ -236,5 +233,5 @@ class VerificationService:
             )
             return user, planned, now
 
-        applied = self.w.write_direct(ACTOR_SELF, request_id, plan)
+        applied = self.w.write_direct(None, request_id, plan)
         return applied.user if applied else None

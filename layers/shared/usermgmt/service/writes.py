@@ -14,16 +14,17 @@ storefront event, a schedule) then do the same steps:
    sync-identity, and the answer says ``idpSync: "pending"``.
 
 This is also the one place where a change gains what other readers must learn in the same transaction
-(the outbox event of a change, membership index items, counters).
+(the outbox event of a change, membership index items, counters): each such reader is a ``Derived``
+the container hands the writer, asked for its ops with every commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from usermgmt.auth import Access, RequestCtx, admin_access, authenticate, self_access
+from usermgmt.auth import Access, Actor, RequestCtx, admin_access, authenticate, self_access
 from usermgmt.clock import rfc3339
 from usermgmt.errors import ConditionFailed, DependencyUnavailable, MailNotSent, VersionMismatch
 from usermgmt.links import address_hash, link_url, new_token
@@ -111,6 +112,25 @@ class Committed:
     lease: Lease | None
 
 
+@dataclass(frozen=True)
+class Change:
+    """A change as it is committed: what derived items (events, indexes, counters) are made from."""
+
+    before: User
+    after: User | None  # None: the user is deleted
+    plan: Plan
+    actor: Actor
+    request_id: str
+    at: str  # RFC 3339 time of the change
+    version: int  # the user's version after it
+
+
+class Derived(Protocol):
+    """Something that must be written in the same transaction as every change (the one write path)."""
+
+    def ops(self, change: Change) -> list[Op]: ...
+
+
 Planner = Callable[[Access, float], Plan | None]
 # planner(now) -> (user as read, plan, now) or None
 DirectPlanner = Callable[[float], tuple[User, Plan, float] | None]
@@ -124,9 +144,10 @@ def diff(changes: list[dict[str, Any]], name: str, old: Any, new: Any) -> bool:
 
 
 class Writer:
-    def __init__(self, deps: Deps, sync: SyncEngine) -> None:
+    def __init__(self, deps: Deps, sync: SyncEngine, derived: Sequence[Derived] = ()) -> None:
         self.d = deps
         self.sync = sync
+        self.derived = tuple(derived)
 
     # ------------------------------------------------------------------------------ access
     def access(self, ctx: RequestCtx, target_id: str | None) -> Access:
@@ -166,7 +187,7 @@ class Writer:
             return Written(self.complete(committed, plan), access, plan)
         raise DependencyUnavailable("The user is being changed by others; try again")
 
-    def write_direct(self, actor: str | None, request_id: str, planner: DirectPlanner) -> Applied | None:
+    def write_direct(self, actor: Actor | None, request_id: str, planner: DirectPlanner) -> Applied | None:
         """The write path of actions without an authenticated caller (links, events, schedules).
 
         ``actor`` names who acted in the audit trail; ``None`` means the user themselves (a person
@@ -179,13 +200,15 @@ class Writer:
             if planned is None:
                 return None
             before, plan, now = planned
-            committed = self.commit(before, plan, now, actor=actor or before.id, request_id=request_id)
+            committed = self.commit(
+                before, plan, now, actor=actor or Actor("self", before.id), request_id=request_id
+            )
             if committed is not None:
                 return Applied(self.complete(committed, plan), plan)
         raise DependencyUnavailable("The user is being changed by others; try again")
 
     def commit(
-        self, before: User, plan: Plan, now: float, *, actor: str, request_id: str
+        self, before: User, plan: Plan, now: float, *, actor: Actor, request_id: str
     ) -> Committed | None:
         """Commit ``plan`` over ``before`` in one transaction. ``None``: someone else changed the user first.
 
@@ -213,7 +236,7 @@ class Writer:
             entry = StoredAudit(
                 user_id=before.id,
                 at=at,
-                actor=actor,
+                actor=actor.audit_name,
                 action=plan.action,
                 request_id=request_id or new_id(),
                 changes=() if plan.delete else tuple(plan.changes),
@@ -221,6 +244,9 @@ class Writer:
             )
             ops.append(PutAudit(entry, keep=plan.delete))
         ops.extend(plan.ops)
+        change = Change(before, None if plan.delete else after, plan, actor, request_id, at, version)
+        for derived in self.derived:
+            ops.extend(derived.ops(change))
         try:
             self.d.store.transact(ops)
         except ConditionFailed as failed:
