@@ -12,6 +12,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -367,27 +368,12 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     with mock_aws():
         import boto3
 
-        dynamodb = boto3.client("dynamodb", region_name="eu-central-1")
-        create_table(dynamodb, TABLE)
-        settings = Settings(
-            table_name=TABLE, public_base_url="https://users.example.com", auth0_domain="tenant.example"
-        )
-        idp = FakeIdentityProvider()
-        mailer = RecordingMailer()
-        clock = FakeClock()
         from usermgmt.adapters.dynamo import DynamoStore
 
-        store = DynamoStore(dynamodb, TABLE)
-        c = container_module.Container(settings, idp=idp, mailer=mailer, clock=clock, store=store)
-        container_module.override(c)
-        e = Env(container=c, idp=idp, mailer=mailer, clock=clock, dynamodb=dynamodb)
-        _ENVS.append(e)
-        e.add_account("acme", "Acme Corp")
-        e.add_account("globex", "Globex Inc")
-        try:
+        dynamodb = boto3.client("dynamodb", region_name="eu-central-1")
+        create_table(dynamodb, TABLE)
+        with wired_env(DynamoStore(dynamodb, TABLE), dynamodb) as e:
             yield e
-        finally:
-            container_module.reset()
 
 
 @pytest.fixture
@@ -395,13 +381,20 @@ def memory_env() -> Iterator[Env]:
     """The same wiring as ``env`` over the in-memory store: no moto, no sockets (the unit tier)."""
     from usermgmt.adapters.memory import MemoryStore
 
+    with wired_env(MemoryStore(), None) as e:
+        yield e
+
+
+@contextmanager
+def wired_env(store: Any, dynamodb: Any) -> Iterator[Env]:
+    """A container over ``store`` with fakes for Auth0, SES and the clock, and two accounts."""
     settings = Settings(
         table_name=TABLE, public_base_url="https://users.example.com", auth0_domain="tenant.example"
     )
-    idp, mailer, clock, store = FakeIdentityProvider(), RecordingMailer(), FakeClock(), MemoryStore()
+    idp, mailer, clock = FakeIdentityProvider(), RecordingMailer(), FakeClock()
     c = container_module.Container(settings, idp=idp, mailer=mailer, clock=clock, store=store)
     container_module.override(c)
-    e = Env(container=c, idp=idp, mailer=mailer, clock=clock, dynamodb=None)
+    e = Env(container=c, idp=idp, mailer=mailer, clock=clock, dynamodb=dynamodb)
     _ENVS.append(e)
     e.add_account("acme", "Acme Corp")
     e.add_account("globex", "Globex Inc")
