@@ -133,6 +133,33 @@ class RecordingMailer:
         return [e for e in self.sent if e.to == address]
 
 
+class RecordingBus:
+    """The product's event bus: records what was put on it; ``refusing`` makes entries fail."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []  # as EventBridge delivers them (detail-type + detail)
+        self.refusing: set[str] = set()  # detail-types the bus refuses
+        self.down = False
+        self.calls = 0
+
+    def put_events(self, entries: list[Any]) -> list[bool]:
+        from usermgmt.ports import BusUnavailable
+
+        self.calls += 1
+        if self.down:
+            raise BusUnavailable("down")
+        taken: list[bool] = []
+        for entry in entries:
+            ok = entry.detail_type not in self.refusing
+            if ok:
+                self.events.append({"detail-type": entry.detail_type, "detail": entry.detail})
+            taken.append(ok)
+        return taken
+
+    def of(self, user_id: str) -> list[dict[str, Any]]:
+        return [e["detail"] for e in self.events if e["detail"]["subject"] == user_id]
+
+
 @functools.cache
 def table_definition() -> dict[str, Any]:
     """The table exactly as template.yaml defines it (never a hand copy)."""
@@ -172,6 +199,7 @@ class Env:
     mailer: RecordingMailer
     clock: FakeClock
     dynamodb: Any
+    bus: RecordingBus = field(default_factory=RecordingBus)
     handlers: dict[str, ModuleType] = field(default_factory=dict)
 
     @property
@@ -187,6 +215,7 @@ class Env:
             idp=self.idp,
             mailer=self.mailer,
             clock=self.clock,
+            bus=self.bus,
         )
         container_module.override(self.container)
 
@@ -197,6 +226,11 @@ class Env:
 
         values = metrics.metric_set.get(name, {}).get("Value", [])
         return float(sum(values if isinstance(values, list) else [values]))
+
+    def publish(self) -> dict[str, Any]:
+        """One publish-events sweep (whatever waits in the outbox)."""
+        self.clock.advance(self.container.settings.outbox_sweep_grace_seconds + 0.001)
+        return self.container.publisher.sweep()
 
     def run_sync(self) -> dict[str, Any]:
         """One sync-identity run."""
@@ -391,10 +425,10 @@ def wired_env(store: Any, dynamodb: Any) -> Iterator[Env]:
     settings = Settings(
         table_name=TABLE, public_base_url="https://users.example.com", auth0_domain="tenant.example"
     )
-    idp, mailer, clock = FakeIdentityProvider(), RecordingMailer(), FakeClock()
-    c = container_module.Container(settings, idp=idp, mailer=mailer, clock=clock, store=store)
+    idp, mailer, clock, bus = FakeIdentityProvider(), RecordingMailer(), FakeClock(), RecordingBus()
+    c = container_module.Container(settings, idp=idp, mailer=mailer, clock=clock, store=store, bus=bus)
     container_module.override(c)
-    e = Env(container=c, idp=idp, mailer=mailer, clock=clock, dynamodb=dynamodb)
+    e = Env(container=c, idp=idp, mailer=mailer, clock=clock, dynamodb=dynamodb, bus=bus)
     _ENVS.append(e)
     e.add_account("acme", "Acme Corp")
     e.add_account("globex", "Globex Inc")

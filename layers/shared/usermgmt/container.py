@@ -17,9 +17,11 @@ from usermgmt.settings import Settings
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
 
-    from usermgmt.ports import Clock, Deps, IdentityProvider, Mailer
+    from usermgmt.ports import Clock, Deps, EventBus, IdentityProvider, Mailer
     from usermgmt.service.cleanup import CleanupService
+    from usermgmt.service.deliverability import DeliverabilityService
     from usermgmt.service.lifecycle import LifecycleService
+    from usermgmt.service.outbox import EventPublisher
     from usermgmt.service.passwords import PasswordService
     from usermgmt.service.sync import SyncEngine
     from usermgmt.service.users import UserService
@@ -47,12 +49,14 @@ class Container:
         idp: IdentityProvider | None = None,
         mailer: Mailer | None = None,
         clock: Clock | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self._store = store
         self._idp = idp
         self._mailer = mailer
         self._clock = clock
+        self._bus = bus
 
     # ------------------------------------------------------------------------------ adapters
     @cached_property
@@ -140,9 +144,25 @@ class Container:
 
     @cached_property
     def writer(self) -> Writer:
+        from usermgmt.service.outbox import Outbox
         from usermgmt.service.writes import Writer
 
-        return Writer(self.deps, self.sync)
+        return Writer(self.deps, self.sync, derived=[Outbox(self.deps)])
+
+    @cached_property
+    def bus(self) -> EventBus:
+        if self._bus is not None:
+            return self._bus
+        from usermgmt.adapters.eventbridge import EventBridgeBus
+
+        s = self.settings
+        return EventBridgeBus(lambda: aws_client("events"), s.user_events_bus_name, s.user_events_source)
+
+    @cached_property
+    def publisher(self) -> EventPublisher:
+        from usermgmt.service.outbox import EventPublisher
+
+        return EventPublisher(self.deps, self.bus)
 
     @cached_property
     def users(self) -> UserService:
@@ -167,6 +187,12 @@ class Container:
         from usermgmt.service.verification import VerificationService
 
         return VerificationService(self.deps, self.writer)
+
+    @cached_property
+    def deliverability(self) -> DeliverabilityService:
+        from usermgmt.service.deliverability import DeliverabilityService
+
+        return DeliverabilityService(self.deps, self.writer)
 
     @cached_property
     def cleanup(self) -> CleanupService:

@@ -96,6 +96,14 @@ class UserSuspended(ApiError):
     status, code, title = 409, "user_suspended", "The user is suspended"
 
 
+class EmailUndeliverable(ApiError):
+    status, code, title = (
+        409,
+        "email_undeliverable",
+        "Mail to this user's login email bounced or was reported",
+    )
+
+
 class NothingToVerify(ApiError):
     status, code, title = 409, "nothing_to_verify", "The user has no email address waiting for verification"
 

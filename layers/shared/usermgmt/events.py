@@ -31,10 +31,13 @@ __all__ = [
     "CORRELATION_PATH",
     "EventRequest",
     "MalformedEvent",
+    "SesFeedback",
     "detail_email",
     "detail_of",
+    "handle_ses_feedback",
     "handle_storefront_event",
     "http_or_storefront",
+    "outbox_stream_users",
     "parse_user_or_email",
     "run_once",
 ]
@@ -176,3 +179,80 @@ def http_or_storefront(
     if is_eventbridge(event):
         return on_event(event, context)
     raise MalformedEvent("neither an HTTP request nor an EventBridge event")
+
+
+# ------------------------------------------------------------------------------------------------
+# SES feedback (SPEC section 16) and the table's stream (SPEC section 15)
+# ------------------------------------------------------------------------------------------------
+SES_SOURCE = "aws.ses"
+SES_DETAIL_TYPES = ("Email Bounced", "Email Complaint Received")
+
+
+@dataclass(frozen=True)
+class SesFeedback:
+    """What an SES event means for the recipients: ``state`` None when it changes nothing."""
+
+    state: str | None
+    addresses: tuple[str, ...]
+
+
+def parse_ses_feedback(detail: Mapping[str, Any]) -> SesFeedback:
+    """A bounce or complaint as SES publishes it to EventBridge; else ``MalformedEvent``."""
+    kind = detail.get("eventType")
+    if kind == "Bounce":
+        section, recipients = detail.get("bounce"), "bouncedRecipients"
+    elif kind == "Complaint":
+        section, recipients = detail.get("complaint"), "complainedRecipients"
+    else:
+        raise MalformedEvent("detail.eventType is neither Bounce nor Complaint")
+    if not isinstance(section, dict) or not isinstance(section.get(recipients), list):
+        raise MalformedEvent(f"detail has no {recipients}")
+    addresses: list[str] = []
+    for recipient in section[recipients]:
+        raw = recipient.get("emailAddress") if isinstance(recipient, dict) else None
+        try:
+            addresses.append(normalize_email(str(raw)))
+        except ValueError:
+            continue  # a display form SES could not parse: nobody's login email
+    if kind == "Complaint":
+        return SesFeedback("complained", tuple(addresses))
+    permanent = section.get("bounceType") == "Permanent"
+    return SesFeedback("bounced" if permanent else None, tuple(addresses))
+
+
+def handle_ses_feedback(
+    event: Mapping[str, Any], context: Any, act: Callable[[str, tuple[str, ...], str], object]
+) -> dict[str, Any]:
+    """Validate an SES bounce or complaint event, then ``act(state, addresses, event_id)`` once per id."""
+    try:
+        if event.get("source") != SES_SOURCE or event.get("detail-type") not in SES_DETAIL_TYPES:
+            raise MalformedEvent("not an SES bounce or complaint")
+        feedback = parse_ses_feedback(detail_of(event, str(event["detail-type"])))
+    except MalformedEvent as exc:
+        logger.warning("malformed ses event", extra={"reason": str(exc)})
+        count("EventMalformed")
+        raise
+    event_id = event_id_of(event)
+
+    def process() -> dict[str, Any]:
+        if feedback.state is not None:
+            act(feedback.state, feedback.addresses, event_id)
+        return {"result": "accepted"}
+
+    return run_once(event, context, "SesFeedback", process)
+
+
+def outbox_stream_users(event: Mapping[str, Any]) -> list[str] | None:
+    """The users of the outbox items a DynamoDB stream batch announces (None: not a stream batch)."""
+    records = event.get("Records")
+    if not isinstance(records, list):
+        return None
+    users: list[str] = []
+    for record in records:
+        if not isinstance(record, dict) or record.get("eventSource") != "aws:dynamodb":
+            continue
+        pk = ((record.get("dynamodb") or {}).get("Keys") or {}).get("pk") or {}
+        value = pk.get("S") if isinstance(pk, dict) else None
+        if isinstance(value, str) and value.startswith("OUTBOX#"):
+            users.append(value.removeprefix("OUTBOX#"))
+    return list(dict.fromkeys(users))

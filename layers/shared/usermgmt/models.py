@@ -38,6 +38,8 @@ class User:
     default_account_id: str | None = None
     memberships: tuple[Membership, ...] = ()
     idp_sync: str = "synced"
+    # what SES reported for the login email: ok | bounced | complained (SPEC section 16)
+    deliverability: str = "ok"
     version: int = 1
     created_at: str = ""
     updated_at: str = ""
@@ -93,6 +95,7 @@ def user_view(user: User, visible_accounts: frozenset[str] | None = None) -> dic
         "defaultAccountId": default_account,
         "memberships": memberships,
         "idpSync": user.idp_sync,
+        "deliverability": user.deliverability,
         "version": user.version,
         "createdAt": user.created_at,
         "updatedAt": user.updated_at,
@@ -123,3 +126,11 @@ def normalize_email(value: str) -> str:
     if len(value) > 254 or not _EMAIL.match(value):
         raise ValueError("must be a valid email address")
     return value
+
+
+DELIVERABLE = "ok"
+
+
+def mail_blocked(user: User, address: str) -> bool:
+    """SES reported the user's login email as bounced or complained: no mail goes to it (SPEC 16)."""
+    return address == user.email and user.deliverability != DELIVERABLE

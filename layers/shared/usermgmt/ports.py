@@ -7,7 +7,7 @@ The store port lives in ``usermgmt.store`` with its records and ops.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from usermgmt.settings import Settings
 from usermgmt.store import UserStore
@@ -98,6 +98,24 @@ class MailUnavailable(Exception):
 class Clock(Protocol):
     def now(self) -> float:
         """Seconds since the epoch."""
+        ...
+
+
+@dataclass(frozen=True)
+class BusEntry:
+    """One event for the product's bus: its ``detail-type`` and its ``detail``."""
+
+    detail_type: str
+    detail: dict[str, Any]
+
+
+class BusUnavailable(Exception):
+    """The event bus could not be reached or refused the whole call."""
+
+
+class EventBus(Protocol):
+    def put_events(self, entries: list[BusEntry]) -> list[bool]:
+        """Put up to 10 entries; which of them the bus took. Raises ``BusUnavailable``."""
         ...
 
 

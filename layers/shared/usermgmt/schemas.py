@@ -74,6 +74,10 @@ class PlatformPatch(_Patch):
     profile: Profile | None = None
     defaultAccountId: AccountId | None = None
     memberships: Annotated[list[MembershipIn], Field(max_length=50)] | None = None
+    # set back to ok once the mailbox is fixed (SPEC section 16); bounced/complained come from SES only
+    deliverability: Annotated[Literal["ok"], Field(description="only ok: the mailbox was fixed")] | None = (
+        None
+    )
 
 
 PATCH_MODELS: dict[str, type[_Patch]] = {
@@ -181,6 +185,10 @@ class UserResource(_Body):
     ]
     idpSync: Annotated[
         Literal["synced", "pending", "failed"], Field(description="whether Auth0 reflects this version")
+    ]
+    deliverability: Annotated[
+        Literal["ok", "bounced", "complained"],
+        Field(description="what SES reported for the login email; no mail goes to it unless ok"),
     ]
     version: Annotated[int, Field(ge=1, description="also sent as ETag")]
     createdAt: Annotated[str, Field(description="RFC 3339 UTC")]

@@ -59,6 +59,12 @@ class Settings:
     sync_lease_seconds: int = 60
     sync_batch_size: int = 25
 
+    user_events_bus_name: str = ""  # the product's bus (publish-events only)
+    user_events_source: str = "usermgmt"
+    publish_max_attempts: int = 10
+    outbox_sweep_grace_seconds: float = 5.0  # the sweep leaves younger events to the stream path
+    outbox_sweep_batch: int = 100
+
     cleanup_grace_seconds: int = 86400
     cleanup_max_items: int = 1000
 
@@ -116,6 +122,9 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "sync_max_delay_seconds": (0, None),
     "sync_lease_seconds": (1, None),
     "sync_batch_size": (1, 100),
+    "publish_max_attempts": (1, None),
+    "outbox_sweep_grace_seconds": (0, None),
+    "outbox_sweep_batch": (1, 1000),
     "cleanup_grace_seconds": (0, None),
     "cleanup_max_items": (1, None),
 }

@@ -95,6 +95,21 @@ class DueWork:
 
 
 @dataclass(frozen=True)
+class OutboxEvent:
+    """A lifecycle event waiting in the outbox (SPEC section 15), written with the change it tells of.
+
+    ``key`` orders one user's events (``<version:012d>#<n>``); ``event`` is the CloudEvents ``detail``.
+    """
+
+    user_id: str
+    key: str
+    detail_type: str
+    event: dict[str, Any]
+    created_at: float
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
 class Lease:
     owner: str
     now: float
@@ -212,6 +227,14 @@ class PutTombstone:
     label: str = "tombstone"
 
 
+@dataclass(frozen=True)
+class PutEvent:
+    """An outbox event, in the transaction of the change it tells of."""
+
+    event: OutboxEvent
+    label: str = "event"
+
+
 Op = (
     UpdateUser
     | CreateUser
@@ -225,6 +248,7 @@ Op = (
     | DeleteLink
     | DeleteExpiredLink
     | PutTombstone
+    | PutEvent
 )
 
 # ------------------------------------------------------------------------------------------------ the port
@@ -272,11 +296,19 @@ class UserStore(Protocol):
     ) -> tuple[SyncState, User | None] | None: ...
 
     def settle_sync(
-        self, user_id: str, version: int, owner: str, failed: frozenset[str], *, deleted: bool = False
+        self,
+        user_id: str,
+        version: int,
+        owner: str,
+        failed: frozenset[str],
+        *,
+        deleted: bool = False,
+        event: OutboxEvent | None = None,
     ) -> bool:
         """Auth0 holds ``version`` (but for ``failed``): end the marker, keep the lease holder's word.
 
-        False when a newer version was committed meanwhile or the lease moved on.
+        ``event`` (the news that a value was refused) is written in the same transaction. False when a
+        newer version was committed meanwhile or the lease moved on.
         """
         ...
 
@@ -288,6 +320,21 @@ class UserStore(Protocol):
 
     def redrive_failed(self, user_id: str, now: float) -> bool:
         """Move the failed fields back to the pending ones, due now. False when there were none."""
+        ...
+
+    # the outbox
+    def outbox_users(self, created_before: float, limit: int) -> list[str]:
+        """Users with outbox events written before ``created_before`` (what the sweep publishes)."""
+        ...
+
+    def outbox_of(self, user_id: str, limit: int) -> list[OutboxEvent]:
+        """A user's waiting events, oldest first."""
+        ...
+
+    def remove_events(self, events: Sequence[OutboxEvent]) -> None: ...
+
+    def count_publish_attempt(self, event: OutboxEvent) -> int:
+        """One more failed attempt to publish ``event``; returns the attempts so far."""
         ...
 
     # erasure and expiry

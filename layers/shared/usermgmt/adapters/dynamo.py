@@ -35,8 +35,10 @@ from usermgmt.store import (
     ExpiredPage,
     Link,
     Op,
+    OutboxEvent,
     Page,
     PutAudit,
+    PutEvent,
     PutLink,
     PutTombstone,
     ReleaseEmail,
@@ -54,6 +56,7 @@ else:
 SYNC_PK = "SYNC"
 FAILED_PK = "FAILED"
 CLAIM_PK = "CLAIM"
+OUTBOX_PK = "OUTBOX"  # events waiting to be published, by the time they were written
 EXP_PK = "EXP"
 SYNC_INDEX = "SyncIndex"
 EXPIRY_INDEX = "ExpiryIndex"
@@ -76,6 +79,7 @@ _USER_FIELDS: dict[str, str] = {
     "default_account_id": "defaultAccountId",
     "memberships": "memberships",
     "idp_sync": "idpSync",
+    "deliverability": "deliverability",
     "version": "version",
     "created_at": "createdAt",
     "updated_at": "updatedAt",
@@ -290,6 +294,33 @@ def _tombstone_item(op: PutTombstone) -> dict[str, Any]:
         "leaseOwner": {"S": op.lease.owner},
         "leaseUntil": {"N": repr(op.lease.until)},
     }
+
+
+def _outbox_item(event: OutboxEvent) -> dict[str, Any]:
+    """An outbox event: keyed by user so one user's events are read (and streamed) in order; in the
+    OUTBOX partition of the SyncIndex by creation time, for the sweep."""
+    return {
+        "pk": {"S": f"OUTBOX#{event.user_id}"},
+        "sk": {"S": event.key},
+        "detailType": {"S": event.detail_type},
+        "event": {"S": json.dumps(event.event, separators=(",", ":"), sort_keys=True)},
+        "createdAt": {"N": repr(event.created_at)},
+        "attempts": {"N": str(event.attempts)},
+        "syncPk": {"S": OUTBOX_PK},
+        "syncDue": {"N": repr(event.created_at)},
+    }
+
+
+def _outbox_event(item: dict[str, Any]) -> OutboxEvent:
+    data = _plain(item)
+    return OutboxEvent(
+        user_id=str(data["pk"]).removeprefix("OUTBOX#"),
+        key=str(data["sk"]),
+        detail_type=str(data["detailType"]),
+        event=json.loads(data["event"]),
+        created_at=float(data["createdAt"]),
+        attempts=int(data.get("attempts", 0)),
+    )
 
 
 def _delete_expired_link(table: str, token_hash: str, cutoff: int) -> dict[str, Any]:
@@ -512,6 +543,8 @@ class DynamoStore:
                 return {"Delete": _delete_expired_link(t, token_hash, cutoff)}
             case PutTombstone():
                 return {"Put": {"TableName": t, "Item": _tombstone_item(op)}}
+            case PutEvent(event=event):
+                return {"Put": {"TableName": t, "Item": _outbox_item(event)}}
         raise TypeError(f"not an op of this store: {type(op).__name__}")
 
     # -------------------------------------------------------------------------------- seeding
@@ -578,23 +611,34 @@ class DynamoStore:
         return None
 
     def settle_sync(
-        self, user_id: str, version: int, owner: str, failed: frozenset[str], *, deleted: bool = False
+        self,
+        user_id: str,
+        version: int,
+        owner: str,
+        failed: frozenset[str],
+        *,
+        deleted: bool = False,
+        event: OutboxEvent | None = None,
     ) -> bool:
         """End the marker once Auth0 holds ``version``; ``failed`` fields stay visible (FAILED partition).
 
-        A finished deletion removes the tombstone (its audit entry stays).
+        A finished deletion removes the tombstone (its audit entry stays). ``event`` is written in the
+        same transaction.
         """
         key = _tombstone_key(user_id) if deleted else _user_key(user_id)
         values: dict[str, Any] = {":v": {"N": str(version)}, ":owner": {"S": owner}}
         common = "syncDue, syncVersion, syncFields, syncAttempts, leaseOwner, leaseUntil"
         try:
             if deleted and not failed:
-                self._call(
-                    "delete_item",
-                    TableName=self._table,
-                    Key=key,
-                    ConditionExpression="syncVersion = :v AND leaseOwner = :owner",
-                    ExpressionAttributeValues=values,
+                self._settle_write(
+                    "Delete",
+                    {
+                        "TableName": self._table,
+                        "Key": key,
+                        "ConditionExpression": "syncVersion = :v AND leaseOwner = :owner",
+                        "ExpressionAttributeValues": values,
+                    },
+                    event,
                 )
                 return True
             if failed:
@@ -614,17 +658,77 @@ class DynamoStore:
             else:
                 expression = f"SET idpSync = :synced REMOVE syncPk, syncFailed, {common}"
                 values[":synced"] = {"S": "synced"}
-            self._call(
-                "update_item",
-                TableName=self._table,
-                Key=key,
-                UpdateExpression=expression,
-                ConditionExpression="syncVersion = :v AND leaseOwner = :owner",
-                ExpressionAttributeValues=values,
+            self._settle_write(
+                "Update",
+                {
+                    "TableName": self._table,
+                    "Key": key,
+                    "UpdateExpression": expression,
+                    "ConditionExpression": "syncVersion = :v AND leaseOwner = :owner",
+                    "ExpressionAttributeValues": values,
+                },
+                event,
             )
-        except self._client.exceptions.ConditionalCheckFailedException:
+        except (self._client.exceptions.ConditionalCheckFailedException, ConditionFailed):
             return False
         return True
+
+    def _settle_write(self, kind: str, request: dict[str, Any], event: OutboxEvent | None) -> None:
+        """One conditional write, or with ``event`` a transaction of it and the event."""
+        if event is None:
+            self._call("delete_item" if kind == "Delete" else "update_item", **request)
+            return
+        items: list[Any] = [{kind: request}, self.write_request(PutEvent(event))]
+        try:
+            self._client.transact_write_items(TransactItems=items, ClientRequestToken=uuid.uuid4().hex)
+        except self._client.exceptions.TransactionCanceledException:
+            raise ConditionFailed("user") from None
+        except self._client.exceptions.ClientError as exc:
+            raise self._translate(exc) from None
+
+    # -------------------------------------------------------------------------------- the outbox
+    def outbox_users(self, created_before: float, limit: int) -> list[str]:
+        resp = self._call(
+            "query",
+            TableName=self._table,
+            IndexName=SYNC_INDEX,
+            KeyConditionExpression="syncPk = :p AND syncDue < :before",
+            ExpressionAttributeValues={":p": {"S": OUTBOX_PK}, ":before": {"N": repr(created_before)}},
+            Limit=limit,
+        )
+        users = (str(i["pk"]["S"]).removeprefix("OUTBOX#") for i in resp.get("Items", []))
+        return list(dict.fromkeys(users))
+
+    def outbox_of(self, user_id: str, limit: int) -> list[OutboxEvent]:
+        resp = self._call(
+            "query",
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"OUTBOX#{user_id}"}},
+            ConsistentRead=True,
+            Limit=limit,
+        )
+        return [_outbox_event(item) for item in resp.get("Items", [])]
+
+    def remove_events(self, events: Sequence[OutboxEvent]) -> None:
+        keys = [{"pk": {"S": f"OUTBOX#{e.user_id}"}, "sk": {"S": e.key}} for e in events]
+        for start in range(0, len(keys), _BATCH_WRITE_MAX):
+            self._batch_delete(keys[start : start + _BATCH_WRITE_MAX])
+
+    def count_publish_attempt(self, event: OutboxEvent) -> int:
+        try:
+            resp = self._call(
+                "update_item",
+                TableName=self._table,
+                Key={"pk": {"S": f"OUTBOX#{event.user_id}"}, "sk": {"S": event.key}},
+                UpdateExpression="ADD attempts :one",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":one": {"N": "1"}},
+                ReturnValues="UPDATED_NEW",
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return 0  # published by someone else meanwhile
+        return int(resp["Attributes"]["attempts"]["N"])
 
     def defer_sync(
         self, user_id: str, owner: str, *, due: float, attempts: int, deleted: bool = False

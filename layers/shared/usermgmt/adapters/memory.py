@@ -31,8 +31,10 @@ from usermgmt.store import (
     ExpiredPage,
     Link,
     Op,
+    OutboxEvent,
     Page,
     PutAudit,
+    PutEvent,
     PutLink,
     PutTombstone,
     ReleaseEmail,
@@ -100,6 +102,7 @@ class MemoryStore:
         self.accounts: dict[str, str] = {}
         self.audit: dict[str, dict[str, tuple[AuditEntry, bool]]] = {}
         self.counters: dict[str, int] = {}
+        self.outbox: dict[str, dict[str, OutboxEvent]] = {}
 
     # -------------------------------------------------------------------------------- reads
     def get_user(self, user_id: str) -> User | None:
@@ -174,6 +177,8 @@ class MemoryStore:
                 return _audit_key(entry) not in self.audit.get(entry.user_id, {})
             case PutLink(link=link):
                 return link.token_hash not in self.links
+            case PutEvent(event=event):
+                return event.key not in self.outbox.get(event.user_id, {})
             case UseLink(token_hash=token_hash, now=now, claim=claim):
                 rec = self.links.get(token_hash)
                 if rec is None or rec.link.status != "active" or rec.link.expires_at <= now:
@@ -219,6 +224,8 @@ class MemoryStore:
             case PutTombstone():
                 marker = _Marker(SYNC, 0, op.version, set(op.sync), set(), 0, op.lease.owner, op.lease.until)
                 self.tombstones[op.user_id] = _Tombstone(op.deleted_at, "pending", marker)
+            case PutEvent(event=event):
+                self.outbox.setdefault(event.user_id, {})[event.key] = event
             case AccountExists():
                 pass
 
@@ -303,12 +310,21 @@ class MemoryStore:
             return None
 
     def settle_sync(
-        self, user_id: str, version: int, owner: str, failed: frozenset[str], *, deleted: bool = False
+        self,
+        user_id: str,
+        version: int,
+        owner: str,
+        failed: frozenset[str],
+        *,
+        deleted: bool = False,
+        event: OutboxEvent | None = None,
     ) -> bool:
         with self._lock:
             m = self._marker(user_id, deleted)
             if m is None or m.partition is None or m.version != version or m.lease_owner != owner:
                 return False
+            if event is not None:
+                self.outbox.setdefault(event.user_id, {})[event.key] = event
             if deleted and not failed:
                 del self.tombstones[user_id]
                 return True
@@ -360,6 +376,35 @@ class MemoryStore:
                     record.user = replace(record.user, idp_sync="pending")
                 return True
             return False
+
+    # -------------------------------------------------------------------------------- the outbox
+    def outbox_users(self, created_before: float, limit: int) -> list[str]:
+        with self._lock:
+            waiting = sorted(
+                (min(e.created_at for e in events.values()), uid)
+                for uid, events in self.outbox.items()
+                if events and min(e.created_at for e in events.values()) < created_before
+            )
+            return [uid for _, uid in waiting][:limit]
+
+    def outbox_of(self, user_id: str, limit: int) -> list[OutboxEvent]:
+        with self._lock:
+            events = self.outbox.get(user_id, {})
+            return [events[k] for k in sorted(events)][:limit]
+
+    def remove_events(self, events: Sequence[OutboxEvent]) -> None:
+        with self._lock:
+            for e in events:
+                self.outbox.get(e.user_id, {}).pop(e.key, None)
+
+    def count_publish_attempt(self, event: OutboxEvent) -> int:
+        with self._lock:
+            stored = self.outbox.get(event.user_id, {}).get(event.key)
+            if stored is None:
+                return 0
+            counted = replace(stored, attempts=stored.attempts + 1)
+            self.outbox[event.user_id][event.key] = counted
+            return counted.attempts
 
     # -------------------------------------------------------------------------------- erasure and expiry
     def erase_deleted_user(self, user_id: str) -> int:

@@ -34,6 +34,7 @@ from usermgmt.clock import revocation_second
 from usermgmt.emails import mask, password_changed, password_reset
 from usermgmt.errors import (
     DependencyUnavailable,
+    EmailUndeliverable,
     IdpError,
     IdpPasswordTooWeak,
     IdpRejected,
@@ -45,7 +46,7 @@ from usermgmt.errors import (
     UserSuspended,
 )
 from usermgmt.links import RESET, plausible_token
-from usermgmt.models import ACTIVE, SUSPENDED, User, normalize_email
+from usermgmt.models import ACTIVE, SUSPENDED, User, mail_blocked, normalize_email
 from usermgmt.observability import count, logger
 from usermgmt.ports import Deps, MailUnavailable
 from usermgmt.ratelimit import RESET_PER_ADDRESS, RESET_PER_IP, RateLimiter
@@ -119,6 +120,8 @@ class PasswordService:
             target = access.target
             if target.status != ACTIVE:
                 raise UserSuspended("No reset link is sent to a suspended user")
+            if mail_blocked(target, target.email):
+                raise EmailUndeliverable()
             if target.email not in taken:  # a re-plan after a write conflict takes no second slot
                 taken[target.email] = self._take_address(target.email, now)
             allowed, retry_after = taken[target.email]
@@ -178,8 +181,8 @@ class PasswordService:
 
         def plan(now: float) -> tuple[User, Plan, float] | None:
             user = self.d.store.get_user(user_id)
-            if user is None or user.status != ACTIVE or user.email != email:
-                return None
+            if user is None or user.status != ACTIVE or user.email != email or mail_blocked(user, email):
+                return None  # public routes and events answer the same whatever the reason
             return user, self._plan_reset_link(user, now), now
 
         applied = self.w.write_direct(actor, request_id, plan)

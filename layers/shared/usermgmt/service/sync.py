@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from usermgmt.clock import rfc3339
 from usermgmt.errors import (
     IdpAccessDenied,
     IdpEmailTaken,
@@ -43,7 +44,7 @@ from usermgmt.errors import (
 from usermgmt.models import SUSPENDED, User
 from usermgmt.observability import count, logger
 from usermgmt.ports import Deps, IdpUserUpdate
-from usermgmt.store import SyncState
+from usermgmt.store import OutboxEvent, SyncState
 
 PROFILE = "profile"  # name, given_name, family_name
 BLOCKED = "blocked"
@@ -166,8 +167,9 @@ class SyncEngine:
                     state, exc.retry_after, inline=inline, access_denied=isinstance(exc, IdpAccessDenied)
                 )
             failed = (state.failed - state.fields) | refused
+            news = self._failed_event(state, refused) if refused else None
             if store.settle_sync(
-                state.user_id, state.version, state.lease_owner, failed, deleted=state.deleted
+                state.user_id, state.version, state.lease_owner, failed, deleted=state.deleted, event=news
             ):
                 if refused:
                     logger.warning("identity provider refused a value", extra={"fields": sorted(refused)})
@@ -196,6 +198,11 @@ class SyncEngine:
             )
         store.release_lease(state.user_id, state.lease_owner, deleted=state.deleted)
         return PENDING
+
+    def _failed_event(self, state: SyncState, refused: frozenset[str]) -> OutboxEvent:
+        from usermgmt.service.outbox import sync_failed_event  # the outbox builds on this module
+
+        return sync_failed_event(self.d, state.user_id, state.version, refused, rfc3339(self.d.clock.now()))
 
     def _defer(
         self, state: SyncState, retry_after: float | None, *, inline: bool, access_denied: bool

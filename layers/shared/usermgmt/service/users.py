@@ -123,6 +123,10 @@ class UserService:
             after = after.evolve(default_account_id=fields["defaultAccountId"])
         if "memberships" in fields or "defaultAccountId" in fields:
             _check_default_account(after)
+        if "deliverability" in fields and diff(
+            changes, "deliverability", t.deliverability, fields["deliverability"]
+        ):
+            after = after.evolve(deliverability=fields["deliverability"])
         if "email" in fields:
             after = self._plan_email(after, fields["email"], now, changes, plan)
         if not changes:

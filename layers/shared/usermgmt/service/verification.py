@@ -24,13 +24,14 @@ from usermgmt.errors import (
     DependencyUnavailable,
     EmailImmutable,
     EmailTaken,
+    EmailUndeliverable,
     NothingToVerify,
     RateLimited,
     StoreUnavailable,
     UserSuspended,
 )
 from usermgmt.links import CANCEL, VERIFY
-from usermgmt.models import ACTIVE, User
+from usermgmt.models import ACTIVE, User, mail_blocked
 from usermgmt.observability import count, logger
 from usermgmt.ports import Deps, MailUnavailable
 from usermgmt.ratelimit import RateLimiter
@@ -73,9 +74,14 @@ class VerificationService:
             target = access.target
             if target.status != ACTIVE:
                 raise UserSuspended("No verification link is sent to a suspended user")
-            planned = self._plan_send(target, now)
-            if planned is None:
+            address = verify_target(target)
+            if address is None:
                 raise NothingToVerify("The email address of this user is verified and no change is pending")
+            if mail_blocked(target, address):
+                raise EmailUndeliverable()
+            planned = self._plan_send(target, now)
+            if planned is None:  # pragma: no cover - checked just above
+                raise NothingToVerify()
             return planned
 
         written = self.w.write(ctx, target_id, None, plan)
@@ -147,8 +153,8 @@ class VerificationService:
     def _plan_send(self, user: User, now: float) -> Plan | None:
         """A fresh VERIFY link to the address waiting for verification, or None when there is none."""
         address = verify_target(user)
-        if address is None:
-            return None
+        if address is None or mail_blocked(user, address):
+            return None  # the storefront event and the renew route stay silent about it
         ttl = self.d.settings.verify_link_ttl_seconds
         url, links, ops = self.w.issue_link(user, VERIFY, now, ttl, address=address)
         return Plan(
@@ -205,6 +211,9 @@ class VerificationService:
                 links = {}  # every outstanding link went to, or was issued for, the old address
             diff(changes, "emailVerified", user.email_verified, True)
             planned.after = user.evolve(email=target, pending_email=None, email_verified=True, links=links)
+            if target != user.email:
+                diff(changes, "deliverability", user.deliverability, "ok")
+                planned.after = planned.after.evolve(deliverability="ok")  # a new mailbox (SPEC 16)
             planned.changes = changes
             return user, planned, now
 

@@ -28,7 +28,7 @@ from usermgmt.auth import Access, Actor, RequestCtx, admin_access, authenticate,
 from usermgmt.clock import rfc3339
 from usermgmt.errors import ConditionFailed, DependencyUnavailable, MailNotSent, VersionMismatch
 from usermgmt.links import address_hash, link_url, new_token
-from usermgmt.models import User
+from usermgmt.models import User, mail_blocked
 from usermgmt.observability import count, logger
 from usermgmt.ports import Deps, Email, MailUnavailable
 from usermgmt.service.sync import PENDING, SyncEngine, new_id
@@ -106,8 +106,9 @@ class Applied:
 
 @dataclass(frozen=True)
 class Committed:
-    """A committed write: the user as written, and the push lease when this write took it."""
+    """A committed write: the user as it was and as written, and the push lease when this write took it."""
 
+    before: User
     user: User
     lease: Lease | None
 
@@ -261,7 +262,7 @@ class Writer:
                 sync_version=version,
                 sync_failed=before.sync_failed - plan.sync,
             )
-        return Committed(after, lease)
+        return Committed(before, after, lease)
 
     def complete(self, committed: Committed, plan: Plan) -> User:
         """After a commit: push to Auth0 when this write took the lease, send the plan's emails.
@@ -298,13 +299,21 @@ class Writer:
             },
         )
         if not plan.mail_required:
-            self.send(plan.emails)
+            self.send([e for e in plan.emails if not self._blocked(committed.before, after, e.to)])
         metric = METRICS.get(plan.action)
         if metric:
             count(metric)
         return after
 
     # ------------------------------------------------------------------------------ email
+    @staticmethod
+    def _blocked(before: User, after: User, address: str) -> bool:
+        """SES reported this login email (before or after the change) as undeliverable: no mail to it."""
+        if mail_blocked(before, address) or mail_blocked(after, address):
+            count("EmailSuppressed")
+            return True
+        return False
+
     def send(self, emails: list[Email]) -> None:
         """Emails that follow a committed change: a failure is logged and counted, never raised."""
         for email in emails:
