@@ -10,6 +10,8 @@ Configuration (environment, defaults in brackets):
 * ``API_AUDIENCE`` [https://api.usermgmt.local]: the audience the local Auth0 issues tokens for and the
   gateway's authorizer accepts; ``LOCAL_AUTH0_CLIENT_ID`` [local-login-client]: the client that may use
   the password grants.
+* ``LOCAL_LAMBDA_CONCURRENCY`` [4]: execution environments (worker processes) each function may have
+  at once; started on demand, each serves one request at a time.
 * ``SEED_FILE`` [local/seed.json], ``LOCAL_TEMPLATE`` [template.yaml], ``LOCAL_LOG_LEVEL`` [INFO],
   ``LOCAL_TRUST_X_FORWARDED_FOR`` [false].
 * Every variable named like an upper-cased field of ``usermgmt.settings.Settings``
@@ -38,6 +40,7 @@ from local.auth0 import serve as serve_auth0
 from local.aws import LocalAws, PortInUse, create_secret, create_stack_resources, ensure_port_free
 from local.gateway import Gateway, ServerHandle
 from local.gateway import serve as serve_gateway
+from local.lambda_runtime import DEFAULT_CONCURRENCY, WorkerPoolRuntime
 from local.seed import SeededUser, SeedError, apply_seed, load_seed
 from local.template import Stack, TemplateError, load_stack, load_template
 from usermgmt.adapters.dynamo import DynamoStore
@@ -66,6 +69,7 @@ class Config:
     seed_file: Path = ROOT / "local" / "seed.json"
     template: Path = ROOT / "template.yaml"
     log_level: str = "INFO"
+    concurrency: int = DEFAULT_CONCURRENCY
     passthrough: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -80,6 +84,12 @@ class Config:
             value = env.get(name)
             return Path(value).resolve() if value else default
 
+        def concurrency() -> int:
+            raw = env.get("LOCAL_LAMBDA_CONCURRENCY", str(DEFAULT_CONCURRENCY))
+            if not raw.isdigit() or not 0 < int(raw) <= 64:
+                raise ConfigError(f"LOCAL_LAMBDA_CONCURRENCY={raw!r} is not a number from 1 to 64")
+            return int(raw)
+
         settings_names = {name.upper() for name in Settings.model_fields}
         return cls(
             host=env.get("LOCAL_HOST", "127.0.0.1"),
@@ -91,6 +101,7 @@ class Config:
             seed_file=path("SEED_FILE", ROOT / "local" / "seed.json"),
             template=path("LOCAL_TEMPLATE", ROOT / "template.yaml"),
             log_level=env.get("LOCAL_LOG_LEVEL", "INFO").upper(),
+            concurrency=concurrency(),
             passthrough={k: v for k, v in env.items() if k in settings_names},
         )
 
@@ -228,6 +239,7 @@ class LocalStack:
             jwks=f"{config.auth0_url}/.well-known/jwks.json",
             environment=local_overrides(config),
             aws=self.aws.client,
+            runtime=WorkerPoolRuntime(REGION, concurrency=config.concurrency),
         )
         self._servers.append(serve_gateway(self.gateway, config.host, config.api_port))
         self.gateway.mark_ready()
@@ -241,6 +253,8 @@ class LocalStack:
                 server.shutdown()
             except Exception as exc:  # keep stopping the rest
                 log.warning("stopping a server failed: %s", type(exc).__name__)
+        if self.gateway is not None:
+            self.gateway.close()  # the functions' execution environments
         if self._aws_started:
             self.aws.stop()
             self._aws_started = False

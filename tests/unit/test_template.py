@@ -7,17 +7,14 @@ import only fails after deploy: these tests catch both, and the public/authorize
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from local.lambda_runtime import load_handler_module
 from local.template import (
-    Function,
     Stack,
     TemplateError,
     load_stack,
@@ -69,19 +66,6 @@ def stack(raw: dict[str, Any]) -> Stack:
     return load_stack(TEMPLATE, parameters={k: v for k, v in PARAMETERS.items() if k in declared})
 
 
-def _import_by_path(function: Function) -> ModuleType:
-    name = f"template_check_{function.logical_id}"
-    spec = importlib.util.spec_from_file_location(name, function.handler_file)
-    assert spec is not None and spec.loader is not None, function.handler_file
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(name, None)
-    return module
-
-
 # ------------------------------------------------------------------------------------------------ references
 
 
@@ -124,7 +108,7 @@ def test_every_function_has_a_local_code_uri_and_handler_file(stack: Stack) -> N
 def test_every_handler_imports_from_its_code_uri_and_is_callable(stack: Stack) -> None:
     # imported by file path without the function's environment: handlers must not read it at import
     for function in stack.functions.values():
-        module = _import_by_path(function)
+        module = load_handler_module(function.handler_file)
         handler = getattr(module, function.handler_function, None)
         assert callable(handler), f"{function.logical_id}: {function.handler} is not a callable"
 
