@@ -21,6 +21,7 @@ import pytest
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "usermgmt")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "UserManagementTest")
 
+from local.aws import make_dynamodb_atomic
 from local.lambda_runtime import load_handler_module
 from tests.fakes.fake_idp import FakeIdentityProvider
 from usermgmt import container as container_module
@@ -330,6 +331,7 @@ def load_handler(function_dir: str) -> ModuleType:
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     from moto import mock_aws
 
+    make_dynamodb_atomic()  # each DynamoDB request runs alone, as in DynamoDB (moto does not lock)
     with mock_aws():
         import boto3
 
