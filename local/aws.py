@@ -101,8 +101,13 @@ def make_dynamodb_atomic() -> None:
 
 
 def ensure_port_free(host: str, port: int, what: str) -> None:
-    """Raise ``PortInUse`` when something listens on ``host:port`` (a clear error beats a hang)."""
+    """Raise ``PortInUse`` when something listens on ``host:port`` (a clear error beats a hang).
+
+    The probe binds with ``SO_REUSEADDR``, as the servers do: connections of a stack that just stopped
+    linger in TIME_WAIT for a minute, and they must not make the port look busy; a listener still does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
