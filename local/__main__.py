@@ -10,6 +10,8 @@ Configuration (environment, defaults in brackets):
 * ``API_AUDIENCE`` [https://api.usermgmt.local]: the audience the local Auth0 issues tokens for and the
   gateway's authorizer accepts; ``LOCAL_AUTH0_CLIENT_ID`` [local-login-client]: the client that may use
   the password grants.
+* ``LOCAL_CORS_ORIGINS`` [http://localhost:8080,http://127.0.0.1:8080]: the template parameter
+  ``CorsAllowedOrigins``: browser pages from these origins may call the API.
 * ``LOCAL_LAMBDA_CONCURRENCY`` [4]: execution environments (worker processes) each function may have
   at once; started on demand, each serves one request at a time.
 * ``SEED_FILE`` [local/seed.json], ``LOCAL_TEMPLATE`` [template.yaml], ``LOCAL_LOG_LEVEL`` [INFO],
@@ -49,6 +51,8 @@ from usermgmt.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-central-1"
 M2M_CLIENT_ID = "local-m2m-client"
+# Browser pages served from these origins may call the local API (a local front end's dev server).
+DEFAULT_CORS_ORIGINS = "http://localhost:8080,http://127.0.0.1:8080"
 SECRET_NAME = "usermgmt-local/auth0-m2m-client-secret"
 
 log = logging.getLogger("local")
@@ -69,6 +73,7 @@ class Config:
     seed_file: Path = ROOT / "local" / "seed.json"
     template: Path = ROOT / "template.yaml"
     log_level: str = "INFO"
+    cors_origins: str = DEFAULT_CORS_ORIGINS
     concurrency: int = DEFAULT_CONCURRENCY
     passthrough: Mapping[str, str] = field(default_factory=dict)
 
@@ -102,6 +107,7 @@ class Config:
             template=path("LOCAL_TEMPLATE", ROOT / "template.yaml"),
             log_level=env.get("LOCAL_LOG_LEVEL", "INFO").upper(),
             concurrency=concurrency(),
+            cors_origins=env.get("LOCAL_CORS_ORIGINS", DEFAULT_CORS_ORIGINS).strip(),
             passthrough={k: v for k, v in env.items() if k in settings_names},
         )
 
@@ -142,6 +148,7 @@ def template_parameters(config: Config, secret_arn: str, declared: Mapping[str, 
         "SenderEmail": config.sender_email,
         "SesConfigurationSet": config.passthrough.get("SES_CONFIGURATION_SET", "usermgmt-local"),
         "PublicBaseUrl": config.public_base_url,
+        "CorsAllowedOrigins": config.cors_origins,
     }
     from_settings = {
         "EmailChangePolicy": "EMAIL_CHANGE_POLICY",
@@ -270,6 +277,7 @@ def banner(config: Config, seeded: list[SeededUser]) -> str:
         f"  local AWS (moto)   {config.aws_url}",
         f"  audience           {config.audience}",
         f"  login client id    {config.login_client_id}",
+        f"  CORS origins       {config.cors_origins or '(none)'}",
         "",
         "Seeded logins (email / password: what they are):",
     ]

@@ -6,6 +6,9 @@ event (``local.payload``), invoke the function (``local.lambda_runtime``) and ma
 server is threaded: requests are served in parallel, and how many run a function at once is the
 runtime's business (the local stack gives each function several execution environments).
 
+CORS as API Gateway handles it for an API with a ``CorsConfiguration`` (``local.cors``): preflights are
+answered here, allowed origins get their headers on every response of the API.
+
 Local extras under ``/_local``: ``health``, ``outbox`` (``local.outbox``), ``events``, ``dlq`` and
 ``schedules/{FunctionLogicalId}`` (``local.eventbus``).
 """
@@ -23,13 +26,14 @@ from typing import Any
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
+from local.cors import add_cors_headers, is_preflight, preflight_response
 from local.eventbus import EventBus, matches_pattern
 from local.jwt_authorizer import Forbidden, JwtAuthorizerCheck, Unauthorized, challenge, insufficient_scope
 from local.lambda_runtime import FunctionError, InProcessRuntime, Runtime, function_environment
 from local.outbox import Outbox
 from local.payload import Routes, build_event, decode_body, json_response, to_response
 from local.serving import ServerHandle, serve_wsgi
-from local.template import Function, Stack
+from local.template import CorsConfiguration, Function, Stack
 
 __all__ = ["Gateway", "ServerHandle", "decode_body", "matches_pattern", "serve"]
 
@@ -113,6 +117,23 @@ class Gateway:
         if path == "/_local" or path.startswith("/_local/"):
             request.environ["local.route_key"] = f"{request.method} {path}"
             return self._local(request)
+        cors = self._cors_for(path)
+        if cors is not None and is_preflight(request):
+            request.environ["local.route_key"] = "OPTIONS (CORS preflight)"
+            return preflight_response(cors, request)
+        response = self._api(request)
+        if cors is not None:
+            add_cors_headers(cors, request, response)
+        return response
+
+    def _cors_for(self, path: str) -> CorsConfiguration | None:
+        """The CORS configuration of the API serving ``path`` (the only API when no route matches)."""
+        apis = self._routes.apis_for(path) or set(self.stack.apis)
+        configured = [self.stack.apis[a].cors for a in sorted(apis) if a in self.stack.apis]
+        return next((c for c in configured if c is not None), None)
+
+    def _api(self, request: Request) -> Response:
+        path = request.path
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return json_response({"message": "Request Entity Too Large"}, 413)
         found = self._routes.match(request.method, path)

@@ -138,13 +138,9 @@ class Routes:
                 return compiled, {_ungroup(k): v for k, v in match.groupdict().items()}
         return None
 
-    def methods_for(self, path: str) -> set[str]:
-        """The methods some route answers on ``path`` (``ANY`` included as is)."""
-        found: set[str] = set()
-        for compiled in self._routes:
-            if compiled.pattern is not None and compiled.pattern.match(path):
-                found.add(compiled.route.method)
-        return found
+    def apis_for(self, path: str) -> set[str]:
+        """The logical ids of the APIs with a route on ``path`` (any method; ``$default`` counts)."""
+        return {c.route.api for c in self._routes if c.pattern is None or c.pattern.match(path)}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ PARAMETERS = {
     "SenderEmail": "no-reply@example.com",
     "SesConfigurationSet": "usermgmt",
     "PublicBaseUrl": "https://users.example.com",
+    "CorsAllowedOrigins": "https://admin.example.com,https://shop.example.com",
 }
 
 
@@ -237,3 +238,22 @@ def test_loader_rejects_what_cloudformation_rejects(tmp_path: Path) -> None:
     path.write_text("Resources:\n  A: {Type: X}\n  A: {Type: Y}\n")
     with pytest.raises(TemplateError, match="duplicate key"):
         load_template(path)
+
+
+# ------------------------------------------------------------------------------------------------ CORS
+
+
+def test_the_api_lets_the_configured_origins_call_it_from_a_browser(stack: Stack) -> None:
+    cors = stack.apis["UsersApi"].cors
+    assert cors is not None, "UsersApi has no CorsConfiguration"
+    assert cors.allow_origins == ("https://admin.example.com", "https://shop.example.com")  # the parameter
+    assert {h.lower() for h in cors.allow_headers} >= {
+        "authorization",
+        "content-type",
+        "if-match",
+        "idempotency-key",
+    }
+    assert set(cors.allow_methods) >= {"GET", "POST", "PATCH", "DELETE", "OPTIONS"}
+    assert {h.lower() for h in cors.expose_headers} >= {"etag", "retry-after", "location"}
+    assert cors.max_age is not None and cors.max_age > 0
+    assert not cors.allow_credentials  # bearer tokens, no cookies
