@@ -249,6 +249,7 @@ class LocalStack:
             runtime=WorkerPoolRuntime(REGION, concurrency=config.concurrency),
         )
         self._servers.append(serve_gateway(self.gateway, config.host, config.api_port))
+        self.gateway.prewarm()  # one warm execution environment per function before /_local/health is 200
         self.gateway.mark_ready()
 
     def stop(self) -> None:

@@ -19,6 +19,7 @@ import base64
 import logging
 import os
 import secrets
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -85,6 +86,28 @@ class Gateway:
 
     def mark_ready(self) -> None:
         self.ready = True
+
+    def prewarm(self) -> None:
+        """Give every function one execution environment now, in parallel (the runtime's init phase), so
+        the first request of each does not pay a cold start; later ones scale out on demand."""
+        functions = list(self.stack.functions.values())
+        failures: list[BaseException] = []
+
+        def start(function: Function) -> None:
+            try:
+                self.runtime.prewarm(function, self.environment_for(function))
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [
+            threading.Thread(target=start, args=(f,), name=f"prewarm-{f.logical_id}") for f in functions
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
 
     def close(self) -> None:
         """Stop the runtime's execution environments."""

@@ -64,6 +64,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONCURRENCY = 4
 # A worker past the function's timeout by this much is killed (Lambda stops the environment at the timeout).
 _TIMEOUT_GRACE_SECONDS = 2.0
+# Importing a handler (Lambda's init phase) may take this long on a loaded machine.
+_INIT_TIMEOUT_SECONDS = 60.0
 # Runtime variables that only name the function: a change of these alone keeps the cached service.
 _IDENTITY_VARIABLES = frozenset(
     {
@@ -195,6 +197,8 @@ def _handler_of(module: ModuleType, function_name: str, handler: str) -> Callabl
 class Runtime(Protocol):
     def invoke(self, function: Function, event: Any, environment: Mapping[str, str]) -> Any: ...
 
+    def prewarm(self, function: Function, environment: Mapping[str, str]) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -235,6 +239,9 @@ class InProcessRuntime:
                 return handler(event, LambdaContext.of(function, self.region))
             finally:
                 self._apply(saved)
+
+    def prewarm(self, function: Function, environment: Mapping[str, str]) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -286,9 +293,27 @@ class _Worker:
         finally:
             os.close(write_fd)
         self._results: IO[bytes] = os.fdopen(read_fd, "rb")
+        self._ready = False
+
+    def _answer(self, timeout: float, late: str) -> dict[str, Any]:
+        ready, _, _ = select.select([self._results], [], [], timeout)
+        if not ready:
+            raise _Broken("Sandbox.Timedout", late)
+        line = self._results.readline()
+        if not line:
+            raise _Broken("Runtime.ExitError", "the execution environment exited")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def wait_ready(self) -> None:
+        """Wait until the worker has imported the handler (its init phase)."""
+        if not self._ready:
+            self._answer(_INIT_TIMEOUT_SECONDS, f"Init timed out after {_INIT_TIMEOUT_SECONDS} seconds")
+            self._ready = True
 
     def invoke(self, event: Any, request_id: str) -> Any:
         """Run one event; ``FunctionError`` for the handler's errors, ``_Broken`` when the worker is lost."""
+        self.wait_ready()
         stdin = self._process.stdin
         if stdin is None:
             raise _Broken("Runtime.ExitError", "the execution environment has no input")
@@ -298,13 +323,7 @@ class _Worker:
         except (OSError, ValueError):
             raise _Broken("Runtime.ExitError", "the execution environment exited") from None
         timeout = self.function.timeout + _TIMEOUT_GRACE_SECONDS
-        ready, _, _ = select.select([self._results], [], [], timeout)
-        if not ready:
-            raise _Broken("Sandbox.Timedout", f"Task timed out after {self.function.timeout} seconds")
-        line = self._results.readline()
-        if not line:
-            raise _Broken("Runtime.ExitError", "the execution environment exited")
-        answer = json.loads(line)
+        answer = self._answer(timeout, f"Task timed out after {self.function.timeout} seconds")
         if "error" in answer:
             error = answer["error"]
             raise FunctionError(str(error.get("errorType")), str(error.get("errorMessage", "")))
@@ -364,6 +383,23 @@ class WorkerPoolRuntime:
             raise
         self._release(pool, worker)
         return result
+
+    def prewarm(self, function: Function, environment: Mapping[str, str]) -> None:
+        """Start one execution environment of ``function`` now and wait for its init (if it has none)."""
+        pool = self._pool(function)
+        with pool.changed:
+            if pool.count or self._closed:
+                return
+            pool.count += 1
+        try:
+            worker = _Worker(function, self.region, environment)
+            worker.wait_ready()
+        except BaseException:
+            with pool.changed:
+                pool.count -= 1
+                pool.changed.notify()
+            raise
+        self._release(pool, worker)
 
     def _acquire(self, pool: _Pool, function: Function, environment: Mapping[str, str]) -> _Worker:
         stale: list[_Worker] = []
@@ -449,6 +485,8 @@ def _worker_main(result_fd: int, spec: Mapping[str, Any]) -> int:
             "errorType": "Runtime.ImportModuleError",
             "errorMessage": f"{type(exc).__name__}: {exc}",
         }
+    results.write(b'{"ready": true}\n')
+    results.flush()
     for line in sys.stdin.buffer:
         request = json.loads(line)
         answer: dict[str, Any]

@@ -169,3 +169,16 @@ def test_a_failing_handler_and_a_dying_environment_are_function_errors(
     room.mkdir()
     assert invoke(runtime, stack, "MeetFunction", {"room": str(room), "expected": 1})["met"] == 1
     assert runtime.environments("MeetFunction") == 1  # the dead one is gone, the failing one reused
+
+
+def test_prewarm_starts_one_environment_that_serves_the_first_request(
+    runtime: WorkerPoolRuntime, stack: Stack, tmp_path: Path
+) -> None:
+    function = stack.functions["MeetFunction"]
+    runtime.prewarm(function, function_environment(function, stack.region, {}, {}))
+    assert runtime.environments("MeetFunction") == 1
+    room = tmp_path / "room"
+    room.mkdir()
+    first = invoke(runtime, stack, "MeetFunction", {"room": str(room), "expected": 1})
+    assert runtime.environments("MeetFunction") == 1  # served by the prewarmed one, no cold start
+    assert first["imports"] == 1
