@@ -50,7 +50,8 @@ CHROMIUM_ARGS = [
 ]
 PAGE_TIMEOUT_MS = 20_000
 EMAIL_TIMEOUT = 10.0
-SHORT_RESET_TTL = 4  # seconds: long enough to open a fresh link, short enough to wait for its expiry
+SHORT_RESET_TTL = 8  # seconds: long enough to open a fresh link (first requests of a function pay its
+# environment's set-up, seconds on a loaded machine), short enough to wait for its expiry
 
 RESET_SUBJECT = "Reset your password"
 CHANGED_SUBJECT = "Your password was changed"
