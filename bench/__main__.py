@@ -1,7 +1,8 @@
 """`make bench`: every benchmark, results in bench/results/ (see bench/README.md).
 
 `python -m bench` runs cold start and calls per operation (a few minutes); add `cleanup` to also run
-the cleanup-cost benchmark, which seeds a 100,000-item table (about 3 more minutes).
+the cleanup-cost benchmark, which seeds a 100,000-item table (about 3 more minutes). `python -m bench
+load [options]` runs only the load run against a local stack it starts (see bench/load.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ from bench import calls, coldstart
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["load"]:
+        from bench import load
+
+        print("## Load\n")
+        load.main(argv[1:])
+        return
     print("## Calls per operation\n")
     calls.main()
     print("\n## Cold start\n")

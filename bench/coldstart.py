@@ -34,11 +34,10 @@ print(time.perf_counter() - t)
 """
 
 HANDLER = """
-import importlib.util, sys, time
+import sys, time
+from local.lambda_runtime import load_handler_module  # the local stack's loader (stdlib only)
 t = time.perf_counter()
-spec = importlib.util.spec_from_file_location("handler_under_test", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+load_handler_module(sys.argv[1])
 imported = time.perf_counter() - t
 from usermgmt import container
 container.get().store
@@ -53,7 +52,7 @@ def lambda_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
     env.update(
         {
-            "PYTHONPATH": str(ROOT / "layers" / "shared"),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "shared"), str(ROOT)]),
             "AWS_DEFAULT_REGION": "eu-central-1",
             "AWS_ACCESS_KEY_ID": "bench",
             "AWS_SECRET_ACCESS_KEY": "bench",

@@ -10,6 +10,10 @@ Configuration (environment, defaults in brackets):
 * ``API_AUDIENCE`` [https://api.usermgmt.local]: the audience the local Auth0 issues tokens for and the
   gateway's authorizer accepts; ``LOCAL_AUTH0_CLIENT_ID`` [local-login-client]: the client that may use
   the password grants.
+* ``LOCAL_CORS_ORIGINS`` [http://localhost:8080,http://127.0.0.1:8080]: the template parameter
+  ``CorsAllowedOrigins``: browser pages from these origins may call the API.
+* ``LOCAL_LAMBDA_CONCURRENCY`` [4]: execution environments (worker processes) each function may have
+  at once; started on demand, each serves one request at a time.
 * ``SEED_FILE`` [local/seed.json], ``LOCAL_TEMPLATE`` [template.yaml], ``LOCAL_LOG_LEVEL`` [INFO],
   ``LOCAL_TRUST_X_FORWARDED_FOR`` [false].
 * Every variable named like an upper-cased field of ``usermgmt.settings.Settings``
@@ -38,6 +42,7 @@ from local.auth0 import serve as serve_auth0
 from local.aws import LocalAws, PortInUse, create_secret, create_stack_resources, ensure_port_free
 from local.gateway import Gateway, ServerHandle
 from local.gateway import serve as serve_gateway
+from local.lambda_runtime import DEFAULT_CONCURRENCY, WorkerPoolRuntime
 from local.seed import SeededUser, SeedError, apply_seed, load_seed
 from local.template import Stack, TemplateError, load_stack, load_template
 from usermgmt.adapters.dynamo import DynamoStore
@@ -46,6 +51,8 @@ from usermgmt.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-central-1"
 M2M_CLIENT_ID = "local-m2m-client"
+# Browser pages served from these origins may call the local API (a local front end's dev server).
+DEFAULT_CORS_ORIGINS = "http://localhost:8080,http://127.0.0.1:8080"
 SECRET_NAME = "usermgmt-local/auth0-m2m-client-secret"
 
 log = logging.getLogger("local")
@@ -66,6 +73,8 @@ class Config:
     seed_file: Path = ROOT / "local" / "seed.json"
     template: Path = ROOT / "template.yaml"
     log_level: str = "INFO"
+    cors_origins: str = DEFAULT_CORS_ORIGINS
+    concurrency: int = DEFAULT_CONCURRENCY
     passthrough: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -80,6 +89,12 @@ class Config:
             value = env.get(name)
             return Path(value).resolve() if value else default
 
+        def concurrency() -> int:
+            raw = env.get("LOCAL_LAMBDA_CONCURRENCY", str(DEFAULT_CONCURRENCY))
+            if not raw.isdigit() or not 0 < int(raw) <= 64:
+                raise ConfigError(f"LOCAL_LAMBDA_CONCURRENCY={raw!r} is not a number from 1 to 64")
+            return int(raw)
+
         settings_names = {name.upper() for name in Settings.names()}
         return cls(
             host=env.get("LOCAL_HOST", "127.0.0.1"),
@@ -91,6 +106,8 @@ class Config:
             seed_file=path("SEED_FILE", ROOT / "local" / "seed.json"),
             template=path("LOCAL_TEMPLATE", ROOT / "template.yaml"),
             log_level=env.get("LOCAL_LOG_LEVEL", "INFO").upper(),
+            concurrency=concurrency(),
+            cors_origins=env.get("LOCAL_CORS_ORIGINS", DEFAULT_CORS_ORIGINS).strip(),
             passthrough={k: v for k, v in env.items() if k in settings_names},
         )
 
@@ -131,6 +148,7 @@ def template_parameters(config: Config, secret_arn: str, declared: Mapping[str, 
         "SenderEmail": config.sender_email,
         "SesConfigurationSet": config.passthrough.get("SES_CONFIGURATION_SET", "usermgmt-local"),
         "PublicBaseUrl": config.public_base_url,
+        "CorsAllowedOrigins": config.cors_origins,
     }
     from_settings = {
         "EmailChangePolicy": "EMAIL_CHANGE_POLICY",
@@ -228,8 +246,10 @@ class LocalStack:
             jwks=f"{config.auth0_url}/.well-known/jwks.json",
             environment=local_overrides(config),
             aws=self.aws.client,
+            runtime=WorkerPoolRuntime(REGION, concurrency=config.concurrency),
         )
         self._servers.append(serve_gateway(self.gateway, config.host, config.api_port))
+        self.gateway.prewarm()  # one warm execution environment per function before /_local/health is 200
         self.gateway.mark_ready()
 
     def stop(self) -> None:
@@ -241,6 +261,8 @@ class LocalStack:
                 server.shutdown()
             except Exception as exc:  # keep stopping the rest
                 log.warning("stopping a server failed: %s", type(exc).__name__)
+        if self.gateway is not None:
+            self.gateway.close()  # the functions' execution environments
         if self._aws_started:
             self.aws.stop()
             self._aws_started = False
@@ -257,6 +279,7 @@ def banner(config: Config, seeded: list[SeededUser]) -> str:
         f"  local AWS (moto)   {config.aws_url}",
         f"  audience           {config.audience}",
         f"  login client id    {config.login_client_id}",
+        f"  CORS origins       {config.cors_origins or '(none)'}",
         "",
         "Seeded logins (email / password: what they are):",
     ]

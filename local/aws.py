@@ -10,9 +10,11 @@ holding the local M2M client secret (its ARN becomes the ``Auth0ClientSecretArn`
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,7 @@ __all__ = [
     "client",
     "create_stack_resources",
     "ensure_port_free",
+    "make_dynamodb_atomic",
 ]
 
 DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -71,9 +74,40 @@ class PortInUse(Exception):
         self.what = what
 
 
+_DYNAMODB_LOCK = threading.Lock()
+
+
+def make_dynamodb_atomic() -> None:
+    """Make every DynamoDB request against moto in this process run alone, as DynamoDB applies each.
+
+    DynamoDB never interleaves a conditional write or a transaction with another request; moto has no
+    locking, so two threads of its server (or of ``mock_aws``) can both pass one condition. One lock
+    around moto's DynamoDB request dispatch (``DynamoHandler.call_action``, which both the server and
+    ``mock_aws`` go through) restores that. Idempotent; other services are untouched.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    original = DynamoHandler.call_action
+    if getattr(original, "_local_atomic", False):
+        return
+
+    @functools.wraps(original)
+    def call_action(self: Any) -> Any:
+        with _DYNAMODB_LOCK:
+            return original(self)
+
+    call_action._local_atomic = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
 def ensure_port_free(host: str, port: int, what: str) -> None:
-    """Raise ``PortInUse`` when something listens on ``host:port`` (a clear error beats a hang)."""
+    """Raise ``PortInUse`` when something listens on ``host:port`` (a clear error beats a hang).
+
+    The probe binds with ``SO_REUSEADDR``, as the servers do: connections of a stack that just stopped
+    linger in TIME_WAIT for a minute, and they must not make the port look busy; a listener still does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
@@ -101,6 +135,7 @@ class LocalAws:
 
     def start(self) -> None:
         ensure_port_free(self.host, self.port, "local AWS (moto)")
+        make_dynamodb_atomic()
         # moto's request handler logs every request through werkzeug's logger
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)

@@ -29,6 +29,7 @@ import yaml
 
 __all__ = [
     "Bus",
+    "CorsConfiguration",
     "EventRule",
     "Function",
     "HttpApi",
@@ -684,12 +685,25 @@ class JwtAuthorizer:
 
 
 @dataclass(frozen=True)
+class CorsConfiguration:
+    """An HttpApi's ``CorsConfiguration`` (``true`` means every origin, method and header)."""
+
+    allow_origins: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: int | None = None
+    allow_credentials: bool = False
+
+
+@dataclass(frozen=True)
 class HttpApi:
     logical_id: str
     api_id: str
     default_authorizer: str | None
     authorizers: Mapping[str, JwtAuthorizer]
     unsupported_authorizers: frozenset[str] = frozenset()
+    cors: CorsConfiguration | None = None
 
 
 @dataclass(frozen=True)
@@ -897,6 +911,32 @@ def _http_api(logical_id: str, props: Mapping[str, Any], resolver: Resolver) -> 
         default_authorizer=str(default) if default else None,
         authorizers=authorizers,
         unsupported_authorizers=frozenset(unsupported),
+        cors=_cors(resolver.resolve(props.get("CorsConfiguration"))),
+    )
+
+
+def _cors(spec: Any) -> CorsConfiguration | None:
+    if spec is None or spec is False:
+        return None
+    if spec is True:
+        return CorsConfiguration(allow_origins=("*",), allow_headers=("*",), allow_methods=("*",))
+    if not isinstance(spec, Mapping):
+        raise TemplateError(f"CorsConfiguration must be true or an object, not {spec!r}")
+
+    def names(key: str) -> tuple[str, ...]:
+        value = spec.get(key) or []
+        return tuple(
+            str(v).strip() for v in (value if isinstance(value, list) else [value]) if str(v).strip()
+        )
+
+    max_age = spec.get("MaxAge")
+    return CorsConfiguration(
+        allow_origins=names("AllowOrigins"),
+        allow_headers=names("AllowHeaders"),
+        allow_methods=names("AllowMethods"),
+        expose_headers=names("ExposeHeaders"),
+        max_age=int(max_age) if max_age is not None else None,
+        allow_credentials=str(spec.get("AllowCredentials", False)).lower() == "true",
     )
 
 

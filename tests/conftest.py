@@ -5,12 +5,10 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
-import importlib.util
 import json
 import logging
 import os
 import re
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +22,8 @@ import pytest
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "usermgmt")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "UserManagementTest")
 
+from local.aws import make_dynamodb_atomic
+from local.lambda_runtime import load_handler_module
 from tests.fakes.fake_idp import FakeIdentityProvider
 from usermgmt import container as container_module
 from usermgmt.models import Membership, User
@@ -385,20 +385,14 @@ def http_event(
 
 def load_handler(function_dir: str) -> ModuleType:
     """Import ``functions/<dir>/<dir_with_underscores>.py`` by path, as the Lambda runtime would."""
-    module_name = function_dir.replace("-", "_")
-    path = ROOT / "functions" / function_dir / f"{module_name}.py"
-    spec = importlib.util.spec_from_file_location(f"handler_{module_name}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_handler_module(ROOT / "functions" / function_dir / f"{function_dir.replace('-', '_')}.py")
 
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     from moto import mock_aws
 
+    make_dynamodb_atomic()  # each DynamoDB request runs alone, as in DynamoDB (moto does not lock)
     with mock_aws():
         import boto3
 

@@ -189,7 +189,7 @@ class LocalStackInfo:
         return request(method, f"{self.api_url}{path}", json=json, headers=all_headers)
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     sockets = []
     try:
         for _ in range(count):
@@ -215,11 +215,15 @@ def running_stack(
     seed: Mapping[str, Any],
     users: Mapping[str, SeedLogin],
     extra_env: Mapping[str, str] | None = None,
+    ports: tuple[int, int, int] | None = None,
 ) -> Iterator[LocalStackInfo]:
-    """Start ``python -m local`` as ``make run`` does, with ``seed`` and ``extra_env``; stop it after."""
+    """Start ``python -m local`` as ``make run`` does, with ``seed`` and ``extra_env``; stop it after.
+
+    ``ports``: (API, Auth0, AWS), default free ones.
+    """
     seed_file = workdir / "seed.json"
     seed_file.write_text(jsonlib.dumps(seed, indent=2))
-    api_port, auth0_port, aws_port = _free_ports(3)
+    api_port, auth0_port, aws_port = ports or free_ports(3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
         {

@@ -15,9 +15,11 @@ downloads a browser here; it launches that binary (``executable_path``) with a f
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -50,7 +52,8 @@ CHROMIUM_ARGS = [
 ]
 PAGE_TIMEOUT_MS = 20_000
 EMAIL_TIMEOUT = 10.0
-SHORT_RESET_TTL = 4  # seconds: long enough to open a fresh link, short enough to wait for its expiry
+SHORT_RESET_TTL = 8  # seconds: long enough to open a fresh link (first requests of a function pay its
+# environment's set-up, seconds on a loaded machine), short enough to wait for its expiry
 
 RESET_SUBJECT = "Reset your password"
 CHANGED_SUBJECT = "Your password was changed"
@@ -64,6 +67,7 @@ USERS = {
     "weak": SeedLogin("weak", "wes.weak@browser.example", "Old-Weak-Pass1", "Wes", "Weak"),
     "verify": SeedLogin("verify", "vera.verify@browser.example", "Old-Verify-Pass1", "Vera", "Verify"),
     "expired": SeedLogin("expired", "ezra.expired@browser.example", "Old-Expiry-Pass1", "Ezra", "Expired"),
+    "cors": SeedLogin("cors", "cora.cors@browser.example", "Old-Cors-Pass1", "Cora", "Cors"),
 }
 SEED = {
     "accounts": [{"id": "hooli", "name": "Hooli"}],
@@ -369,3 +373,85 @@ def test_the_api_reference_renders_offline(link_stack: LocalStackInfo, page: Pag
     assert {p.replace("\u200b", "") for p in shown_paths} == set(document["paths"])
     assert "usermgmt: user lifecycle API" in page.locator(".info .title").inner_text()
     assert elsewhere == []
+
+
+# ------------------------------------------------------------------------------------------------ CORS
+# A front end served from its own origin (another port of 127.0.0.1) calling the API with fetch and a
+# bearer token, as an admin console or storefront does. The browser sends a preflight (Authorization,
+# If-Match and a JSON body are not "simple"), then reads the ETag: both need the API's CORS headers.
+FRONT_END = """<!doctype html><html lang=en><head><meta charset=utf-8><title>Front end</title></head>
+<body><h1>Front end</h1><script>
+async function editMe(api, token) {
+  const auth = {"Authorization": "Bearer " + token};
+  try {
+    const read = await fetch(api + "/me", {headers: auth});
+    const me = await read.json();
+    const etag = read.headers.get("ETag");
+    const edit = await fetch(api + "/me", {
+      method: "PATCH",
+      headers: {...auth, "Content-Type": "application/json", "If-Match": etag},
+      body: JSON.stringify({firstName: me.firstName + "x"}),
+    });
+    return {ok: true, readStatus: read.status, etag: etag, editStatus: edit.status,
+            newEtag: edit.headers.get("ETag"), firstName: (await edit.json()).firstName};
+  } catch (error) {
+    return {ok: false, error: String(error)};
+  }
+}
+</script></body></html>"""
+
+
+class _FrontEnd(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = FRONT_END.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def front_ends() -> Iterator[tuple[str, str]]:
+    """Two origins serving the front end: the first is allowed by the stack's CORS origins, the other not."""
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FrontEnd) for _ in range(2)]
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    try:
+        allowed, other = (f"http://127.0.0.1:{s.server_address[1]}" for s in servers)
+        yield allowed, other
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture(scope="module")
+def cors_stack(
+    tmp_path_factory: pytest.TempPathFactory, front_ends: tuple[str, str]
+) -> Iterator[LocalStackInfo]:
+    env = {"LOCAL_CORS_ORIGINS": f"http://localhost:9,{front_ends[0]}"}
+    with stack_for(tmp_path_factory.mktemp("browser-stack-cors"), env) as info:
+        yield info
+
+
+def test_a_front_end_on_an_allowed_origin_calls_the_api_and_reads_the_etag(
+    cors_stack: LocalStackInfo, front_ends: tuple[str, str], page: Page
+) -> None:
+    person = USERS["cors"]
+    token = cors_stack.login(person.email, person.password)
+    allowed, other = front_ends
+    open_link(page, allowed + "/")
+    result = page.evaluate("([api, token]) => editMe(api, token)", [cors_stack.api_url, token])
+    assert result["ok"], result
+    assert result["readStatus"] == 200 and re.fullmatch(r'"\d+"', result["etag"]), result
+    assert result["editStatus"] == 200 and result["firstName"] == person.first_name + "x", result
+    assert int(result["newEtag"].strip('"')) == int(result["etag"].strip('"')) + 1, result
+    # a page from an origin the API does not allow cannot call it (the browser refuses the answer)
+    open_link(page, other + "/")
+    refused = page.evaluate("([api, token]) => editMe(api, token)", [cors_stack.api_url, token])
+    assert refused == {"ok": False, "error": "TypeError: Failed to fetch"}, refused

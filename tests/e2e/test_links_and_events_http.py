@@ -20,7 +20,9 @@ from tests.e2e.conftest import LocalStackInfo, SeedLogin, request, running_stack
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "E2e-Links-Pass1"
-TTL = 3
+# Short enough to wait for, long enough for a few requests: each of the stack's execution environments
+# pays its own first-request set-up (clients, Auth0 token), which takes seconds on a loaded machine.
+TTL = 8
 NAMES = ["admin", "cora", "exa", "sup", "tia", "tom", "enu", "sus", "gone", "lim", "evt", "ver"]
 USERS = {n: SeedLogin(n, f"{n}.links@initech.example", PASSWORD, n.title(), "Links") for n in NAMES}
 SEED = {

@@ -110,3 +110,37 @@ def test_local_aws_resources_come_from_the_template(local_stack: LocalStackInfo)
     ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
     assert ttl["AttributeName"] == table["TimeToLiveSpecification"]["AttributeName"]
     assert ttl["TimeToLiveStatus"] == "ENABLED"
+
+
+LOCAL_ORIGIN = "http://localhost:8080"  # make run's default LOCAL_CORS_ORIGINS
+
+
+def test_cors_preflight_is_answered_by_the_gateway_without_a_token(local_stack: LocalStackInfo) -> None:
+    ask = {
+        "Access-Control-Request-Method": "PATCH",
+        "Access-Control-Request-Headers": "authorization,if-match",
+    }
+    # no OPTIONS route exists and no token is sent: API Gateway answers the preflight itself
+    response = local_stack.api("OPTIONS", "/users/auth0%7Cabc", headers={"Origin": LOCAL_ORIGIN, **ask})
+    assert response.status == 204, response
+    assert response.headers["access-control-allow-origin"] == LOCAL_ORIGIN
+    assert "PATCH" in response.headers["access-control-allow-methods"].split(",")
+    assert {"authorization", "if-match"} <= set(response.headers["access-control-allow-headers"].split(","))
+    assert int(response.headers["access-control-max-age"]) > 0
+    other = local_stack.api("OPTIONS", "/me", headers={"Origin": "http://evil.example", **ask})
+    assert other.status == 204
+    assert not [h for h in other.headers if h.startswith("access-control-")]
+
+
+def test_cors_headers_on_responses_for_allowed_origins_only(
+    local_stack: LocalStackInfo, admin_token: str
+) -> None:
+    allowed = local_stack.api("GET", "/me", token=admin_token, headers={"Origin": LOCAL_ORIGIN})
+    assert allowed.status == 200
+    assert allowed.headers["access-control-allow-origin"] == LOCAL_ORIGIN
+    assert "etag" in allowed.headers["access-control-expose-headers"].split(",")
+    refused = local_stack.api("GET", "/me", headers={"Origin": LOCAL_ORIGIN})
+    assert refused.status == 401 and refused.headers["access-control-allow-origin"] == LOCAL_ORIGIN
+    other = local_stack.api("GET", "/me", token=admin_token, headers={"Origin": "http://evil.example"})
+    assert other.status == 200
+    assert not [h for h in other.headers if h.startswith("access-control-")]

@@ -192,7 +192,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def echo_calls() -> list[dict[str, Any]]:
-    module = sys.modules.get("fn_EchoFunction")
+    module = sys.modules.get("echo_handler")
     return list(module.CALLS) if module is not None else []
 
 
@@ -673,7 +673,7 @@ def test_raw_mime_parsing_keeps_both_parts() -> None:
     message["Subject"] = "S"
     message.set_content("text part")
     message.add_alternative("<b>html part</b>", subtype="html")
-    from local.gateway import _parse_sent
+    from local.outbox import parse_sent
 
     class Raw:
         id = "m1"
@@ -682,7 +682,7 @@ def test_raw_mime_parsing_keeps_both_parts() -> None:
         raw_data = message.as_string()
 
     Raw.__name__ = "RawMessage"
-    parsed = _parse_sent(Raw())
+    parsed = parse_sent(Raw())
     assert parsed["text"].strip() == "text part"
     assert parsed["html"].strip() == "<b>html part</b>"
 

@@ -7,17 +7,14 @@ import only fails after deploy: these tests catch both, and the public/authorize
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from local.lambda_runtime import load_handler_module
 from local.template import (
-    Function,
     Stack,
     TemplateError,
     load_stack,
@@ -55,6 +52,7 @@ PARAMETERS = {
     "SenderEmail": "no-reply@example.com",
     "SesConfigurationSet": "usermgmt",
     "PublicBaseUrl": "https://users.example.com",
+    "CorsAllowedOrigins": "https://admin.example.com,https://shop.example.com",
 }
 
 
@@ -67,19 +65,6 @@ def raw() -> dict[str, Any]:
 def stack(raw: dict[str, Any]) -> Stack:
     declared = raw.get("Parameters") or {}
     return load_stack(TEMPLATE, parameters={k: v for k, v in PARAMETERS.items() if k in declared})
-
-
-def _import_by_path(function: Function) -> ModuleType:
-    name = f"template_check_{function.logical_id}"
-    spec = importlib.util.spec_from_file_location(name, function.handler_file)
-    assert spec is not None and spec.loader is not None, function.handler_file
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(name, None)
-    return module
 
 
 # ------------------------------------------------------------------------------------------------ references
@@ -124,7 +109,7 @@ def test_every_function_has_a_local_code_uri_and_handler_file(stack: Stack) -> N
 def test_every_handler_imports_from_its_code_uri_and_is_callable(stack: Stack) -> None:
     # imported by file path without the function's environment: handlers must not read it at import
     for function in stack.functions.values():
-        module = _import_by_path(function)
+        module = load_handler_module(function.handler_file)
         handler = getattr(module, function.handler_function, None)
         assert callable(handler), f"{function.logical_id}: {function.handler} is not a callable"
 
@@ -253,3 +238,22 @@ def test_loader_rejects_what_cloudformation_rejects(tmp_path: Path) -> None:
     path.write_text("Resources:\n  A: {Type: X}\n  A: {Type: Y}\n")
     with pytest.raises(TemplateError, match="duplicate key"):
         load_template(path)
+
+
+# ------------------------------------------------------------------------------------------------ CORS
+
+
+def test_the_api_lets_the_configured_origins_call_it_from_a_browser(stack: Stack) -> None:
+    cors = stack.apis["UsersApi"].cors
+    assert cors is not None, "UsersApi has no CorsConfiguration"
+    assert cors.allow_origins == ("https://admin.example.com", "https://shop.example.com")  # the parameter
+    assert {h.lower() for h in cors.allow_headers} >= {
+        "authorization",
+        "content-type",
+        "if-match",
+        "idempotency-key",
+    }
+    assert set(cors.allow_methods) >= {"GET", "POST", "PATCH", "DELETE", "OPTIONS"}
+    assert {h.lower() for h in cors.expose_headers} >= {"etag", "retry-after", "location"}
+    assert cors.max_age is not None and cors.max_age > 0
+    assert not cors.allow_credentials  # bearer tokens, no cookies
