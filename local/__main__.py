@@ -40,10 +40,12 @@ from typing import Any
 from local.auth0 import LocalAuth0
 from local.auth0 import serve as serve_auth0
 from local.aws import LocalAws, PortInUse, create_secret, create_stack_resources, ensure_port_free
+from local.busview import BusView
 from local.gateway import Gateway, ServerHandle
 from local.gateway import serve as serve_gateway
 from local.lambda_runtime import DEFAULT_CONCURRENCY, WorkerPoolRuntime
 from local.seed import SeededUser, SeedError, apply_seed, load_seed
+from local.streams import StreamPoller
 from local.template import Stack, TemplateError, load_stack, load_template
 from usermgmt.adapters.dynamo import DynamoStore
 from usermgmt.settings import Settings
@@ -194,6 +196,7 @@ class LocalStack:
         self.aws = LocalAws(config.host, config.aws_port, REGION)
         self.auth0: LocalAuth0 | None = None
         self.gateway: Gateway | None = None
+        self.streams: StreamPoller | None = None
         self.seeded: list[SeededUser] = []
         self._servers: list[ServerHandle | Any] = []
         self._aws_started = False
@@ -248,13 +251,22 @@ class LocalStack:
             aws=self.aws.client,
             runtime=WorkerPoolRuntime(REGION, concurrency=config.concurrency),
         )
+        self.gateway.bus_view = BusView(stack, self.aws.client, self.gateway.events.put_event)
         self._servers.append(serve_gateway(self.gateway, config.host, config.api_port))
         self.gateway.prewarm()  # one warm execution environment per function before /_local/health is 200
+        # the template's DynamoDB stream mappings (publish-events) and the product bus's view and rules
+        self.streams = StreamPoller(stack, self.gateway.invoke)
+        self.streams.start()
+        self.gateway.bus_view.start()
         self.gateway.mark_ready()
 
     def stop(self) -> None:
         if self.gateway is not None:
             self.gateway.ready = False
+        if self.streams is not None:
+            self.streams.stop()
+        if self.gateway is not None and self.gateway.bus_view is not None:
+            self.gateway.bus_view.stop()
         while self._servers:
             server = self._servers.pop()
             try:

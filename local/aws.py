@@ -100,6 +100,11 @@ def make_dynamodb_atomic() -> None:
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
 
 
+def dynamodb_lock() -> threading.Lock:
+    """The lock every DynamoDB request runs under (for in-process readers of moto's state)."""
+    return _DYNAMODB_LOCK
+
+
 def ensure_port_free(host: str, port: int, what: str) -> None:
     """Raise ``PortInUse`` when something listens on ``host:port`` (a clear error beats a hang).
 

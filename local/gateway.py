@@ -28,6 +28,7 @@ from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
 from local import apidocs
+from local.busview import BusView
 from local.cors import add_cors_headers, is_preflight, preflight_response
 from local.eventbus import EventBus, matches_pattern
 from local.jwt_authorizer import Forbidden, JwtAuthorizerCheck, Unauthorized, challenge, insufficient_scope
@@ -84,6 +85,7 @@ class Gateway:
         self._routes = Routes(stack.routes())
         self._outbox = Outbox()
         self.events = EventBus(stack, self.invoke, aws or self._default_aws)
+        self.bus_view: BusView | None = None  # set by the local stack when it runs the product's buses
 
     def mark_ready(self) -> None:
         self.ready = True
@@ -240,6 +242,8 @@ class Gateway:
                 return Response(status=204)
         if path == "/_local/events" and method == "POST":
             return self.events.events_response(request)
+        if path == "/_local/bus" and method in ("GET", "DELETE") and self.bus_view is not None:
+            return self.bus_view.response(request)  # local/busview.py
         if path == "/_local/dlq" and method == "GET":
             return json_response(self.dead_letters())
         if path.startswith("/_local/schedules/") and method == "POST":

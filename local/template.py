@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -761,6 +762,7 @@ class Function:
     routes: tuple[HttpRoute, ...] = ()
     schedules: tuple[Schedule, ...] = ()
     rules: tuple[EventRule, ...] = ()
+    streams: tuple[StreamSource, ...] = ()
 
     @property
     def handler_module(self) -> str:
@@ -776,6 +778,17 @@ class Function:
         module = self.handler_module
         relative = module if "/" in module else module.replace(".", "/")
         return self.code_uri / f"{relative}.py"
+
+
+@dataclass(frozen=True)
+class StreamSource:
+    """A ``DynamoDB`` event: an event source mapping on a table's stream."""
+
+    event_id: str
+    table: str  # logical id of the table whose StreamArn it names
+    batch_size: int
+    filters: tuple[Mapping[str, Any], ...]  # FilterCriteria patterns (any one matches)
+    max_retries: int
 
 
 @dataclass(frozen=True)
@@ -962,6 +975,7 @@ def _function(
     routes: list[HttpRoute] = []
     schedules: list[Schedule] = []
     rules: list[EventRule] = []
+    streams: list[StreamSource] = []
     for event_id, event in (props.get("Events") or {}).items():
         event_type = event.get("Type")
         event_props: Mapping[str, Any] = event.get("Properties") or {}
@@ -971,6 +985,8 @@ def _function(
             schedules.append(_schedule(event_id, str(event_type), event_props, resolver))
         elif event_type == "EventBridgeRule":
             rules.append(_rule(logical_id, event_id, event_props, resolver))
+        elif event_type == "DynamoDB":
+            streams.append(_stream(logical_id, event_id, event_props, resolver))
     physical = resolver.physical(logical_id)
     return Function(
         logical_id=logical_id,
@@ -985,6 +1001,23 @@ def _function(
         routes=tuple(routes),
         schedules=tuple(schedules),
         rules=tuple(rules),
+        streams=tuple(streams),
+    )
+
+
+def _stream(function_id: str, event_id: str, props: Mapping[str, Any], resolver: Resolver) -> StreamSource:
+    stream = props.get("Stream")
+    target = stream.get("Fn::GetAtt") if isinstance(stream, dict) else None
+    if not (isinstance(target, list) and len(target) == 2 and target[1] == "StreamArn"):
+        raise TemplateError(f"{function_id}.{event_id}: Stream must be !GetAtt <Table>.StreamArn locally")
+    filters = ((props.get("FilterCriteria") or {}).get("Filters")) or []
+    patterns = tuple(json.loads(str(resolver.resolve(f["Pattern"]))) for f in filters)
+    return StreamSource(
+        event_id=event_id,
+        table=str(target[0]),
+        batch_size=int(resolver.resolve(props.get("BatchSize", 100))),
+        filters=patterns,
+        max_retries=int(resolver.resolve(props.get("MaximumRetryAttempts", -1))),
     )
 
 
