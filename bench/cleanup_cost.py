@@ -182,7 +182,10 @@ def measure(live: int, expired: int) -> dict[str, Any]:
     with mock_aws():
         settings = Settings(table_name=TABLE)
         container = Container(settings, clock=FixedClock())
+        from usermgmt.adapters.dynamo import DynamoStore
+
         store = container.store
+        assert isinstance(store, DynamoStore)
         client = store._client
         create_table(client)
 

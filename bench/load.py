@@ -22,9 +22,6 @@ import hashlib
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from local.launch import launched_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # loopback only
@@ -83,17 +82,6 @@ def call(method: str, url: str, token: str | None = None, body: Any = None) -> t
             return error.code, error.read().decode(errors="replace")[:200]
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind((HOST, 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @contextmanager
 def local_stack(concurrency: int) -> Iterator[Stack]:
     seed = {
@@ -119,52 +107,16 @@ def local_stack(concurrency: int) -> Iterator[Stack]:
             ),
         ],
     }
-    api_port, auth0_port, aws_port = _free_ports(3)
-    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
-        (Path(tmp) / "seed.json").write_text(json.dumps(seed))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(
-            {
-                "PYTHONPATH": os.pathsep.join(["layers/shared", "."]),
-                "LOCAL_HOST": HOST,
-                "LOCAL_API_PORT": str(api_port),
-                "LOCAL_AUTH0_PORT": str(auth0_port),
-                "LOCAL_AWS_PORT": str(aws_port),
-                "LOCAL_LAMBDA_CONCURRENCY": str(concurrency),
-                "LOCAL_LOG_LEVEL": "WARNING",
-                "API_AUDIENCE": AUDIENCE,
-                "LOCAL_AUTH0_CLIENT_ID": LOGIN_CLIENT,
-                "SEED_FILE": str(Path(tmp) / "seed.json"),
-                "POWERTOOLS_LOG_LEVEL": "WARNING",
-            }
-        )
-        log = (Path(tmp) / "stack.log").open("wb")
-        process = subprocess.Popen([sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log, stderr=log)
-        stack = Stack(api=f"http://{HOST}:{api_port}", auth0=f"http://{HOST}:{auth0_port}")
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        "the local stack exited:\n" + (Path(tmp) / "stack.log").read_text()[-2000:]
-                    )
-                try:
-                    if call("GET", f"{stack.api}/_local/health")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the local stack was not healthy within 60 s")
-                time.sleep(0.2)
-            yield stack
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log.close()
+    env = {
+        "LOCAL_LAMBDA_CONCURRENCY": str(concurrency),
+        "LOCAL_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-load-") as tmp,
+        launched_stack(Path(tmp), seed, audience=AUDIENCE, client_id=LOGIN_CLIENT, env=env) as launched,
+    ):
+        yield Stack(api=launched.api_url, auth0=launched.auth0_url)
 
 
 def login(stack: Stack, email: str) -> str:

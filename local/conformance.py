@@ -27,19 +27,17 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from local.launch import launched_stack, password_login
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENT = ROOT / "docs" / "openapi.json"
@@ -142,105 +140,30 @@ CALLERS: dict[str, str | None] = {
 
 
 # --------------------------------------------------------------------------------------------- the stack
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _post_json(url: str, body: Mapping[str, Any]) -> tuple[int, Any]:
-    request = urllib.request.Request(  # noqa: S310 - loopback only
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read().decode(errors="replace")
-
-
 @dataclass(frozen=True)
 class Stack:
     api_url: str
     auth0_url: str
 
     def login(self, person: Person) -> str:
-        status, body = _post_json(
-            f"{self.auth0_url}/oauth/token",
-            {
-                "grant_type": "password",
-                "username": person.email,
-                "password": person.password,
-                "audience": AUDIENCE,
-                "client_id": LOGIN_CLIENT_ID,
-                "scope": "openid",
-            },
+        return password_login(
+            self.auth0_url, person.email, person.password, audience=AUDIENCE, client_id=LOGIN_CLIENT_ID
         )
-        if status != 200:
-            raise RuntimeError(f"login of {person.email} failed: {status} {body}")
-        return str(body["access_token"])
 
 
 @contextmanager
 def local_stack(workdir: Path) -> Iterator[Stack]:
     """``python -m local`` with this module's seed on free ports; stopped with SIGTERM afterwards."""
-    seed_file = workdir / "seed.json"
-    seed_file.write_text(json.dumps(SEED, indent=2), encoding="utf-8")
-    api_port, auth0_port, aws_port = _free_ports(3)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        {
-            "PYTHONPATH": os.pathsep.join(["layers/shared", "."]),
-            "PYTHONUNBUFFERED": "1",
-            "LOCAL_API_PORT": str(api_port),
-            "LOCAL_AUTH0_PORT": str(auth0_port),
-            "LOCAL_AWS_PORT": str(aws_port),
-            "API_AUDIENCE": AUDIENCE,
-            "LOCAL_AUTH0_CLIENT_ID": LOGIN_CLIENT_ID,
-            "SEED_FILE": str(seed_file),
-            "LOCAL_LOG_LEVEL": os.environ.get("CONFORMANCE_STACK_LOG_LEVEL", "WARNING"),
-            # Reach the logic behind the per-address and per-IP reset limits (429 has its own tests).
-            "RESET_LIMIT_PER_ADDRESS": "10000",
-            "RESET_LIMIT_PER_IP": "10000",
-        }
-    )
-    log = (workdir / "stack.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log, stderr=log)
-    stack = Stack(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{auth0_port}")
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"the local stack exited with {process.returncode}; see {workdir}/stack.log"
-                )
-            try:
-                with urllib.request.urlopen(f"{stack.api_url}/_local/health", timeout=2) as response:  # noqa: S310
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the local stack was not healthy in {STARTUP_TIMEOUT:.0f}s")
-            time.sleep(0.2)
-        yield stack
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        log.close()
+    env = {
+        "LOCAL_LOG_LEVEL": os.environ.get("CONFORMANCE_STACK_LOG_LEVEL", "WARNING"),
+        # Reach the logic behind the per-address and per-IP reset limits (429 has its own tests).
+        "RESET_LIMIT_PER_ADDRESS": "10000",
+        "RESET_LIMIT_PER_IP": "10000",
+    }
+    with launched_stack(
+        workdir, SEED, audience=AUDIENCE, client_id=LOGIN_CLIENT_ID, env=env, startup_timeout=STARTUP_TIMEOUT
+    ) as launched:
+        yield Stack(launched.api_url, launched.auth0_url)
 
 
 # ---------------------------------------------------------------------------------------- schemathesis

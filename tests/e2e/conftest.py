@@ -12,24 +12,21 @@ seeded users and two helpers other e2e tests can reuse:
 from __future__ import annotations
 
 import json as jsonlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
+from local.launch import StackFailed, launched_stack
+
 ROOT = Path(__file__).resolve().parents[2]
-STARTUP_TIMEOUT = 60.0
+STARTUP_TIMEOUT = 120.0  # two stacks start at once under the test workers; a loaded machine is slow
 AUDIENCE = "https://api.e2e.local"
 LOGIN_CLIENT_ID = "e2e-login-client"
 
@@ -189,24 +186,34 @@ class LocalStackInfo:
         return request(method, f"{self.api_url}{path}", json=json, headers=all_headers)
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+def seed_of(
+    users: Mapping[str, SeedLogin],
+    accounts: Mapping[str, str],
+    *,
+    extra: Callable[[str], Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A seed file of ``users``: the one keyed ``admin`` a platform administrator with no accounts, every
+    other a Buyer in the first of ``accounts`` (id -> name); ``extra(key)`` adds or overrides fields."""
+    home = next(iter(accounts))
+    entries = []
+    for key, user in users.items():
+        entry: dict[str, Any] = {
+            "email": user.email,
+            "password": user.password,
+            "firstName": user.first_name,
+            "lastName": user.last_name,
+            "profile": "administrator" if key == "admin" else "customer",
+            "memberships": [] if key == "admin" else [{"accountId": home, "roles": ["Buyer"]}],
+            "defaultAccountId": None if key == "admin" else home,
+        }
+        entry.update(extra(key) if extra else {})
+        entries.append(entry)
+    return {"accounts": [{"id": i, "name": n} for i, n in accounts.items()], "users": entries}
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no output)"
+def user_path(user: SeedLogin) -> str:
+    """``/users/{userId}`` with the id percent-encoded, as clients send it."""
+    return "/users/" + quote(user.user_id, safe="")
 
 
 @contextmanager
@@ -221,64 +228,27 @@ def running_stack(
 
     ``ports``: (API, Auth0, AWS), default free ones.
     """
-    seed_file = workdir / "seed.json"
-    seed_file.write_text(jsonlib.dumps(seed, indent=2))
-    api_port, auth0_port, aws_port = ports or free_ports(3)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        {
-            "PYTHONPATH": os.pathsep.join(["layers/shared", "."]),
-            "PYTHONUNBUFFERED": "1",
-            "LOCAL_API_PORT": str(api_port),
-            "LOCAL_AUTH0_PORT": str(auth0_port),
-            "LOCAL_AWS_PORT": str(aws_port),
-            "API_AUDIENCE": AUDIENCE,
-            "LOCAL_AUTH0_CLIENT_ID": LOGIN_CLIENT_ID,
-            "SEED_FILE": str(seed_file),
-            **(extra_env or {}),
-        }
-    )
-    stdout_path, stderr_path = workdir / "stdout.log", workdir / "stderr.log"
-    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=stdout, stderr=stderr
-        )
-    info = LocalStackInfo(
-        api_url=f"http://127.0.0.1:{api_port}",
-        auth0_url=f"http://127.0.0.1:{auth0_port}",
-        aws_url=f"http://127.0.0.1:{aws_port}",
-        audience=AUDIENCE,
-        client_id=LOGIN_CLIENT_ID,
-        users=dict(users),
-        log_dir=workdir,
-    )
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                code = process.returncode
-                pytest.fail(
-                    f"the local stack exited with {code} before it was healthy:\n{_tail(stderr_path)}"
-                )
-            try:
-                if request("GET", f"{info.api_url}/_local/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"the local stack was not healthy within {STARTUP_TIMEOUT:.0f}s:\n{_tail(stderr_path)}"
-                )
-            time.sleep(0.2)
-        yield info
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        with launched_stack(
+            workdir,
+            seed,
+            audience=AUDIENCE,
+            client_id=LOGIN_CLIENT_ID,
+            env=extra_env,
+            ports=ports,
+            startup_timeout=STARTUP_TIMEOUT,
+        ) as launched:
+            yield LocalStackInfo(
+                api_url=launched.api_url,
+                auth0_url=launched.auth0_url,
+                aws_url=launched.aws_url,
+                audience=AUDIENCE,
+                client_id=LOGIN_CLIENT_ID,
+                users=dict(users),
+                log_dir=workdir,
+            )
+    except StackFailed as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

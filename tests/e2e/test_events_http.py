@@ -9,32 +9,17 @@ import re
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
-from tests.e2e.conftest import LocalStackInfo, SeedLogin, request, running_stack
+from tests.e2e.conftest import LocalStackInfo, SeedLogin, request, running_stack, seed_of, user_path
 
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "E2e-Evented-Pass1"
 NAMES = ["admin", "olga", "pete", "quin"]
 USERS = {n: SeedLogin(n, f"{n}.ev@umbrella.example", PASSWORD, n.title(), "Evented") for n in NAMES}
-SEED = {
-    "accounts": [{"id": "umbrella", "name": "Umbrella"}],
-    "users": [
-        {
-            "email": u.email,
-            "password": u.password,
-            "firstName": u.first_name,
-            "lastName": u.last_name,
-            "profile": "administrator" if n == "admin" else "customer",
-            "memberships": [] if n == "admin" else [{"accountId": "umbrella", "roles": ["Buyer"]}],
-            "defaultAccountId": None if n == "admin" else "umbrella",
-        }
-        for n, u in USERS.items()
-    ],
-}
+SEED = seed_of(USERS, {"umbrella": "Umbrella"})
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
@@ -47,10 +32,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackInfo]:
 @pytest.fixture(scope="module")
 def admin(stack: LocalStackInfo) -> str:
     return stack.login(USERS["admin"].email, PASSWORD)
-
-
-def path_of(user: SeedLogin) -> str:
-    return "/users/" + quote(user.user_id, safe="")
 
 
 def bus(stack: LocalStackInfo, user: SeedLogin, count: int) -> list[dict[str, Any]]:
@@ -69,9 +50,9 @@ def test_changes_arrive_on_the_bus_in_order_with_no_personal_data(stack: LocalSt
     user = USERS["olga"]
     token = stack.login(user.email, PASSWORD)
     assert stack.api("PATCH", "/me", token=token, json={"firstName": "Olgaa"}).status == 200
-    assert stack.api("PATCH", path_of(user), token=admin, json={"lastName": "Changed"}).status == 200
-    assert stack.api("POST", path_of(user) + "/suspend", token=admin).status == 200
-    assert stack.api("POST", path_of(user) + "/enable", token=admin).status == 200
+    assert stack.api("PATCH", user_path(user), token=admin, json={"lastName": "Changed"}).status == 200
+    assert stack.api("POST", user_path(user) + "/suspend", token=admin).status == 200
+    assert stack.api("POST", user_path(user) + "/enable", token=admin).status == 200
     assert request("POST", f"{stack.api_url}/password-reset", json={"email": user.email}).status == 202
 
     events = bus(stack, user, 5)
@@ -99,7 +80,7 @@ def test_changes_arrive_on_the_bus_in_order_with_no_personal_data(stack: LocalSt
 
 def test_a_deletion_is_told_by_id_only(stack: LocalStackInfo, admin: str) -> None:
     user = USERS["quin"]
-    assert stack.api("DELETE", path_of(user), token=admin).status == 204
+    assert stack.api("DELETE", user_path(user), token=admin).status == 204
     (event,) = bus(stack, user, 1)
     assert event["detail-type"] == "user.deleted"
     assert event["detail"]["data"]["changedFields"] == [] and event["detail"]["subject"] == user.user_id
@@ -118,13 +99,13 @@ def test_a_bounce_marks_the_user_and_stops_admin_mail(stack: LocalStackInfo, adm
     }
     routed = stack.api("POST", "/_local/events", json=ses)
     assert routed.status == 200 and routed.json()["matched"] == ["EmailEventsFunction"], routed
-    shown = stack.api("GET", path_of(user), token=admin).json()
+    shown = stack.api("GET", user_path(user), token=admin).json()
     assert shown["deliverability"] == "bounced"
-    refused = stack.api("POST", path_of(user) + "/password-reset", token=admin)
+    refused = stack.api("POST", user_path(user) + "/password-reset", token=admin)
     assert refused.status == 409 and refused.json()["code"] == "email_undeliverable"
     (event,) = bus(stack, user, 1)
     assert event["detail-type"] == "user.deliverability_changed"
     assert event["detail"]["data"]["actor"] == {"type": "system", "id": "ses"}
-    fixed = stack.api("PATCH", path_of(user), token=admin, json={"deliverability": "ok"})
+    fixed = stack.api("PATCH", user_path(user), token=admin, json={"deliverability": "ok"})
     assert fixed.status == 200 and fixed.json()["deliverability"] == "ok"
-    assert stack.api("POST", path_of(user) + "/password-reset", token=admin).status == 202
+    assert stack.api("POST", user_path(user) + "/password-reset", token=admin).status == 202

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.e2e.conftest import LocalStackInfo, SeedLogin, request, running_stack
+from tests.e2e.conftest import LocalStackInfo, SeedLogin, request, running_stack, seed_of
 
 pytestmark = pytest.mark.e2e
 
@@ -25,22 +25,9 @@ PASSWORD = "E2e-Links-Pass1"
 TTL = 8
 NAMES = ["admin", "cora", "exa", "sup", "tia", "tom", "enu", "sus", "gone", "lim", "evt", "ver"]
 USERS = {n: SeedLogin(n, f"{n}.links@initech.example", PASSWORD, n.title(), "Links") for n in NAMES}
-SEED = {
-    "accounts": [{"id": "initech", "name": "Initech"}],
-    "users": [
-        {
-            "email": u.email,
-            "password": u.password,
-            "firstName": u.first_name,
-            "lastName": u.last_name,
-            "profile": "administrator" if n == "admin" else "customer",
-            "memberships": [] if n == "admin" else [{"accountId": "initech", "roles": ["Buyer"]}],
-            "defaultAccountId": None if n == "admin" else "initech",
-            "status": "SUSPENDED" if n == "sus" else "ACTIVE",
-        }
-        for n, u in USERS.items()
-    ],
-}
+SEED = seed_of(
+    USERS, {"initech": "Initech"}, extra=lambda n: {"status": "SUSPENDED" if n == "sus" else "ACTIVE"}
+)
 ENV = {
     "VERIFY_LINK_TTL_SECONDS": str(TTL),
     "RESET_LINK_TTL_SECONDS": str(TTL),

@@ -17,28 +17,14 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.e2e.conftest import ApiResponse, LocalStackInfo, SeedLogin, request, running_stack
+from tests.e2e.conftest import ApiResponse, LocalStackInfo, SeedLogin, request, running_stack, seed_of
 
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "E2e-Races-Pass1"
 NAMES = ["admin", "pat", "sus", "rst", "eva", "evb", "ifm"]
 USERS = {n: SeedLogin(n, f"{n}.race@initech.example", PASSWORD, n.title(), "Race") for n in NAMES}
-SEED = {
-    "accounts": [{"id": "initech", "name": "Initech"}, {"id": "umbrella", "name": "Umbrella"}],
-    "users": [
-        {
-            "email": u.email,
-            "password": u.password,
-            "firstName": u.first_name,
-            "lastName": u.last_name,
-            "profile": "administrator" if n == "admin" else "customer",
-            "memberships": [] if n == "admin" else [{"accountId": "initech", "roles": ["Buyer"]}],
-            "defaultAccountId": None if n == "admin" else "initech",
-        }
-        for n, u in USERS.items()
-    ],
-}
+SEED = seed_of(USERS, {"initech": "Initech", "umbrella": "Umbrella"})
 ENV = {"LOCAL_LAMBDA_CONCURRENCY": "4", "RESET_LIMIT_PER_ADDRESS": "1000", "RESET_LIMIT_PER_IP": "1000"}
 ROUNDS_LINKS = 10
 RETRIES = 20  # a client retries 503 "being changed by others", as the answer asks

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.e2e.conftest import LocalStackInfo, SeedLogin, request, running_stack
+from tests.e2e.conftest import LocalStackInfo, SeedLogin, request, running_stack, seed_of, user_path
 
 pytestmark = pytest.mark.e2e
 
@@ -36,22 +36,11 @@ NAMES = [
 # Retries without backoff and an early "stuck" alarm, so a test can outlast the attempts in seconds.
 MAX_ATTEMPTS = 3
 USERS = {n: SeedLogin(n, f"{n}.res@initech.example", PASSWORD, n.title(), "Resilient") for n in NAMES}
-SEED = {
-    "accounts": [{"id": "initech", "name": "Initech"}],
-    "users": [
-        {
-            "email": u.email,
-            "password": u.password,
-            "firstName": u.first_name,
-            "lastName": u.last_name,
-            "profile": "administrator" if n == "admin" else "customer",
-            "memberships": [] if n == "admin" else [{"accountId": "initech", "roles": ["Buyer"]}],
-            "defaultAccountId": None if n == "admin" else "initech",
-            "accountNumber": None if n == "admin" else f"ACC-{n.upper()}",
-        }
-        for n, u in USERS.items()
-    ],
-}
+SEED = seed_of(
+    USERS,
+    {"initech": "Initech"},
+    extra=lambda n: {"accountNumber": None if n == "admin" else f"ACC-{n.upper()}"},
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +58,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackInfo]:
 @pytest.fixture(scope="module")
 def admin(stack: LocalStackInfo) -> str:
     return stack.login(USERS["admin"].email, PASSWORD)
-
-
-def path_of(user: SeedLogin) -> str:
-    return "/users/" + quote(user.user_id, safe="")
 
 
 def auth0_user(stack: LocalStackInfo, user: SeedLogin) -> dict[str, Any]:
@@ -124,7 +109,7 @@ def test_outage_during_an_edit_is_pending_then_healed_by_sync(
     user = USERS[who]
     fault(stack, **knobs)
     try:
-        response = stack.api("PATCH", path_of(user), token=admin, json={"lastName": "Changed"})
+        response = stack.api("PATCH", user_path(user), token=admin, json={"lastName": "Changed"})
     finally:
         heal(stack)
     assert response.status == 200, response
@@ -136,14 +121,14 @@ def test_outage_during_an_edit_is_pending_then_healed_by_sync(
         run_sync(stack)
         time.sleep(0.3)
     assert auth0_user(stack, user)["family_name"] == "Changed"
-    assert stack.api("GET", path_of(user), token=admin).json()["idpSync"] == "synced"
+    assert stack.api("GET", user_path(user), token=admin).json()["idpSync"] == "synced"
 
 
 def test_permanent_auth0_refusal_ends_failed(stack: LocalStackInfo, admin: str) -> None:
     user = USERS["pam"]
     fault(stack, status=400, count=1)
     try:
-        response = stack.api("PATCH", path_of(user), token=admin, json={"firstName": "Pamela"})
+        response = stack.api("PATCH", user_path(user), token=admin, json={"firstName": "Pamela"})
     finally:
         heal(stack)
     assert response.status == 200 and response.json()["idpSync"] == "failed"
@@ -173,12 +158,12 @@ def test_suspend_ends_access_at_once_and_enable_restores_login(stack: LocalStack
     user = USERS["sue"]
     old_token = stack.login(user.email, PASSWORD)
     assert stack.api("GET", "/me", token=old_token).status == 200
-    assert stack.api("POST", path_of(user) + "/suspend", token=admin).status == 200
+    assert stack.api("POST", user_path(user) + "/suspend", token=admin).status == 200
     refused = stack.api("GET", "/me", token=old_token)
     assert refused.status == 401 and refused.json()["code"] == "token_revoked"
     login = stack.token_response(user.email, PASSWORD)
     assert login.status == 401 and login.json()["error"] == "unauthorized"
-    assert stack.api("POST", path_of(user) + "/enable", token=admin).status == 200
+    assert stack.api("POST", user_path(user) + "/enable", token=admin).status == 200
     time.sleep(1.1)  # tokensValidAfter is whole seconds: a new token must be from a later second
     fresh = stack.login(user.email, PASSWORD)
     assert stack.api("GET", "/me", token=fresh).status == 200
@@ -192,7 +177,7 @@ def test_suspend_during_auth0_outage_refuses_at_once_and_sync_blocks(
     token = stack.login(user.email, PASSWORD)
     fault(stack, status=503, count=-1)
     try:
-        response = stack.api("POST", path_of(user) + "/suspend", token=admin)
+        response = stack.api("POST", user_path(user) + "/suspend", token=admin)
     finally:
         heal(stack)
     assert response.status == 200 and response.json()["idpSync"] == "pending"
@@ -222,8 +207,8 @@ def _table_items(stack: LocalStackInfo) -> list[dict[str, Any]]:
 
 def test_delete_erases_and_frees_the_email(stack: LocalStackInfo, admin: str) -> None:
     user = USERS["dan"]
-    assert stack.api("DELETE", path_of(user), token=admin).status == 204
-    assert stack.api("GET", path_of(user), token=admin).status == 404
+    assert stack.api("DELETE", user_path(user), token=admin).status == 204
+    assert stack.api("GET", user_path(user), token=admin).status == 404
     assert stack.token_response(user.email, PASSWORD).status == 403
     dump = repr(_table_items(stack))
     for personal in (user.email, f"ACC-{user.key.upper()}", "Dan"):
@@ -231,18 +216,18 @@ def test_delete_erases_and_frees_the_email(stack: LocalStackInfo, admin: str) ->
     other = USERS["fred"]
     response = stack.api("PATCH", "/me", token=stack.login(other.email, PASSWORD), json={"email": user.email})
     assert response.status == 200 and response.json()["pendingEmail"] == user.email
-    assert stack.api("DELETE", path_of(user), token=admin).status == 404  # twice is safe
+    assert stack.api("DELETE", user_path(user), token=admin).status == 404  # twice is safe
 
 
 def test_delete_during_auth0_outage_is_202_then_finished(stack: LocalStackInfo, admin: str) -> None:
     user = USERS["dee"]
     fault(stack, status=500, count=-1)
     try:
-        response = stack.api("DELETE", path_of(user), token=admin)
+        response = stack.api("DELETE", user_path(user), token=admin)
     finally:
         heal(stack)
     assert response.status == 202, response
-    assert stack.api("GET", path_of(user), token=admin).status == 404
+    assert stack.api("GET", user_path(user), token=admin).status == 404
     run_sync(stack)
     gone = request("GET", f"{stack.auth0_url}/_knobs/users/{quote(user.user_id, safe='')}")
     assert gone.status == 404
@@ -255,16 +240,16 @@ def test_an_edit_outlasting_every_attempt_is_finished_once_auth0_is_back(
     user = USERS["ola"]
     fault(stack, status=503, count=-1)
     try:
-        response = stack.api("PATCH", path_of(user), token=admin, json={"firstName": "Olaf"})
+        response = stack.api("PATCH", user_path(user), token=admin, json={"firstName": "Olaf"})
         assert response.status == 200 and response.json()["idpSync"] == "pending"
         for _ in range(MAX_ATTEMPTS * 2):  # more runs than the attempts after which sync used to give up
             run_sync(stack)
-        assert stack.api("GET", path_of(user), token=admin).json()["idpSync"] == "pending"  # never "failed"
+        assert stack.api("GET", user_path(user), token=admin).json()["idpSync"] == "pending"  # never "failed"
     finally:
         heal(stack)
     run_sync(stack)
     assert auth0_user(stack, user)["given_name"] == "Olaf"
-    assert stack.api("GET", path_of(user), token=admin).json()["idpSync"] == "synced"
+    assert stack.api("GET", user_path(user), token=admin).json()["idpSync"] == "synced"
 
 
 def test_a_rotated_secret_delays_a_suspension_and_never_loses_it(stack: LocalStackInfo, admin: str) -> None:
@@ -273,17 +258,17 @@ def test_a_rotated_secret_delays_a_suspension_and_never_loses_it(stack: LocalSta
     fault(stack, status=401, count=-1, path_prefix="/api/v2/")
     fault(stack, status=401, count=-1, path_prefix="/oauth/token")
     try:
-        response = stack.api("POST", path_of(user) + "/suspend", token=admin)
+        response = stack.api("POST", user_path(user) + "/suspend", token=admin)
         assert response.status == 200 and response.json()["idpSync"] == "pending"
         for _ in range(MAX_ATTEMPTS * 2):
             run_sync(stack)
-        assert stack.api("GET", path_of(user), token=admin).json()["idpSync"] == "pending"
+        assert stack.api("GET", user_path(user), token=admin).json()["idpSync"] == "pending"
         assert auth0_user(stack, user)["blocked"] is False
     finally:
         heal(stack)  # the operator puts the right secret in place
     run_sync(stack)
     assert auth0_user(stack, user)["blocked"] is True
-    assert stack.api("GET", path_of(user), token=admin).json()["idpSync"] == "synced"
+    assert stack.api("GET", user_path(user), token=admin).json()["idpSync"] == "synced"
     assert stack.token_response(user.email, PASSWORD).status == 401
 
 
@@ -292,7 +277,7 @@ def test_a_pending_deletion_leaves_no_working_login(stack: LocalStackInfo, admin
     assert stack.token_response(user.email, PASSWORD).status == 200
     fault(stack, status=503, count=-1, method="DELETE")  # Auth0 refuses deletions for a while
     try:
-        response = stack.api("DELETE", path_of(user), token=admin)
+        response = stack.api("DELETE", user_path(user), token=admin)
         assert response.status == 202 and response.json() == {
             "id": user.user_id,
             "status": "deletion_pending",

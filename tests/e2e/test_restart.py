@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import SEED, SEED_USERS, free_ports, running_stack
+from local.launch import free_ports
+from tests.e2e.conftest import SEED, SEED_USERS, running_stack
 
 pytestmark = pytest.mark.e2e
 
