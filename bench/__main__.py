@@ -2,7 +2,9 @@
 
 `python -m bench` runs cold start and calls per operation (a few minutes); add `cleanup` to also run
 the cleanup-cost benchmark, which seeds a 100,000-item table (about 3 more minutes). `python -m bench
-load [options]` runs only the load run against a local stack it starts (see bench/load.py).
+load [options]` runs only the load run against a local stack it starts (see bench/load.py), and
+`python -m bench events [--changes N]` only the commit-to-bus latency of lifecycle events
+(bench/events_latency.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ from bench import calls, coldstart
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["events"]:
+        from bench import events_latency
+
+        print("## Lifecycle events: commit to bus\n")
+        events_latency.main(argv[1:])
+        return
     if argv[:1] == ["load"]:
         from bench import load
 
