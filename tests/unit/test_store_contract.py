@@ -341,3 +341,27 @@ def test_a_tombstone_carries_the_deletion_until_settled_and_erasure_keeps_its_au
 def test_counters_count(store: UserStore) -> None:
     assert [store.incr_counter("k", int(NOW) + 60) for _ in range(3)] == [1, 2, 3]
     assert store.incr_counter("other", int(NOW) + 60) == 1
+
+
+def test_every_transaction_carries_a_client_request_token() -> None:
+    """A botocore retry of a transaction that did commit (its answer was lost) is recognised by
+    DynamoDB as the same request: each ``transact`` sends one token, the same on every retry."""
+    from usermgmt.adapters.dynamo import DynamoStore
+
+    class Recording:
+        class exceptions:
+            TransactionCanceledException = type("TransactionCanceledException", (Exception,), {})
+            ClientError = type("ClientError", (Exception,), {})
+
+        def __init__(self) -> None:
+            self.tokens: list[str] = []
+
+        def transact_write_items(self, **kwargs: Any) -> None:
+            self.tokens.append(kwargs["ClientRequestToken"])
+
+    client = Recording()
+    store = DynamoStore(client, TABLE)  # type: ignore[arg-type]
+    store.transact([ClaimEmail("a@example.com", "auth0|a")])
+    store.transact([ClaimEmail("b@example.com", "auth0|b")])
+    assert len(client.tokens) == 2 and len(set(client.tokens)) == 2
+    assert all(1 <= len(t) <= 36 for t in client.tokens)
