@@ -97,6 +97,11 @@ def canary_findings(lines: list[str], envs: list[Env]) -> list[str]:
         findings.append("a JWT")
     if EMAIL.search(text):
         findings.append("an email address")
+    # Lifecycle events are as public as logs (SPEC 15: no personal data): the canary reads what the
+    # test's bus received too.
+    events = "\n".join(json.dumps(event) for e in envs for event in e.bus.events)
+    if EMAIL.search(events) or any(s and s in events for s in secrets):
+        findings.append("personal data or a secret in a lifecycle event")
     return findings
 
 
