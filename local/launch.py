@@ -98,10 +98,10 @@ def launched_stack(
             **(env or {}),
         }
     )
-    stdout_path, stderr_path = workdir / "stdout.log", workdir / "stderr.log"
-    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+    log_path = workdir / "stack.log"  # the stack's stdout and stderr, in the order written
+    with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "local"], cwd=ROOT, env=environment, stdout=stdout, stderr=stderr
+            [sys.executable, "-m", "local"], cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
         )
     launched = Launched(
         api_url=f"http://{HOST}:{api_port}",
@@ -115,10 +115,10 @@ def launched_stack(
         deadline = time.monotonic() + startup_timeout
         while not _healthy(launched.api_url):
             if process.poll() is not None:
-                raise StackFailed(f"the local stack exited with {process.returncode}:\n{_tail(stderr_path)}")
+                raise StackFailed(f"the local stack exited with {process.returncode}:\n{_tail(log_path)}")
             if time.monotonic() > deadline:
                 raise StackFailed(
-                    f"the local stack was not healthy within {startup_timeout:.0f}s:\n{_tail(stderr_path)}"
+                    f"the local stack was not healthy within {startup_timeout:.0f}s:\n{_tail(log_path)}"
                 )
             time.sleep(0.2)
         yield launched
