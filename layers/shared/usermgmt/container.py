@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from usermgmt.ports import Clock, Deps, IdentityProvider, Mailer
     from usermgmt.service.cleanup import CleanupService
+    from usermgmt.service.invitations import InvitationService
     from usermgmt.service.lifecycle import LifecycleService
     from usermgmt.service.passwords import PasswordService
     from usermgmt.service.sync import SyncEngine
@@ -173,6 +174,13 @@ class Container:
         from usermgmt.service.cleanup import CleanupService
 
         return CleanupService(self.deps, self.writer)
+
+
+    @cached_property
+    def invitations(self) -> InvitationService:
+        from usermgmt.service.invitations import InvitationService
+
+        return InvitationService(self.deps, self.writer)
 
 
 _current: Container | None = None
