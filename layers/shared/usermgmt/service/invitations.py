@@ -334,7 +334,7 @@ class InvitationService:
         self._account_admin(ctx, account_id)
         now = self.d.clock.now()
         invitations = self.d.store.account_invitations(account_id, MAX_LISTED)
-        users = self.d.store.get_users({inv.user_id for inv in invitations})
+        users = self.d.store.get_users({inv.user_id for inv in invitations}) if invitations else {}
         items = []
         for inv in invitations:
             user = users.get(inv.user_id)
