@@ -452,7 +452,7 @@ def test_local_auth0_create_answers_as_auth0(stack: LocalStack) -> None:
     assert caught.value.status == 400 and caught.value.error_code == "inexistent_connection"
     app = stack.app
     app.add_user("auth0|taken", "taken@example.com", PASSWORD, given_name="T", family_name="K")
-    token = stack.adapter()._token()  # noqa: SLF001 - the adapter's own token source
+    token = stack.adapter()._token()
     import httpx
 
     def post(body: dict[str, Any]) -> httpx.Response:

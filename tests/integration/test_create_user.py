@@ -1,4 +1,4 @@
-"""create-user end to end through lambda_handler, over moto, with fake Auth0/SES and an injected clock (SPEC 13)."""
+"""create-user through lambda_handler, over moto, with fake Auth0/SES and an injected clock (SPEC 13)."""
 
 from __future__ import annotations
 
@@ -288,7 +288,7 @@ def test_resend_revoke_expire_and_renew(env: Env, people: dict[str, User]) -> No
     assert env.call(FN, "DELETE", f"/invitations/{gus_inv}", as_user=dana).status == 404
 
 
-# ------------------------------------------------------------------------------------------------ INVITED elsewhere
+# ------------------------------------------------------------------------------------ INVITED elsewhere
 def test_invited_users_in_the_rest_of_the_lifecycle(env: Env, people: dict[str, User]) -> None:
     admin = people["admin"]
     created = create(env, admin, {"email": "i@acme.example", "firstName": "In", "lastName": "Vited"}).json()

@@ -175,7 +175,6 @@ class Container:
 
         return CleanupService(self.deps, self.writer)
 
-
     @cached_property
     def invitations(self) -> InvitationService:
         from usermgmt.service.invitations import InvitationService
