@@ -126,7 +126,7 @@ def accept(token: str) -> Response[str]:
     try:
         if checked.new_user:
             password = _new_password(fields, from_form=media_type(app) == pages.FORM)
-        service.accept(token, password, ctx.request_id)
+        service.accept(token, password, ctx.request_id, checked)
     except LinkGone as err:
         return pages.gone(app, err, renew_action=_renew_action(token))
     except (ValidationFailed, PasswordTooWeak) as err:

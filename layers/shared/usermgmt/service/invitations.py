@@ -493,14 +493,19 @@ class InvitationService:
             raise linkcheck.gone(EXPIRED, can_renew=True)
         return CheckedInvite(link, user, slot, invitation)
 
-    def accept(self, token: str, password: str | None, request_id: str) -> User | None:
+    def accept(
+        self, token: str, password: str | None, request_id: str, checked: CheckedInvite | None = None
+    ) -> User | None:
         """Accept through the link: a new user's password is set in Auth0 (the link is held meanwhile, so
         a double submit sets it once), then one commit makes them ACTIVE and verified; an existing user
-        gains the membership. Raises ``LinkGone``, ``ValidationFailed``, ``PasswordTooWeak`` (the link
-        stays usable) or ``DependencyUnavailable``."""
+        gains the membership. The commit is conditional on the link (unused, unexpired, held by this
+        request) and on the invitation (unchanged), so a link the caller checked a moment ago is safe.
+        Raises ``LinkGone``, ``ValidationFailed``, ``PasswordTooWeak`` (the link stays usable) or
+        ``DependencyUnavailable``."""
         store = self.d.store
         now = self.d.clock.now()
-        checked = self.check_link(token)
+        if checked is None:  # the caller may pass the link it checked just now (no second read)
+            checked = self.check_link(token)
         token_hash = checked.link.token_hash
         claim: str | None = None
         if checked.new_user:
