@@ -205,3 +205,24 @@ def test_a_storefront_sign_up_exists_once_and_can_call_me(invite_stack: LocalSta
         [],
     )
     assert body["version"] == 1  # the second delivery changed nothing
+
+
+def test_resend_and_revoke_through_the_gateway(invite_stack: LocalStackInfo) -> None:
+    dele = invite_stack.login(USERS["dele"].email, USERS["dele"].password)
+    email = "rex.revoked@invite.example"
+    body = {"email": email, "firstName": "Rex", "lastName": "Revoked", "roles": ["Buyer"]}
+    sent = invite_stack.api("POST", "/accounts/hooli/invitations", token=dele, json=body)
+    assert sent.status == 202, sent
+    invitation_id = sent.json()["invitationId"]
+    first = wait_for_link(invite_stack, email, INVITED_SUBJECT, "/invitations/")
+    resent = invite_stack.api("POST", f"/invitations/{invitation_id}/resend", token=dele)
+    assert resent.status == 202, resent
+    second = wait_for_link(invite_stack, email, INVITED_SUBJECT, "/invitations/", not_in=frozenset({first}))
+    assert request("GET", first).json()["code"] == "link_superseded"
+    assert request("GET", second).status == 200
+    assert invite_stack.api("DELETE", f"/invitations/{invitation_id}", token=dele).status == 204
+    assert request("GET", second).json()["code"] == "link_invalid"
+    again = invite_stack.api("DELETE", f"/invitations/{invitation_id}", token=dele)
+    assert again.status == 404 and again.json()["code"] == "invitation_not_found"
+    root = invite_stack.login(USERS["root"].email, USERS["root"].password)
+    assert invite_stack.api("POST", "/users", token=root, json={**body, "roles": None}).status == 422
