@@ -303,12 +303,7 @@ class InvitationService:
                 "email": _EmailRaced(),
             }
             email = invitation_email(
-                user.email,
-                user.first_name if new else fields.firstName,
-                url,
-                ttl / 86400,
-                account_id,
-                new_user=new,
+                user.email, user.first_name, url, ttl / 86400, account_id, new_user=user.status == INVITED
             )
             planned = Plan(
                 after=user.evolve(links=links),
