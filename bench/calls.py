@@ -223,6 +223,49 @@ def run() -> dict[str, Any]:
                 ),
             )
         )
+        # SPEC 13: create, invite (a new address and an existing user: the same work) and accept
+        b.store.put_account("acme", "Acme")
+        rows.append(
+            b.measure(
+                "create a user (POST /users)",
+                lambda: b.call(
+                    "create-user",
+                    "POST",
+                    "/users",
+                    user=admin,
+                    body={"email": "newbie@acme.example", "firstName": "New", "lastName": "Bie"},
+                ),
+            )
+        )
+        token = b.last_link("/invitations/")
+        rows.append(
+            b.measure(
+                "accept as a new user (POST /invitations/{token} newPassword)",
+                lambda: b.call(
+                    "create-user", "POST", f"/invitations/{token}", body={"newPassword": "N3w-Bench-Pass!"}
+                ),
+            )
+        )
+        for label, address in (
+            ("a new address", "fresh@new.example"),
+            ("an existing user", users["nina"].email),
+        ):
+            invite_body = {"email": address, "firstName": "In", "lastName": "Vitee", "roles": ["Buyer"]}
+            rows.append(
+                b.measure(
+                    f"invite {label} (POST /accounts/{{id}}/invitations)",
+                    lambda body=invite_body: b.call(
+                        "create-user", "POST", "/accounts/acme/invitations", user=admin, body=body
+                    ),
+                )
+            )
+        token = b.last_link("/invitations/")
+        rows.append(
+            b.measure(
+                "accept as an existing user (POST /invitations/{token} {})",
+                lambda: b.call("create-user", "POST", f"/invitations/{token}", body={}),
+            )
+        )
         b.server.shutdown()
     return {"cold_container": cold, "operations": rows}
 

@@ -10,6 +10,8 @@ error bodies (see ``docs/auth0.md``):
   ``GET /api/v2/users-by-email``, ``POST /api/v2/tickets/{password-change,email-verification}``,
   ``DELETE /api/v2/users/{id}/sessions``, ``DELETE /api/v2/users/{id}/refresh-tokens`` and
   ``POST /api/v2/users/{id}/revoke-access``.
+* ``POST /api/v2/users`` (create: 201; 409 "The user already exists." for a taken id or email; 400 for
+  the connection's rules) and the Authentication API's public sign-up ``POST /dbconnections/signup``.
 * ``GET /lo/reset`` and ``GET /lo/verify``: the pages behind the ticket URLs it issues.
 * Test knobs under ``/_knobs``: fault injection (status, delay, rate-limit headers), the request log and a
   view of a user's state. The same operations are available as Python methods.
@@ -51,7 +53,32 @@ PASSWORD_GRANT = "password"
 PASSWORD_REALM_GRANT = "http://auth0.com/oauth/grant-type/password-realm"
 CLIENT_CREDENTIALS_GRANT = "client_credentials"
 
-MGMT_SCOPES = "read:users update:users delete:users create:user_tickets delete:sessions delete:refresh_tokens"
+MGMT_SCOPES = (
+    "read:users update:users delete:users create:users create:user_tickets"
+    " delete:sessions delete:refresh_tokens"
+)
+# Root attributes POST /api/v2/users accepts (Auth0's OAS).
+CREATABLE = frozenset(
+    {
+        "connection",
+        "email",
+        "phone_number",
+        "user_metadata",
+        "blocked",
+        "email_verified",
+        "phone_verified",
+        "app_metadata",
+        "given_name",
+        "family_name",
+        "name",
+        "nickname",
+        "picture",
+        "user_id",
+        "password",
+        "verify_email",
+        "username",
+    }
+)
 
 # Root attributes PATCH /api/v2/users/{id} accepts (Auth0's OAS, plus connection and client_id).
 PATCHABLE = frozenset(
@@ -464,6 +491,10 @@ class LocalAuth0:
             return _json(self.openid_configuration(), 200)
         if path in ("/lo/reset", "/lo/verify") and method == "GET":
             return self._ticket_page(request)
+        if path == "/dbconnections/signup":
+            if method != "POST":
+                raise oauth_error(405, "invalid_request", "Method not allowed")
+            return self._signup(_json_body(request))
         if path.startswith("/api/v2/"):
             return self._management(request)
         raise mgmt_error(404, "Not Found")
@@ -652,6 +683,9 @@ class LocalAuth0:
                 self._require_scope(claims, "delete:refresh_tokens")
                 return self._revoke(user_id, "revoke_access")
             raise mgmt_error(404, "Not Found")
+        if path == "/api/v2/users" and method == "POST":
+            self._require_scope(claims, "create:users")
+            return self._create_user(_json_body(request))
         if path == "/api/v2/users-by-email" and method == "GET":
             self._require_scope(claims, "read:users")
             email = request.args.get("email")
@@ -670,6 +704,98 @@ class LocalAuth0:
             kind = "reset" if path.endswith("password-change") else "verify"
             return self._create_ticket(kind, _json_body(request))
         raise mgmt_error(404, "Not Found")
+
+    def _create_user(self, body: Any) -> Response:
+        """``POST /api/v2/users`` on the database connection: Auth0's answers for the cases we meet."""
+        if not isinstance(body, dict):
+            raise payload_error(f"Expected type object but found type {_json_type(body)}")
+        for key in body:
+            if key not in CREATABLE:
+                raise payload_error(f"Additional properties not allowed: {key}")
+        if not isinstance(body.get("connection"), str) or not body["connection"]:
+            raise payload_error("Missing required property: connection")
+        _validate_patch({k: v for k, v in body.items() if k in PATCHABLE})
+        if body["connection"] != self.connection:
+            raise mgmt_error(400, "The connection does not exist.", "inexistent_connection")
+        email = body.get("email")
+        if not isinstance(email, str) or not email:
+            raise payload_error("Missing required property: email")
+        password = body.get("password")
+        if not isinstance(password, str) or not password:
+            raise payload_error("Missing required property: password")
+        if not password_is_fair(password):
+            raise mgmt_error(400, "PasswordStrengthError: Password is too weak", "invalid_body")
+        local_id = body.get("user_id")
+        if local_id is not None and (not isinstance(local_id, str) or not local_id or "|" in local_id):
+            raise payload_error("Object didn't pass validation for format user-id", "user_id")
+        with self._lock:
+            user_id = f"auth0|{local_id or secrets.token_hex(12)}"
+            if user_id in self._users or any(u.email == email.lower() for u in self._users.values()):
+                raise mgmt_error(409, "The user already exists.", "auth0_idp_error")
+            self.add_user(
+                user_id,
+                email,
+                password,
+                given_name=body.get("given_name"),
+                family_name=body.get("family_name"),
+                name=body.get("name"),
+                email_verified=bool(body.get("email_verified", False)),
+                blocked=bool(body.get("blocked", False)),
+            )
+            return _json(self._user_json(self._users[user_id]), 201)
+
+    def _signup(self, body: Any) -> Response:
+        """The Authentication API's public sign-up (database connections): 200 ``{_id, email, ...}``.
+
+        Errors as Auth0 answers them: ``{"name", "code", "description", "statusCode"}``; an address that
+        exists is the generic ``invalid_signup`` (Auth0 does not reveal it).
+        """
+
+        def bad(code: str, description: str, name: str = "BadRequestError") -> HttpError:
+            return HttpError(400, {"name": name, "code": code, "description": description, "statusCode": 400})
+
+        if not isinstance(body, dict):
+            raise bad("invalid_signup", "Invalid sign up")
+        client_id, email, password = body.get("client_id"), body.get("email"), body.get("password")
+        connection = body.get("connection")
+        if not isinstance(client_id, str) or client_id != self.login_client_id:
+            raise bad("invalid_request", "Unknown client")
+        if not isinstance(connection, str) or connection != self.connection:
+            raise bad("bad.connection", "Connection does not exist")
+        if not isinstance(email, str) or not EMAIL_RE.match(email):
+            raise bad("bad.email", "Invalid email")
+        if not isinstance(password, str) or not password:
+            raise bad("invalid_password", "Password is required")
+        if not password_is_fair(password):
+            raise HttpError(
+                400,
+                {
+                    "name": "PasswordStrengthError",
+                    "message": "Password is too weak",
+                    "code": "invalid_password",
+                    "policy": "fair",
+                    "statusCode": 400,
+                },
+            )
+        names = {k: body.get(k) for k in ("given_name", "family_name", "name")}
+        if any(v is not None and not isinstance(v, str) for v in names.values()):
+            raise bad("invalid_signup", "Invalid sign up")
+        with self._lock:
+            if any(u.email == email.lower() for u in self._users.values()):
+                raise bad("invalid_signup", "Invalid sign up")
+            local_id = secrets.token_hex(12)
+            self.add_user(
+                f"auth0|{local_id}",
+                email,
+                password,
+                given_name=names["given_name"],
+                family_name=names["family_name"],
+                name=names["name"],
+                email_verified=False,
+            )
+        answer: dict[str, Any] = {"_id": local_id, "email": email.lower(), "email_verified": False}
+        answer.update({k: v for k, v in names.items() if v is not None})
+        return _json(answer, 200)
 
     def _get_user(self, user_id: str) -> Response:
         with self._lock:

@@ -336,6 +336,85 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         html_codes=(*LINK_CODES, *STORE),
         body="link-empty",
     ),
+    ("POST", "/users"): Operation(
+        "createUser",
+        "invitations",
+        "Create a user (INVITED until they choose a password)",
+        "Platform administrators only. The user is created here and, through the never-lost sync, in"
+        " Auth0 (no usable password, email unverified); a link to choose a password is mailed.",
+        (Ok(201, USER, "The new user (Location names it)", etag=True, links={"GetUser": "getUser"}),),
+        (*WRITE, "forbidden", "email_taken", *STORE),
+        body="json:CreateUserBody",
+        body_required=True,
+    ),
+    ("POST", "/accounts/{accountId}/invitations"): Operation(
+        "inviteIntoAccount",
+        "invitations",
+        "Invite an address into an account",
+        "Platform administrators and administrators of the account. The same 202 whether or not a user"
+        " has the address: a new person is created (INVITED) with the roles in the account; an existing"
+        " user gains the membership when they accept.",
+        (Ok(202, models.InvitationSent, "The invitation is on its way"),),
+        (*WRITE, "account_not_found", *STORE),
+        body="json:InvitationBody",
+        body_required=True,
+    ),
+    ("GET", "/accounts/{accountId}/invitations"): Operation(
+        "listInvitations",
+        "invitations",
+        "List an account's pending invitations",
+        "Platform administrators and administrators of the account; expired ones are listed as such.",
+        (Ok(200, models.InvitationList, "The pending invitations"),),
+        ("account_not_found", *STORE),
+    ),
+    ("POST", "/invitations/{invitationId}/resend"): Operation(
+        "resendInvitation",
+        "invitations",
+        "Mail a fresh invitation link (the older one dies)",
+        "Administrators of the invitation's account.",
+        (Ok(202, models.InvitationSent, "The invitation is on its way"),),
+        ("invitation_not_found", *STORE),
+    ),
+    ("DELETE", "/invitations/{invitationId}"): Operation(
+        "revokeInvitation",
+        "invitations",
+        "Revoke an invitation",
+        "Administrators of the invitation's account. Its link dies; an INVITED user it created with no"
+        " other membership is deleted with it.",
+        (Ok(204, None, "Revoked"),),
+        ("invitation_not_found", *STORE),
+    ),
+    ("GET", "/invitations/{token}"): Operation(
+        "showInvitationLink",
+        "links",
+        "Open an invitation link",
+        "Public (the token is the credential). A new user gets the choose-a-password form, an existing"
+        " user the accept button; other callers JSON. Changes nothing.",
+        (Ok(200, models.InvitationLinkInfo, "The link can be used", html=True),),
+        (*LINK_CODES, *STORE),
+        html_codes=LINK_CODES,
+    ),
+    ("POST", "/invitations/{token}"): Operation(
+        "acceptInvitation",
+        "links",
+        "Accept an invitation",
+        "Public. A new user sends newPassword (set in Auth0; the user becomes ACTIVE and verified); an"
+        " existing user sends nothing and gains the membership. A password Auth0 refuses is 400"
+        " password_too_weak and leaves the link usable.",
+        (Ok(200, models.LinkDone, "Accepted", html=True),),
+        (*BODY, "password_too_weak", "validation_failed", *LINK_CODES, *STORE),
+        html_codes=("password_too_weak", "validation_failed", *LINK_CODES, *STORE),
+        body="link-invite",
+    ),
+    ("POST", "/invitations/{token}/renew"): Operation(
+        "renewInvitationLink",
+        "links",
+        "Send a fresh invitation link for an expired one",
+        "Public. Always the same 202, whatever the token; limited per source IP (429).",
+        (Ok(202, models.Accepted, "Accepted (whether or not an email was sent)", html=True),),
+        ("rate_limited",),
+        html_codes=("rate_limited",),
+    ),
 }
 
 TAGS = {
@@ -345,6 +424,7 @@ TAGS = {
     "passwords": "Password resets",
     "verification": "Email verification",
     "links": "Link pages from emails: HTML for browsers (Accept: text/html), JSON otherwise",
+    "invitations": "Creating users and inviting them into accounts",
 }
 
 # Models that become components/schemas (request models first).
@@ -353,6 +433,9 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     models.SelfPatch,
     models.PasswordResetRequest,
     models.NewPassword,
+    models.CreateUserBody,
+    models.InvitationBody,
+    models.AcceptInvitation,
 )
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     models.UserResource,
@@ -363,6 +446,9 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     models.LinkDone,
     models.ResetLinkInfo,
     models.EmailLinkInfo,
+    models.InvitationSent,
+    models.InvitationList,
+    models.InvitationLinkInfo,
     models.Problem,
     models.GatewayUnauthorized,
 )
@@ -538,6 +624,14 @@ def _request_body(op: Operation) -> dict[str, Any] | None:
             "required": op.body_required,
             "content": {JSON: {"schema": _ref(op.body.removeprefix("json:"))}},
         }
+    if op.body == "link-invite":
+        return {
+            "required": False,
+            "content": {
+                JSON: {"schema": _ref("AcceptInvitation")},
+                FORM: {"schema": _ref("AcceptInvitation")},
+            },
+        }
     if op.body == "link-password":
         return {
             "required": True,
@@ -554,6 +648,17 @@ def _parameters(path: str, op: Operation) -> list[dict[str, Any]]:
         params.append({"$ref": "#/components/parameters/userId"})
     if "{token}" in path:
         params.append({"$ref": "#/components/parameters/token"})
+    for name, text in (("accountId", "an account id"), ("invitationId", "an invitation id (from the 202)")):
+        if "{" + name + "}" in path:
+            params.append(
+                {
+                    "name": name,
+                    "in": "path",
+                    "required": True,
+                    "description": text,
+                    "schema": {"type": "string"},
+                }
+            )
     if op.if_match:
         params.append({"$ref": "#/components/parameters/If-Match"})
     if "limit" in op.query:

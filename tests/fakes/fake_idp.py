@@ -8,7 +8,9 @@ It mirrors the Auth0 behaviour the service has to cope with (checked by
 * setting a password lifts an administrator block (Auth0 does that; the service must re-assert it);
 * updating or setting the password of an unknown user -> ``IdpUserMissing``; deleting or revoking the
   sessions of an unknown user is fine; ``get_user`` of an unknown user -> ``None``;
-* names longer than Auth0 allows -> ``IdpRejected(400, "invalid_body")``.
+* names longer than Auth0 allows -> ``IdpRejected(400, "invalid_body")``;
+* creating a user whose id exists is done already (Auth0's 409 for the same id); another user holding
+  the email -> ``IdpEmailTaken``; a created user has no password anyone knows.
 
 Every call is recorded in ``calls`` (passwords are not: see ``passwords``). ``fail_next`` makes the next
 N calls (optionally of one method only) raise a given ``IdpError`` without changing anything, or, with
@@ -25,9 +27,9 @@ from typing import Any
 
 from local.auth0 import password_is_fair  # the same policy as the local Auth0
 from usermgmt.errors import IdpEmailTaken, IdpError, IdpPasswordTooWeak, IdpRejected, IdpUserMissing
-from usermgmt.ports import IdpUser, IdpUserUpdate
+from usermgmt.ports import IdpNewUser, IdpUser, IdpUserUpdate
 
-METHODS = ("get_user", "update_user", "set_password", "delete_user", "revoke_sessions")
+METHODS = ("get_user", "update_user", "set_password", "delete_user", "revoke_sessions", "create_user")
 NAME_LIMITS = {"name": 300, "given_name": 150, "family_name": 150}
 
 
@@ -147,6 +149,27 @@ class FakeIdentityProvider:
             # Auth0 lifts administrator blocks when the password is set through the Management API.
             self.users[user_id] = dataclasses.replace(user, blocked=False)
             self._leave("set_password")
+
+    def create_user(self, user: IdpNewUser) -> None:
+        with self._lock:
+            self._enter("create_user", user.user_id)
+            if user.user_id in self.users:
+                return  # an earlier attempt created it
+            if any(u.email == user.email.lower() for u in self.users.values()):
+                raise IdpEmailTaken()
+            for key, limit in NAME_LIMITS.items():
+                if not 1 <= len(getattr(user, key)) <= limit:
+                    raise IdpRejected(400, "invalid_body")
+            self.users[user.user_id] = IdpUser(
+                user_id=user.user_id,
+                email=user.email.lower(),
+                email_verified=user.email_verified,
+                blocked=user.blocked,
+                name=user.name,
+                given_name=user.given_name,
+                family_name=user.family_name,
+            )
+            self._leave("create_user")
 
     def delete_user(self, user_id: str) -> None:
         with self._lock:

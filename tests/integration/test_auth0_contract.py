@@ -32,7 +32,7 @@ from usermgmt.errors import (
     IdpUnavailable,
     IdpUserMissing,
 )
-from usermgmt.ports import IdentityProvider, IdpUserUpdate
+from usermgmt.ports import IdentityProvider, IdpNewUser, IdpUserUpdate
 
 ROOT = Path(__file__).resolve().parents[2]
 M2M_CLIENT = "contract-m2m"
@@ -315,6 +315,49 @@ def test_revoke_sessions(backend: Backend) -> None:
     backend.idp.revoke_sessions("auth0|nobody")  # unknown: fine
 
 
+def _new(
+    user_id: str = "auth0|c0ffee0000000000000000aa", email: str = "New.Person@Example.com"
+) -> IdpNewUser:
+    return IdpNewUser(
+        user_id=user_id,
+        email=email,
+        email_verified=False,
+        given_name="New",
+        family_name="Person",
+        name="New Person",
+    )
+
+
+def test_create_user_under_our_id_without_a_usable_password(backend: Backend) -> None:
+    backend.idp.create_user(_new())
+    user = backend.idp.get_user("auth0|c0ffee0000000000000000aa")
+    assert user is not None
+    assert user.email == "new.person@example.com"
+    assert user.email_verified is False and user.blocked is False
+    assert (user.given_name, user.family_name, user.name) == ("New", "Person", "New Person")
+    backend.idp.set_password("auth0|c0ffee0000000000000000aa", "N3w-Passw0rd!")  # the person's own, later
+
+
+def test_create_user_twice_makes_one_user(backend: Backend) -> None:
+    """A retried creation (Auth0's 409 for an id that exists) is done, never a second user."""
+    backend.idp.create_user(_new())
+    backend.idp.create_user(_new())
+    assert backend.idp.get_user("auth0|c0ffee0000000000000000aa") is not None
+
+
+def test_create_user_with_a_taken_email(backend: Backend) -> None:
+    with pytest.raises(IdpEmailTaken):
+        backend.idp.create_user(_new(email="BOB@example.com"))
+    assert backend.idp.get_user("auth0|c0ffee0000000000000000aa") is None
+
+
+def test_create_user_name_too_long_is_rejected(backend: Backend) -> None:
+    new = _new()
+    with pytest.raises(IdpRejected) as caught:
+        backend.idp.create_user(IdpNewUser(**{**new.__dict__, "given_name": "x" * 151}))
+    assert caught.value.status == 400
+
+
 def test_server_error_is_unavailable(backend: Backend) -> None:
     backend.fail_500()
     with pytest.raises(IdpUnavailable):
@@ -374,6 +417,76 @@ def test_email_change_with_wrong_connection_is_rejected(stack: LocalStack) -> No
     with pytest.raises(IdpRejected) as caught:
         idp.update_user("auth0|alice", IdpUserUpdate(email="new@example.com"))
     assert caught.value.status == 400
+
+
+def test_create_user_sends_our_id_the_connection_and_an_unknown_password(stack: LocalStack) -> None:
+    idp = stack.adapter()
+    idp.create_user(_new())
+    ((method, path, body),) = stack.recorder.bodies
+    assert (method, path) == ("POST", "/api/v2/users")
+    password = body.pop("password")
+    assert body == {
+        "connection": CONNECTION,
+        "user_id": "c0ffee0000000000000000aa",
+        "email": "New.Person@Example.com",
+        "email_verified": False,
+        "verify_email": False,
+        "given_name": "New",
+        "family_name": "Person",
+        "name": "New Person",
+        "blocked": False,
+    }
+    assert len(password) >= 32
+    assert stack.app.get_user("auth0|c0ffee0000000000000000aa") is not None
+    # a second attempt gets Auth0's 409 and a GET: done
+    idp.create_user(_new())
+    assert [r["status"] for r in stack.api_requests()][-2:] == [409, 200]
+
+
+def test_local_auth0_create_answers_as_auth0(stack: LocalStack) -> None:
+    """The Management API answers the adapter relies on: 409 for an id or email that exists, 400 for the
+    connection's rules (unknown connection, weak or missing password)."""
+    idp = stack.adapter(connection="Some-Other-Connection")
+    with pytest.raises(IdpRejected) as caught:
+        idp.create_user(_new())
+    assert caught.value.status == 400 and caught.value.error_code == "inexistent_connection"
+    app = stack.app
+    app.add_user("auth0|taken", "taken@example.com", PASSWORD, given_name="T", family_name="K")
+    token = stack.adapter()._token()
+    import httpx
+
+    def post(body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(
+            f"{stack.url}/api/v2/users", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    base = {"connection": CONNECTION, "email": "x@example.com", "password": "N3w-Passw0rd!"}
+    assert post({**base, "password": "weak"}).status_code == 400
+    assert post({k: v for k, v in base.items() if k != "password"}).status_code == 400
+    assert post({**base, "email": "TAKEN@example.com"}).json()["statusCode"] == 409
+    assert post({**base, "user_id": "taken"}).status_code == 409
+    created = post({**base, "user_id": "fresh"})
+    assert created.status_code == 201 and created.json()["user_id"] == "auth0|fresh"
+
+
+def test_local_auth0_public_signup(stack: LocalStack) -> None:
+    """POST /dbconnections/signup as the storefront calls it: 200 {_id, email, email_verified}."""
+    import httpx
+
+    url = f"{stack.url}/dbconnections/signup"
+    body = {"client_id": "contract-login", "email": "Shopper@Example.com", "password": "N3w-Passw0rd!"}
+    body["connection"] = CONNECTION
+    answer = httpx.post(url, json=body)
+    assert answer.status_code == 200
+    data = answer.json()
+    assert data["email"] == "shopper@example.com" and data["email_verified"] is False
+    assert stack.app.check_password(f"auth0|{data['_id']}", "N3w-Passw0rd!")
+    again = httpx.post(url, json=body)  # the address exists: Auth0's generic refusal
+    assert again.status_code == 400 and again.json()["code"] == "invalid_signup"
+    weak = httpx.post(url, json={**body, "email": "other@example.com", "password": "weak"})
+    assert weak.status_code == 400 and weak.json()["name"] == "PasswordStrengthError"
+    wrong = httpx.post(url, json={**body, "email": "other@example.com", "connection": "Nope"})
+    assert wrong.status_code == 400
 
 
 def test_empty_update_makes_no_request(stack: LocalStack) -> None:

@@ -28,6 +28,9 @@ PUBLIC_ROUTES = {
     ("POST", "/email-verification/{token}/renew"),
     ("GET", "/email-change/{token}/cancel"),
     ("POST", "/email-change/{token}/cancel"),
+    ("GET", "/invitations/{token}"),
+    ("POST", "/invitations/{token}"),
+    ("POST", "/invitations/{token}/renew"),
 }
 
 
@@ -292,7 +295,9 @@ def _template_routes() -> set[tuple[str, str]]:
 
 
 def test_every_route_is_in_the_matrix() -> None:
-    covered = {(r.method, r.path) for r in ROUTES.values()}
+    covered = {(r.method, r.path) for r in ROUTES.values()} | {
+        (r.method, r.path) for r in CREATE_ROUTES.values()
+    }
     missing = _template_routes() - covered - PUBLIC_ROUTES
     assert not missing, f"routes without authorization-matrix rows: {sorted(missing)}"
     assert set(MATRIX) == set(ROUTES)
@@ -300,5 +305,96 @@ def test_every_route_is_in_the_matrix() -> None:
 
 def test_every_route_of_the_matrix_and_the_public_list_is_deployed() -> None:
     # A route the handler serves but the template does not route is unreachable in AWS.
-    absent = (PUBLIC_ROUTES | {(r.method, r.path) for r in ROUTES.values()}) - _template_routes()
+    deployed = {(r.method, r.path) for r in (*ROUTES.values(), *CREATE_ROUTES.values())}
+    absent = (PUBLIC_ROUTES | deployed) - _template_routes()
     assert not absent, f"routes missing from template.yaml: {sorted(absent)}"
+
+
+# ------------------------------------------------------------------------------------------------
+# create-user (SPEC 13): the relation is the account (acme: the delegated caller administers it;
+# globex: they do not). Nothing about a user is revealed, so refusals name the account or invitation.
+# ------------------------------------------------------------------------------------------------
+INVITE_BODY = {"email": "new@new.example", "firstName": "New", "lastName": "Person", "roles": ["Buyer"]}
+CREATE_ROUTES = {
+    "create_user": Route(
+        "create-user", "POST", "/users", {"email": "new@new.example", "firstName": "N", "lastName": "P"}
+    ),
+    "invite": Route("create-user", "POST", "/accounts/{accountId}/invitations", INVITE_BODY),
+    "list_invitations": Route("create-user", "GET", "/accounts/{accountId}/invitations"),
+    "resend": Route("create-user", "POST", "/invitations/{invitationId}/resend"),
+    "revoke": Route("create-user", "DELETE", "/invitations/{invitationId}"),
+}
+CREATE_MATRIX: dict[str, dict[tuple[str, str], int]] = {
+    "create_user": {("platform", "-"): 201, ("delegated", "-"): 403, ("user", "-"): 403},
+    **{
+        name: {
+            ("platform", "acme"): ok,
+            ("platform", "globex"): ok,
+            ("delegated", "acme"): ok,
+            ("delegated", "globex"): 404,
+            ("user", "acme"): 404,
+            ("user", "globex"): 404,
+        }
+        for name, ok in (("invite", 202), ("list_invitations", 200), ("resend", 202), ("revoke", 204))
+    },
+}
+CREATE_ROWS = [(r, c, rel, s) for r, rows in CREATE_MATRIX.items() for (c, rel), s in rows.items()]
+REFUSAL_CODES = {
+    "create_user": "forbidden",
+    "invite": "account_not_found",
+    "list_invitations": "account_not_found",
+    "resend": "invitation_not_found",
+    "revoke": "invitation_not_found",
+}
+
+
+def _create_path(env: Env, cast: dict[str, User], route: Route, account: str) -> str:
+    if "{accountId}" in route.path:
+        return route.path.replace("{accountId}", account)
+    if "{invitationId}" in route.path:
+        body = {**INVITE_BODY, "email": f"invitee@{account}.example"}
+        sent = env.call(
+            "create-user", "POST", f"/accounts/{account}/invitations", as_user=cast["platform"], body=body
+        )
+        assert sent.status == 202, sent
+        return route.path.replace("{invitationId}", sent.json()["invitationId"])
+    return route.path
+
+
+@pytest.mark.parametrize(
+    ("route_name", "caller", "relation", "expected"),
+    CREATE_ROWS,
+    ids=[f"{r}-{c}-{rel}" for r, c, rel, _ in CREATE_ROWS],
+)
+def test_create_matrix(
+    env: Env, cast: dict[str, User], route_name: str, caller: str, relation: str, expected: int
+) -> None:
+    route = CREATE_ROUTES[route_name]
+    path = _create_path(env, cast, route, relation)
+    before = _snapshot(env)
+    r = env.call(route.function, route.method, path, as_user=cast[caller], body=route.body)
+    assert r.status == expected, r
+    if expected in (403, 404):
+        assert r.json()["code"] == REFUSAL_CODES[route_name]
+        assert _snapshot(env) == before, "a refused request changed something"
+
+
+@pytest.mark.parametrize("route_name", sorted(CREATE_ROUTES))
+@pytest.mark.parametrize("caller", REFUSED_CALLERS)
+def test_create_routes_refuse_callers(env: Env, cast: dict[str, User], route_name: str, caller: str) -> None:
+    route = CREATE_ROUTES[route_name]
+    path = _create_path(env, cast, route, "acme")
+    who: User | str
+    iat = None
+    if caller == "suspended":
+        who = cast["suspended"]
+    elif caller == "unknown":
+        who = "auth0|ffffffffffffffffffffffff"
+    else:
+        who = cast["platform"]
+        env.store.put_user(cast["platform"].evolve(tokens_valid_after=int(env.clock.now()) + 1))
+        iat = env.clock.now()
+    before = _snapshot(env)
+    r = env.call(route.function, route.method, path, as_user=who, iat=iat, body=route.body)
+    assert r.status == 401 and r.json()["code"] == "token_revoked", r
+    assert _snapshot(env) == before

@@ -30,6 +30,18 @@ def test_verification_email_requested_sample_sends_to_an_unverified_address(env:
     assert [m.subject for m in env.mailer.to("bob@acme.example")] == ["Confirm your email address"]
 
 
+def test_user_registered_sample_creates_the_user_from_auth0(env: Env) -> None:
+    env.idp.add_user(
+        "auth0|5f0c1aa0000000000000beef", "shopper@example.com", given_name="Sho", family_name="P"
+    )
+    result = env.handler("create-user").lambda_handler(
+        _event("storefront-user-registered.json"), LambdaContext("c")
+    )
+    assert result == {"result": "accepted"}
+    user = env.user("auth0|5f0c1aa0000000000000beef")
+    assert user is not None and user.status == "ACTIVE"
+
+
 def test_schedule_sample_runs_both_scheduled_functions(env: Env) -> None:
     for function in ("sync-identity", "cleanup-links"):
         result = env.handler(function).lambda_handler(_event("schedule.json"), LambdaContext(function))

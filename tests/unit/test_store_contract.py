@@ -20,12 +20,15 @@ from usermgmt.store import (
     ClaimEmail,
     CreateUser,
     DeleteExpiredLink,
+    DeleteInvitation,
     DeleteLink,
     DeleteUser,
     DueWork,
+    Invitation,
     Lease,
     Link,
     PutAudit,
+    PutInvitation,
     PutLink,
     PutTombstone,
     ReleaseEmail,
@@ -365,3 +368,67 @@ def test_every_transaction_carries_a_client_request_token() -> None:
     store.transact([ClaimEmail("b@example.com", "auth0|b")])
     assert len(client.tokens) == 2 and len(set(client.tokens)) == 2
     assert all(1 <= len(t) <= 36 for t in client.tokens)
+
+
+# ------------------------------------------------------------------------------ creation, invitations
+def test_a_created_user_carries_its_sync_marker_and_lease(store: UserStore) -> None:
+    u = user(7, status="INVITED")
+    lease = Lease("owner-1", NOW, NOW + 60)
+    store.transact([CreateUser(u, sync=frozenset({"create"}), lease=lease), ClaimEmail(u.email, u.id)])
+    got = store.get_user(u.id)
+    assert got is not None and got.status == "INVITED"
+    assert (got.sync_fields, got.sync_version, got.lease_until) == ({"create"}, 1, NOW + 60)
+    assert store.due_work(NOW + 1, 10) == [DueWork("user", u.id)]
+    assert store.acquire_lease(u.id, "owner-2", NOW + 1, NOW + 61, due_only=True) is None  # leased
+    taken = store.acquire_lease(u.id, "owner-2", NOW + 61, NOW + 121, due_only=True)
+    assert taken is not None and taken[0].fields == {"create"}
+
+
+def _invitation(key: str = "a1", *, account: str = "acme", token: str = "t1", at: int = 100) -> Invitation:
+    return Invitation(
+        id=f"{account}~{key}",
+        account_id=account,
+        user_id="auth0|u1",
+        roles=("Buyer", "Approver"),
+        created_at=at,
+        expires_at=int(NOW) + 600,
+        token_hash=token,
+        invited_by="auth0|admin",
+        created_user=True,
+    )
+
+
+def test_invitations_are_written_replaced_listed_and_ended_on_their_conditions(store: UserStore) -> None:
+    first, second, other = _invitation("b2", at=200), _invitation("a1", at=100), _invitation(account="globex")
+    store.transact([PutInvitation(first, ttl=0), PutInvitation(second, ttl=0), PutInvitation(other, ttl=0)])
+    assert store.get_invitation(first.id) == first
+    assert store.get_invitation("acme~nothere") is None
+    assert store.get_invitation("not an id") is None
+    assert store.account_invitations("acme", 10) == [second, first]  # oldest first
+    assert store.account_invitations("nowhere", 10) == []
+    with pytest.raises(ConditionFailed) as failed:
+        store.transact([PutInvitation(first, ttl=0)])  # a new one never overwrites
+    assert failed.value.label == "invitation"
+    resent = Invitation(**{**first.__dict__, "token_hash": "t2"})
+    with pytest.raises(ConditionFailed):
+        store.transact([PutInvitation(resent, ttl=0, expected_token="stale")])
+    store.transact([PutInvitation(resent, ttl=0, expected_token="t1")])
+    assert store.get_invitation(first.id) == resent
+    with pytest.raises(ConditionFailed):
+        store.transact([DeleteInvitation(first.id, "t1")])  # its link moved on
+    store.transact([DeleteInvitation(first.id, "t2")])
+    assert store.get_invitation(first.id) is None
+    assert store.account_invitations("acme", 10) == [second]
+
+
+def test_a_link_keeps_its_ref(store: UserStore) -> None:
+    lk = Link(
+        token_hash="f" * 64,
+        purpose="invite",
+        user_id="auth0|u1",
+        expires_at=int(NOW),
+        created_at=0,
+        ref="acme~a1",
+    )
+    store.transact([PutLink(lk, ttl=0)])
+    assert store.get_link(lk.token_hash) == lk

@@ -39,6 +39,9 @@ PUBLIC_ROUTES = frozenset(
         ("POST", "/email-verification/{token}/renew"),  # the expired page's "send a new link" (SPEC 6)
         ("GET", "/email-change/{token}/cancel"),
         ("POST", "/email-change/{token}/cancel"),
+        ("GET", "/invitations/{token}"),  # SPEC 13: the invitation link
+        ("POST", "/invitations/{token}"),
+        ("POST", "/invitations/{token}/renew"),
     }
 )
 

@@ -19,10 +19,12 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from usermgmt.auth import RequestCtx
 from usermgmt.errors import (
+    AccountNotFound,
     ApiError,
     DependencyUnavailable,
     FieldProblem,
     InvalidJson,
+    InvitationNotFound,
     PayloadTooLarge,
     RouteNotFound,
     StoreUnavailable,
@@ -113,6 +115,10 @@ def unmatched(app: APIGatewayHttpResolver, route_key: str) -> Response[str]:
 
     if "{userId}" in route_key:
         return problem_response(UserNotFound())
+    if "{invitationId}" in route_key:
+        return problem_response(InvitationNotFound())
+    if "{accountId}" in route_key:
+        return problem_response(AccountNotFound())
     if "{token}" in route_key and route_key.endswith("/renew"):
         return pages.json_answer(202, {"status": "accepted"})  # renew: the same answer for any token
     if "{token}" in route_key:

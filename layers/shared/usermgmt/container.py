@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from usermgmt.ports import Clock, Deps, EventBus, IdentityProvider, Mailer
     from usermgmt.service.cleanup import CleanupService
     from usermgmt.service.deliverability import DeliverabilityService
+    from usermgmt.service.invitations import InvitationService
     from usermgmt.service.lifecycle import LifecycleService
     from usermgmt.service.outbox import EventPublisher
     from usermgmt.service.passwords import PasswordService
@@ -199,6 +200,12 @@ class Container:
         from usermgmt.service.cleanup import CleanupService
 
         return CleanupService(self.deps, self.writer)
+
+    @cached_property
+    def invitations(self) -> InvitationService:
+        from usermgmt.service.invitations import InvitationService
+
+        return InvitationService(self.deps, self.writer)
 
 
 _current: Container | None = None

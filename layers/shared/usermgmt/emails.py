@@ -100,3 +100,25 @@ def password_changed(to: str, first_name: str) -> Email:
         f"Hello {first_name},",
         ["The password of your account was just changed. If this was not you, contact your administrator."],
     )
+
+
+def invitation(
+    to: str, first_name: str, url: str, ttl_days: float, account_id: str | None, *, new_user: bool
+) -> Email:
+    """An invitation: a new user chooses a password; an existing user accepts joining the account."""
+    where = f" the account {account_id}" if account_id else " the platform"
+    if new_user:
+        paragraphs = [
+            f"You were invited to{where}. Open the link to choose your password and activate your sign-in.",
+            f"The link works once and expires in {ttl_days:g} days.",
+            "If you did not expect this, ignore this email: nothing happens until you use the link.",
+        ]
+        link = ("Choose your password", url)
+    else:
+        paragraphs = [
+            f"You were invited to join{where}. Open the link to accept; you keep signing in as before.",
+            f"The link works once and expires in {ttl_days:g} days.",
+            "If you did not expect this, ignore this email: nothing changes until you accept.",
+        ]
+        link = ("Accept the invitation", url)
+    return _render(to, "You are invited", f"Hello {first_name},", paragraphs, link)

@@ -80,6 +80,14 @@ class UserNotFound(ApiError):
     status, code, title = 404, "user_not_found", "User not found"
 
 
+class AccountNotFound(ApiError):
+    status, code, title = 404, "account_not_found", "Account not found"
+
+
+class InvitationNotFound(ApiError):
+    status, code, title = 404, "invitation_not_found", "Invitation not found"
+
+
 class RouteNotFound(ApiError):
     status, code, title = 404, "not_found", "Not found"
 

@@ -8,11 +8,13 @@ import secrets
 RESET = "reset"
 VERIFY = "verify"
 CANCEL = "cancel"
+INVITE = "invite"
 
 _PATHS = {
     RESET: "/password-reset/{token}",
     VERIFY: "/email-verification/{token}",
     CANCEL: "/email-change/{token}/cancel",
+    INVITE: "/invitations/{token}",
 }
 
 

@@ -11,6 +11,7 @@ ROLES = ("Administrator", "Buyer", "Approver", "AccountAddressManager", "Profile
 ADMIN_ROLE = "Administrator"
 ACTIVE = "ACTIVE"
 SUSPENDED = "SUSPENDED"
+INVITED = "INVITED"  # created, password not set yet (SPEC section 13)
 
 Profile = Literal["customer", "partner", "sales_rep", "marketing", "administrator"]
 Role = Literal["Administrator", "Buyer", "Approver", "AccountAddressManager", "ProfileAddressManager"]

@@ -53,6 +53,19 @@ class IdpUser:
     family_name: str | None
 
 
+@dataclass(frozen=True)
+class IdpNewUser:
+    """A user to create in the provider's database connection, under an id chosen here (``auth0|...``)."""
+
+    user_id: str
+    email: str
+    email_verified: bool
+    given_name: str
+    family_name: str
+    name: str
+    blocked: bool = False
+
+
 class IdentityProvider(Protocol):
     """Auth0 (or the local stand-in). Every method is idempotent.
 
@@ -67,6 +80,11 @@ class IdentityProvider(Protocol):
     def update_user(self, user_id: str, update: IdpUserUpdate) -> None: ...
 
     def set_password(self, user_id: str, password: str) -> None: ...
+
+    def create_user(self, user: IdpNewUser) -> None:
+        """Create the user with no usable password. A user that already has this id counts as
+        created (a retry never makes two); ``IdpEmailTaken`` when another user holds the email."""
+        ...
 
     def delete_user(self, user_id: str) -> None:
         """Delete; a user the provider does not know counts as deleted."""

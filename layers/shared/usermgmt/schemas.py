@@ -178,7 +178,9 @@ class UserResource(_Body):
     lastName: str
     accountNumber: str | None
     profile: Profile
-    status: Literal["ACTIVE", "SUSPENDED"]
+    status: Annotated[
+        Literal["INVITED", "ACTIVE", "SUSPENDED"], Field(description="INVITED: created, password not set yet")
+    ]
     defaultAccountId: str | None
     memberships: Annotated[
         list[MembershipView], Field(description="delegated administrators see their accounts only")
@@ -236,7 +238,7 @@ class DeletionStarted(_Body):
 class LinkDone(_Body):
     """A successful link POST, for JSON callers (browsers get a page)."""
 
-    result: Literal["password_changed", "email_verified", "email_change_cancelled"]
+    result: Literal["password_changed", "email_verified", "email_change_cancelled", "invitation_accepted"]
 
 
 class ResetLinkInfo(_Body):
@@ -274,3 +276,85 @@ class GatewayUnauthorized(_Body):
     """API Gateway's own answer when its JWT authorizer refuses the token (the function never runs)."""
 
     message: Literal["Unauthorized"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Creating and inviting users (SPEC section 13)
+# ------------------------------------------------------------------------------------------------
+
+
+class CreateUserBody(_Body):
+    """``POST /users``: a new user, INVITED until they choose a password through the mailed link."""
+
+    email: EmailAddress
+    firstName: Name
+    lastName: Name
+    profile: Profile = "customer"
+    accountNumber: AccountNumber | None = None
+    memberships: Annotated[list[MembershipIn], Field(max_length=50)] = Field(default_factory=list)
+    defaultAccountId: Annotated[
+        AccountId | None, Field(description="one of the memberships' accounts; default: the first")
+    ] = None
+
+
+class InvitationBody(_Body):
+    """``POST /accounts/{accountId}/invitations``."""
+
+    email: EmailAddress
+    firstName: Name
+    lastName: Name
+    roles: Annotated[list[Role], Field(min_length=1, max_length=len(ROLES))]
+
+
+class InvitationSent(_Body):
+    """The same answer whether or not a user has the address (202)."""
+
+    invitationId: str
+    email: Annotated[str, Field(description="the masked address the invitation went to")]
+    expiresAt: Annotated[str, Field(description="RFC 3339 UTC")]
+
+
+class InvitationView(_Body):
+    invitationId: str
+    accountId: str
+    email: Annotated[str, Field(description="masked")]
+    roles: list[Role]
+    createdAt: Annotated[str, Field(description="RFC 3339 UTC")]
+    expiresAt: Annotated[str, Field(description="RFC 3339 UTC")]
+    status: Annotated[Literal["pending", "expired"], Field(description="expired: resend to renew it")]
+
+
+class InvitationList(_Body):
+    items: Annotated[list[InvitationView], Field(description="oldest first")]
+
+
+class InvitationLinkInfo(_Body):
+    """``GET /invitations/{token}`` for JSON callers: the link can be used."""
+
+    purpose: Literal["invitation"]
+    newUser: Annotated[bool, Field(description="true: POST {newPassword}; false: POST {} to accept")]
+    accountId: str | None
+    email: Annotated[str, Field(description="the masked address the invitation went to")]
+
+
+class AcceptInvitation(_Body):
+    """``POST /invitations/{token}`` (JSON or form): a new user sends a password, an existing one ``{}``."""
+
+    newPassword: Annotated[str | None, Field(description="required for a new user; as typed")] = None
+    confirmPassword: Annotated[str | None, Field(description="from the form; must equal newPassword")] = None
+
+
+def parse_body[M: BaseModel](model: type[M], body: object) -> M:
+    """Validate a JSON body against ``model``; ``ValidationFailed`` naming every offending field."""
+    if not isinstance(body, dict):
+        raise ValidationFailed(
+            "The body must be a JSON object", errors=[FieldProblem("", "must be an object")]
+        )
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        problems = [
+            FieldProblem(".".join(str(p) for p in err["loc"]), _message(err["msg"]))
+            for err in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        raise ValidationFailed("Some fields are invalid", errors=problems) from None

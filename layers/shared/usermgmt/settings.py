@@ -47,6 +47,7 @@ class Settings:
     email_change_policy: str = "verify"
     reset_link_ttl_seconds: int = 1800
     verify_link_ttl_seconds: int = 86400
+    invite_link_ttl_seconds: int = 604800
 
     reset_limit_per_address: int = 5
     reset_limit_per_ip: int = 30
@@ -114,6 +115,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "auth0_timeout_seconds": (None, 10),
     "reset_link_ttl_seconds": (1, 86400),
     "verify_link_ttl_seconds": (1, 7 * 86400),
+    "invite_link_ttl_seconds": (1, 30 * 86400),
     "reset_limit_per_address": (1, None),
     "reset_limit_per_ip": (1, None),
     "rate_limit_window_seconds": (1, None),

@@ -34,6 +34,8 @@ class Link:
     status: str = "active"  # active | used
     claim_owner: str | None = None
     claim_until: int = 0
+    # what the link is for beyond its purpose (an invitation link: its invitation id; None: none)
+    ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,39 @@ class Lease:
     until: float
 
 
+@dataclass(frozen=True)
+class Invitation:
+    """An invitation of a user into an account (SPEC section 13), pending until accepted or revoked.
+
+    ``id`` is ``<accountId>~<random>``: the account it belongs to is part of its id, so one strongly
+    consistent read finds it and one query lists an account's invitations. ``token_hash`` names the
+    current link (a resend replaces it); ``created_user`` says that the invitation created its user.
+    """
+
+    id: str
+    account_id: str
+    user_id: str
+    roles: tuple[str, ...]
+    created_at: int
+    expires_at: int
+    token_hash: str
+    invited_by: str
+    created_user: bool = False
+
+
+INVITATION_ID_SEPARATOR = "~"
+
+
+def split_invitation_id(invitation_id: str) -> tuple[str, str] | None:
+    """``(account_id, key)`` of an invitation id, or None for a string no invitation id has."""
+    account_id, sep, key = invitation_id.rpartition(INVITATION_ID_SEPARATOR)
+    if not sep or not account_id or not key or len(invitation_id) > 200:
+        return None
+    if not key.isalnum() or not all(c.isalnum() or c in "._-" for c in account_id):
+        return None
+    return account_id, key
+
+
 # ------------------------------------------------------------------------------------------------ ops
 
 
@@ -136,8 +171,12 @@ class UpdateUser:
 
 @dataclass(frozen=True)
 class CreateUser:
+    """A new record, on condition that no user has its id; ``sync``/``lease`` as in ``UpdateUser``."""
+
     user: User
     label: str = "user"
+    sync: frozenset[str] = frozenset()
+    lease: Lease | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +274,26 @@ class PutEvent:
     label: str = "event"
 
 
+@dataclass(frozen=True)
+class PutInvitation:
+    """Write an invitation: a new one (``expected_token`` None: none may exist with its id), or a
+    resent one over the pending one whose link is ``expected_token``."""
+
+    invitation: Invitation
+    ttl: int  # epoch seconds after which the store may drop the item
+    expected_token: str | None = None
+    label: str = "invitation"
+
+
+@dataclass(frozen=True)
+class DeleteInvitation:
+    """End a pending invitation (accepted or revoked), on condition that its link is still ``token_hash``."""
+
+    invitation_id: str
+    token_hash: str
+    label: str = "invitation"
+
+
 Op = (
     UpdateUser
     | CreateUser
@@ -249,6 +308,8 @@ Op = (
     | DeleteExpiredLink
     | PutTombstone
     | PutEvent
+    | PutInvitation
+    | DeleteInvitation
 )
 
 # ------------------------------------------------------------------------------------------------ the port
@@ -343,6 +404,13 @@ class UserStore(Protocol):
     def expired_links(self, cutoff: int, limit: int, start_key: Any = None) -> ExpiredPage: ...
 
     def delete_expired_link(self, token_hash: str, cutoff: int) -> bool: ...
+
+    # invitations (SPEC section 13)
+    def get_invitation(self, invitation_id: str) -> Invitation | None: ...
+
+    def account_invitations(self, account_id: str, limit: int) -> list[Invitation]:
+        """At most ``limit`` of the account's invitations (expired ones too), oldest first."""
+        ...
 
     # seeding
     def put_account(self, account_id: str, name: str) -> None: ...

@@ -40,7 +40,7 @@ from usermgmt.errors import (
     IdpUnavailable,
     IdpUserMissing,
 )
-from usermgmt.ports import IdpUser, IdpUserUpdate
+from usermgmt.ports import IdpNewUser, IdpUser, IdpUserUpdate
 
 __all__ = [
     "Auth0Config",
@@ -217,6 +217,8 @@ class _UsersResource(Protocol):
 
     def update(self, id: str, **fields: Any) -> Any: ...
 
+    def create(self, **fields: Any) -> Any: ...
+
     def delete(self, id: str) -> None: ...
 
 
@@ -302,6 +304,39 @@ class Auth0IdentityProvider:
         users = self._users()
         connection = self._config.connection
         self._call("set_password", lambda: users.update(user_id, password=password, connection=connection))
+
+    def create_user(self, user: IdpNewUser) -> None:
+        """``POST /api/v2/users`` with the id chosen here (Auth0 prefixes the strategy: ``auth0|<id>``).
+
+        The database connection needs a password: a random one nobody ever learns (48 random bytes,
+        with every character class so any password policy accepts it), never stored or logged. The
+        person sets their own through the invitation link. A 409 is "the user already exists": when the
+        user with this id exists, an earlier attempt created it (done); otherwise the email is taken.
+        """
+        provider, sep, local_id = user.user_id.partition("|")
+        if not sep or provider != "auth0" or not local_id:
+            raise IdpRejected(400, "invalid_user_id")
+        users = self._users()
+        connection = self._config.connection
+        fields: dict[str, Any] = {
+            "connection": connection,
+            "user_id": local_id,
+            "email": user.email,
+            "email_verified": user.email_verified,
+            "verify_email": False,
+            "given_name": user.given_name,
+            "family_name": user.family_name,
+            "name": user.name,
+            "blocked": user.blocked,
+            "password": _unusable_password(),
+        }
+        try:
+            self._call("create_user", lambda: users.create(**fields))
+        except IdpRejected as exc:
+            if exc.status != 409:
+                raise
+            if self.get_user(user.user_id) is None:
+                raise IdpEmailTaken() from None
 
     def delete_user(self, user_id: str) -> None:
         users = self._users()
@@ -389,6 +424,12 @@ def _classify(exc: BaseException, status: int | None) -> IdpError | None:
         if message.startswith(PASSWORD_WEAK_PREFIX):
             return IdpPasswordTooWeak()
     return IdpRejected(status, _error_code(body))
+
+
+def _unusable_password() -> str:
+    import secrets
+
+    return "Aa1!" + secrets.token_urlsafe(48)
 
 
 def _is_transient_status(status: int) -> bool:

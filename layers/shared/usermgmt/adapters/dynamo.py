@@ -28,23 +28,27 @@ from usermgmt.store import (
     ClaimEmail,
     CreateUser,
     DeleteExpiredLink,
+    DeleteInvitation,
     DeleteLink,
     DeleteUser,
     DueWork,
     ExpiredLinkRef,
     ExpiredPage,
+    Invitation,
     Link,
     Op,
     OutboxEvent,
     Page,
     PutAudit,
     PutEvent,
+    PutInvitation,
     PutLink,
     PutTombstone,
     ReleaseEmail,
     SyncState,
     UpdateUser,
     UseLink,
+    split_invitation_id,
 )
 
 if TYPE_CHECKING:
@@ -106,6 +110,47 @@ def _link_key(token_hash: str) -> dict[str, Any]:
 
 def _account_key(account_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"ACCOUNT#{account_id}"}, "sk": {"S": "ACCOUNT"}}
+
+
+def _invitation_key(invitation_id: str) -> dict[str, Any]:
+    """An invitation lives in its account's partition (``<accountId>~<key>``: see ``Invitation``)."""
+    parts = split_invitation_id(invitation_id)
+    if parts is None:
+        raise ValueError("not an invitation id")
+    account_id, key = parts
+    return {"pk": {"S": f"ACCOUNT#{account_id}"}, "sk": {"S": f"INVITATION#{key}"}}
+
+
+def _invitation_item(inv: Invitation, ttl: int) -> dict[str, Any]:
+    return {
+        **_invitation_key(inv.id),
+        "invitationId": {"S": inv.id},
+        "userId": {"S": inv.user_id},
+        "roles": {"L": [{"S": r} for r in inv.roles]},
+        "createdAt": {"N": str(inv.created_at)},
+        "expiresAt": {"N": str(inv.expires_at)},
+        "tokenHash": {"S": inv.token_hash},
+        "invitedBy": {"S": inv.invited_by},
+        "createdUser": {"BOOL": inv.created_user},
+        "ttl": {"N": str(ttl)},
+    }
+
+
+def _invitation_from_item(item: dict[str, Any]) -> Invitation:
+    data = _plain(item)
+    invitation_id = str(data["invitationId"])
+    parts = split_invitation_id(invitation_id)
+    return Invitation(
+        id=invitation_id,
+        account_id=parts[0] if parts else "",
+        user_id=data["userId"],
+        roles=tuple(data.get("roles") or ()),
+        created_at=int(data["createdAt"]),
+        expires_at=int(data["expiresAt"]),
+        token_hash=data["tokenHash"],
+        invited_by=data.get("invitedBy", ""),
+        created_user=bool(data.get("createdUser", False)),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -277,6 +322,8 @@ def _link_item(link: Link, ttl: int) -> dict[str, Any]:
     }
     if link.address_hash:
         item["addressHash"] = {"S": link.address_hash}
+    if link.ref:
+        item["ref"] = {"S": link.ref}
     return item
 
 
@@ -399,6 +446,7 @@ class DynamoStore:
             status=data.get("status", "active"),
             claim_owner=data.get("claimOwner"),
             claim_until=int(data.get("claimUntil") or 0),
+            ref=data.get("ref"),
         )
 
     def audit_page(self, user_id: str, limit: int, cursor: str | None) -> Page:
@@ -464,8 +512,20 @@ class DynamoStore:
         match op:
             case UpdateUser():
                 return {"Update": _update_user(t, op)}
-            case CreateUser(user=user):
+            case CreateUser(user=user, sync=sync, lease=lease):
                 item = {**_user_key(user.id), **_user_item(user)}
+                if sync:  # the sync marker of a new user, as ``_update_user`` writes it
+                    item.update(
+                        {
+                            "syncPk": {"S": SYNC_PK},
+                            "syncDue": {"N": "0"},
+                            "syncVersion": {"N": str(user.version)},
+                            "syncAttempts": {"N": "0"},
+                            "syncFields": {"SS": sorted(sync)},
+                        }
+                    )
+                if lease is not None:
+                    item.update({"leaseOwner": {"S": lease.owner}, "leaseUntil": {"N": repr(lease.until)}})
                 return {
                     "Put": {"TableName": t, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
                 }
@@ -545,7 +605,53 @@ class DynamoStore:
                 return {"Put": {"TableName": t, "Item": _tombstone_item(op)}}
             case PutEvent(event=event):
                 return {"Put": {"TableName": t, "Item": _outbox_item(event)}}
+            case PutInvitation(invitation=inv, ttl=ttl, expected_token=expected):
+                put: dict[str, Any] = {"TableName": t, "Item": _invitation_item(inv, ttl)}
+                if expected is None:
+                    put["ConditionExpression"] = "attribute_not_exists(pk)"
+                else:
+                    put["ConditionExpression"] = "tokenHash = :expected"
+                    put["ExpressionAttributeValues"] = {":expected": {"S": expected}}
+                return {"Put": put}
+            case DeleteInvitation(invitation_id=iid, token_hash=token_hash):
+                return {
+                    "Delete": {
+                        "TableName": t,
+                        "Key": _invitation_key(iid),
+                        "ConditionExpression": "tokenHash = :expected",
+                        "ExpressionAttributeValues": {":expected": {"S": token_hash}},
+                    }
+                }
         raise TypeError(f"not an op of this store: {type(op).__name__}")
+
+    # -------------------------------------------------------------------------------- invitations
+    def get_invitation(self, invitation_id: str) -> Invitation | None:
+        if split_invitation_id(invitation_id) is None:
+            return None
+        resp = self._call(
+            "get_item", TableName=self._table, Key=_invitation_key(invitation_id), ConsistentRead=True
+        )
+        item = resp.get("Item")
+        return _invitation_from_item(item) if item else None
+
+    def account_invitations(self, account_id: str, limit: int) -> list[Invitation]:
+        found: list[Invitation] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :inv)",
+            "ExpressionAttributeValues": {
+                ":pk": {"S": f"ACCOUNT#{account_id}"},
+                ":inv": {"S": "INVITATION#"},
+            },
+            "ConsistentRead": True,
+        }
+        while len(found) < limit:
+            resp = self._call("query", Limit=limit - len(found), **kwargs)
+            found += [_invitation_from_item(i) for i in resp.get("Items", [])]
+            if not resp.get("LastEvaluatedKey"):
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return sorted(found, key=lambda inv: (inv.created_at, inv.id))
 
     # -------------------------------------------------------------------------------- seeding
     def put_account(self, account_id: str, name: str) -> None:

@@ -24,17 +24,20 @@ from usermgmt.store import (
     ClaimEmail,
     CreateUser,
     DeleteExpiredLink,
+    DeleteInvitation,
     DeleteLink,
     DeleteUser,
     DueWork,
     ExpiredLinkRef,
     ExpiredPage,
+    Invitation,
     Link,
     Op,
     OutboxEvent,
     Page,
     PutAudit,
     PutEvent,
+    PutInvitation,
     PutLink,
     PutTombstone,
     ReleaseEmail,
@@ -42,6 +45,7 @@ from usermgmt.store import (
     UpdateUser,
     UseLink,
     UserStore,
+    split_invitation_id,
 )
 
 SYNC, FAILED, CLAIM = "SYNC", "FAILED", "CLAIM"
@@ -103,6 +107,7 @@ class MemoryStore:
         self.audit: dict[str, dict[str, tuple[AuditEntry, bool]]] = {}
         self.counters: dict[str, int] = {}
         self.outbox: dict[str, dict[str, OutboxEvent]] = {}
+        self.invitations: dict[str, Invitation] = {}
 
     # -------------------------------------------------------------------------------- reads
     def get_user(self, user_id: str) -> User | None:
@@ -189,6 +194,14 @@ class MemoryStore:
                 return rec is not None and rec.link.expires_at < cutoff
             case DeleteLink() | PutTombstone():
                 return True
+            case PutInvitation(invitation=inv, expected_token=expected):
+                current = self.invitations.get(inv.id)
+                if expected is None:
+                    return current is None
+                return current is not None and current.token_hash == expected
+            case DeleteInvitation(invitation_id=iid, token_hash=token_hash):
+                current = self.invitations.get(iid)
+                return current is not None and current.token_hash == token_hash
         raise TypeError(f"not an op of this store: {type(op).__name__}")
 
     def _apply(self, op: Op) -> None:
@@ -203,8 +216,14 @@ class MemoryStore:
                     m.failed -= sync
                 if lease is not None:
                     m.lease_owner, m.lease_until = lease.owner, lease.until
-            case CreateUser(user=user):
-                self.users[user.id] = _Record(_stored(user))
+            case CreateUser(user=user, sync=sync, lease=lease):
+                record = _Record(_stored(user))
+                if sync:
+                    m = record.marker
+                    m.partition, m.due, m.version, m.attempts, m.fields = SYNC, 0, user.version, 0, set(sync)
+                if lease is not None:
+                    record.marker.lease_owner, record.marker.lease_until = lease.owner, lease.until
+                self.users[user.id] = record
             case DeleteUser(user=user):
                 del self.users[user.id]
             case ClaimEmail(email=email, user_id=uid):
@@ -228,6 +247,10 @@ class MemoryStore:
                 self.outbox.setdefault(event.user_id, {})[event.key] = event
             case AccountExists():
                 pass
+            case PutInvitation(invitation=inv):
+                self.invitations[inv.id] = inv
+            case DeleteInvitation(invitation_id=iid):
+                self.invitations.pop(iid, None)
 
     # -------------------------------------------------------------------------------- link claims
     def claim_link(self, token_hash: str, claim: str, now: int, until: int) -> bool:
@@ -440,6 +463,23 @@ class MemoryStore:
             return True
 
     # -------------------------------------------------------------------------------- seeding
+    # -------------------------------------------------------------------------------- invitations
+    def get_invitation(self, invitation_id: str) -> Invitation | None:
+        with self._lock:
+            return self.invitations.get(invitation_id)
+
+    def account_invitations(self, account_id: str, limit: int) -> list[Invitation]:
+        with self._lock:
+            found = sorted(
+                (
+                    inv
+                    for iid, inv in self.invitations.items()
+                    if (split_invitation_id(iid) or ("",))[0] == account_id
+                ),
+                key=lambda inv: inv.id,
+            )[:limit]
+            return sorted(found, key=lambda inv: (inv.created_at, inv.id))
+
     def put_account(self, account_id: str, name: str) -> None:
         with self._lock:
             self.accounts[account_id] = name

@@ -15,7 +15,7 @@ from typing import Any
 
 from usermgmt.auth import Access, RequestCtx, forbid_self, require_platform
 from usermgmt.clock import revocation_second
-from usermgmt.models import ACTIVE, SUSPENDED, user_view
+from usermgmt.models import ACTIVE, INVITED, SUSPENDED, user_view
 from usermgmt.ports import Deps
 from usermgmt.service.sync import BLOCKED, DELETE, FAILED, REVOKE, SYNCED
 from usermgmt.service.writes import Plan, Writer, diff
@@ -92,7 +92,7 @@ def _plan_suspend(access: Access, now: float) -> Plan | None:
 
 def _plan_enable(access: Access, now: float) -> Plan | None:
     t = access.target
-    if t.status == ACTIVE:
+    if t.status in (ACTIVE, INVITED):  # an INVITED user is not suspended: nothing to enable
         return None
     changes: list[dict[str, Any]] = []
     diff(changes, "status", t.status, ACTIVE)

@@ -50,7 +50,8 @@ EVENT_TYPES: dict[str, str | None] = {
     "user.email_change_expired": "user.email_change_cancelled",
     "user.deliverability_changed": "user.deliverability_changed",
     "user.memberships_changed": "user.memberships_changed",
-    "user.verification_email_sent": "user.updated",  # a new link: every version has its event
+    "user.verification_email_sent": "user.updated",
+    "user.invitation_revoked": "user.updated",  # a new link: every version has its event
 }
 IDP_SYNC_FAILED = "user.idp_sync_failed"
 
@@ -58,9 +59,11 @@ IDP_SYNC_FAILED = "user.idp_sync_failed"
 def event_type(change: Change) -> str | None:
     """The event type of a committed change; an edit is named by what matters most in it."""
     action = change.plan.action
+    fields = {c["field"] for c in change.plan.changes}
+    if action == "user.invitation_accepted":  # a new person sets a password, or a user joins an account
+        return "user.activated" if "status" in fields else "user.memberships_changed"
     if action != "user.updated":
         return EVENT_TYPES.get(action, "user.updated")
-    fields = {c["field"] for c in change.plan.changes}
     after = change.after
     if "pendingEmail" in fields and after is not None:
         return "user.email_change_requested" if after.pending_email else "user.email_change_cancelled"
@@ -121,7 +124,10 @@ class Outbox:
         detail_type = event_type(change)
         if detail_type is None:
             return []
-        user_id = change.before.id
+        changed = change.after if change.after is not None else change.before
+        if changed is None:  # pragma: no cover - a change has a user before or after it
+            return []
+        user_id = changed.id
         fields = [] if change.after is None else [c["field"] for c in change.plan.changes]
         detail = cloud_event(
             self.d.settings,

@@ -46,11 +46,12 @@ from usermgmt.errors import (
     UserSuspended,
 )
 from usermgmt.links import RESET, plausible_token
-from usermgmt.models import ACTIVE, SUSPENDED, User, mail_blocked, normalize_email
+from usermgmt.models import ACTIVE, INVITED, SUSPENDED, User, mail_blocked, normalize_email
 from usermgmt.observability import count, logger
 from usermgmt.ports import Deps, MailUnavailable
 from usermgmt.ratelimit import RESET_PER_ADDRESS, RESET_PER_IP, RateLimiter
 from usermgmt.service import linkcheck
+from usermgmt.service.invitations import plan_welcome_link
 from usermgmt.service.linkcheck import USED, CheckedLink
 from usermgmt.service.sync import BLOCKED, REVOKE, new_id
 from usermgmt.service.writes import Plan, Writer
@@ -118,7 +119,7 @@ class PasswordService:
 
         def plan(access: Access, now: float) -> Plan:
             target = access.target
-            if target.status != ACTIVE:
+            if target.status not in (ACTIVE, INVITED):
                 raise UserSuspended("No reset link is sent to a suspended user")
             if mail_blocked(target, target.email):
                 raise EmailUndeliverable()
@@ -131,6 +132,7 @@ class PasswordService:
                 )
             return self._plan_reset_link(target, now)
 
+        # An INVITED user has no password to reset: a fresh invitation (choose a password) goes instead.
         written = self.w.write(ctx, target_id, None, plan)
         self.w.deliver_required(written.plan)
         return ResetRequested(sent_to=mask(written.user.email))
@@ -181,7 +183,12 @@ class PasswordService:
 
         def plan(now: float) -> tuple[User, Plan, float] | None:
             user = self.d.store.get_user(user_id)
-            if user is None or user.status != ACTIVE or user.email != email or mail_blocked(user, email):
+            if (
+                user is None
+                or user.status not in (ACTIVE, INVITED)
+                or user.email != email
+                or mail_blocked(user, email)
+            ):
                 return None  # public routes and events answer the same whatever the reason
             return user, self._plan_reset_link(user, now), now
 
@@ -191,6 +198,8 @@ class PasswordService:
                 self.w.deliver(email_out)
 
     def _plan_reset_link(self, user: User, now: float) -> Plan:
+        if user.status == INVITED:  # no password yet: a fresh invitation instead (SPEC section 13)
+            return plan_welcome_link(self.w, user, now, mail_required=True)
         ttl = self.d.settings.reset_link_ttl_seconds
         url, links, ops = self.w.issue_link(user, RESET, now, ttl)
         return Plan(
@@ -265,6 +274,11 @@ class PasswordService:
         now = self.d.clock.now()
         if link is None or link.status != "active" or link.claim_owner is None or link.claim_until > now:
             return  # finished, given back, re-claimed or gone meanwhile: the index entry was stale
+        if link.purpose != RESET:
+            # an invitation link whose request died: given back (its commit is all or nothing; the
+            # person uses the link again and the password is set again)
+            self.d.store.release_link_claim(token_hash, link.claim_owner)
+            return
         user = self.d.store.get_user(link.user_id)
         if user is None:
             self.d.store.release_link_claim(token_hash, link.claim_owner)  # deleted: nothing to finish

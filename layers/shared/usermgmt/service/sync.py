@@ -43,7 +43,7 @@ from usermgmt.errors import (
 )
 from usermgmt.models import SUSPENDED, User
 from usermgmt.observability import count, logger
-from usermgmt.ports import Deps, IdpUserUpdate
+from usermgmt.ports import Deps, IdpNewUser, IdpUserUpdate
 from usermgmt.store import OutboxEvent, SyncState
 
 PROFILE = "profile"  # name, given_name, family_name
@@ -51,6 +51,7 @@ BLOCKED = "blocked"
 EMAIL = "email"  # email + email_verified
 REVOKE = "revoke"  # sessions and refresh tokens (where AUTH0_REVOKE_SESSIONS is on)
 DELETE = "delete"
+CREATE = "create"  # a new user: created in Auth0 under the id chosen here (SPEC section 13)
 
 SYNCED, PENDING, FAILED = "synced", "pending", "failed"
 # the longest one Auth0 call may take (token fetch + request, each bounded by the timeout per phase)
@@ -60,6 +61,19 @@ CALL_BUDGET_FACTOR = 4
 def new_id() -> str:
     """A fresh opaque id (lease owners, link claims, request ids of work without a request)."""
     return uuid.uuid4().hex
+
+
+def new_idp_user(user: User) -> IdpNewUser:
+    """What Auth0 is told about a new user: the record's current values, no usable password."""
+    return IdpNewUser(
+        user_id=user.id,
+        email=user.email,
+        email_verified=user.email_verified,
+        given_name=user.first_name,
+        family_name=user.last_name,
+        name=user.full_name,
+        blocked=user.status == SUSPENDED,
+    )
 
 
 class LeaseExpiring(Exception):
@@ -103,6 +117,13 @@ class SyncEngine:
                 return frozenset({DELETE})
             return frozenset()
         failed: set[str] = set()
+        if CREATE in state.fields:
+            self._fence(state)
+            try:
+                idp.create_user(new_idp_user(user))
+            except (IdpRejected, IdpEmailTaken):
+                # Auth0 refused the user itself: nothing else can be pushed for it either
+                return frozenset(state.fields)
         if state.fields & {PROFILE, BLOCKED}:
             failed |= self._push_profile(state, user)
         if EMAIL in state.fields:
@@ -118,6 +139,15 @@ class SyncEngine:
             except (IdpRejected, IdpUserMissing):
                 failed.add(REVOKE)
         return frozenset(failed)
+
+    def ensure_created(self, user: User) -> None:
+        """Create the Auth0 user now when its creation is still pending (idempotent: the id is ours).
+
+        For a use case that needs the Auth0 user at once (accepting an invitation sets its password);
+        the marker stays for the lease holder, whose create then finds the user (done).
+        """
+        if CREATE in user.sync_fields:
+            self.d.idp.create_user(new_idp_user(user))
 
     def _push_profile(self, state: SyncState, user: User) -> set[str]:
         """Names and ``blocked`` in one PATCH; a refused PATCH is retried with ``blocked`` alone."""

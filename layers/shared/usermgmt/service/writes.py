@@ -34,6 +34,8 @@ from usermgmt.ports import Deps, Email, MailUnavailable
 from usermgmt.service.sync import PENDING, SyncEngine, new_id
 from usermgmt.store import AuditEntry as StoredAudit
 from usermgmt.store import (
+    ClaimEmail,
+    CreateUser,
     DeleteLink,
     DeleteUser,
     Lease,
@@ -63,6 +65,9 @@ METRICS = {
     "user.email_verified": "EmailVerified",
     "user.email_change_cancelled": "EmailChangeCancelled",
     "user.email_change_expired": "EmailChangeExpired",
+    "user.created": "UserCreated",
+    "user.invited": "UserInvited",
+    "user.invitation_accepted": "InvitationAccepted",
 }
 
 
@@ -85,6 +90,12 @@ class Plan:
     # the emails are what the caller asked for (send-only routes): the use case delivers them itself
     # after the commit and answers 503 when they could not be sent, instead of best effort
     mail_required: bool = False
+    # the user is new: ``after`` is written at version 1 on condition that its id is free, with its
+    # login email claimed (the ``email`` op fails when another user holds it); there is no ``before``
+    create: bool = False
+    # False: never push to Auth0 inside the request (the marker is due at once for sync-identity), so a
+    # request that must not differ in its work (an invitation, SPEC section 13) does not
+    push_inline: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,7 +119,7 @@ class Applied:
 class Committed:
     """A committed write: the user as it was and as written, and the push lease when this write took it."""
 
-    before: User
+    before: User | None  # None: the user was created
     user: User
     lease: Lease | None
 
@@ -117,7 +128,7 @@ class Committed:
 class Change:
     """A change as it is committed: what derived items (events, indexes, counters) are made from."""
 
-    before: User
+    before: User | None  # None: the user is created
     after: User | None  # None: the user is deleted
     plan: Plan
     actor: Actor
@@ -133,8 +144,8 @@ class Derived(Protocol):
 
 
 Planner = Callable[[Access, float], Plan | None]
-# planner(now) -> (user as read, plan, now) or None
-DirectPlanner = Callable[[float], tuple[User, Plan, float] | None]
+# planner(now) -> (user as read (None: a creation), plan, now) or None
+DirectPlanner = Callable[[float], tuple[User | None, Plan, float] | None]
 
 
 def diff(changes: list[dict[str, Any]], name: str, old: Any, new: Any) -> bool:
@@ -201,26 +212,36 @@ class Writer:
             if planned is None:
                 return None
             before, plan, now = planned
+            subject = before.id if before is not None else plan.after.id
             committed = self.commit(
-                before, plan, now, actor=actor or Actor("self", before.id), request_id=request_id
+                before, plan, now, actor=actor or Actor("self", subject), request_id=request_id
             )
             if committed is not None:
                 return Applied(self.complete(committed, plan), plan)
         raise DependencyUnavailable("The user is being changed by others; try again")
 
     def commit(
-        self, before: User, plan: Plan, now: float, *, actor: Actor, request_id: str
+        self, before: User | None, plan: Plan, now: float, *, actor: Actor, request_id: str
     ) -> Committed | None:
-        """Commit ``plan`` over ``before`` in one transaction. ``None``: someone else changed the user first.
+        """Commit ``plan`` over ``before`` in one transaction. ``None``: someone else changed the user first
+        (for a creation: the id was taken; the planner picks another).
 
         Raises the client error a failed op stands for (``plan.errors``).
         """
         s = self.d.settings
         at = rfc3339(now)
-        version = before.version + 1
+        version = 1 if before is None else before.version + 1
         lease: Lease | None = None
         ops: list[Op]
-        if plan.delete:
+        if before is None or plan.create:
+            after = plan.after.evolve(version=version, created_at=at, updated_at=at)
+            if plan.sync:
+                after = after.evolve(idp_sync=PENDING)
+                if plan.push_inline:
+                    lease = Lease(new_id(), now, now + s.sync_lease_seconds)
+            ops = [CreateUser(after, sync=plan.sync, lease=lease), ClaimEmail(after.email, after.id)]
+            before = None
+        elif plan.delete:
             lease = Lease(new_id(), now, now + s.sync_lease_seconds)
             after = before.evolve(version=version, updated_at=at, idp_sync=PENDING)
             ops = [DeleteUser(before), ReleaseEmail(before.email, before.id)]
@@ -230,12 +251,12 @@ class Writer:
             after = plan.after.evolve(version=version, updated_at=at)
             if plan.sync:
                 after = after.evolve(idp_sync=PENDING)
-                if before.lease_until < now:
+                if before.lease_until < now and plan.push_inline:
                     lease = Lease(new_id(), now, now + s.sync_lease_seconds)
             ops = [UpdateUser(before, after, plan.sync, lease)]
         if plan.audit:
             entry = StoredAudit(
-                user_id=before.id,
+                user_id=after.id,
                 at=at,
                 actor=actor.audit_name,
                 action=plan.action,
@@ -258,9 +279,9 @@ class Writer:
             raise DependencyUnavailable() from None
         if plan.sync:
             after = after.evolve(
-                sync_fields=before.sync_fields | plan.sync,
+                sync_fields=(before.sync_fields if before else frozenset()) | plan.sync,
                 sync_version=version,
-                sync_failed=before.sync_failed - plan.sync,
+                sync_failed=(before.sync_failed if before else frozenset()) - plan.sync,
             )
         return Committed(before, after, lease)
 
@@ -307,9 +328,9 @@ class Writer:
 
     # ------------------------------------------------------------------------------ email
     @staticmethod
-    def _blocked(before: User, after: User, address: str) -> bool:
+    def _blocked(before: User | None, after: User, address: str) -> bool:
         """SES reported this login email (before or after the change) as undeliverable: no mail to it."""
-        if mail_blocked(before, address) or mail_blocked(after, address):
+        if (before is not None and mail_blocked(before, address)) or mail_blocked(after, address):
             count("EmailSuppressed")
             return True
         return False
@@ -345,10 +366,20 @@ class Writer:
 
     # ------------------------------------------------------------------------------ links
     def issue_link(
-        self, user: User, purpose: str, now: float, ttl: int, *, address: str | None = None
+        self,
+        user: User,
+        purpose: str,
+        now: float,
+        ttl: int,
+        *,
+        address: str | None = None,
+        ref: str | None = None,
+        slot: str | None = None,
     ) -> tuple[str, dict[str, str], list[Op]]:
         """A fresh link for ``purpose``; the user's previous link for it is superseded.
 
+        ``slot`` is the key in ``user.links`` (default: the purpose; an invitation link has one per
+        invitation) and ``ref`` what the link is about (an invitation id).
         Returns the URL (only ever put in an email), the user's new ``links`` map and the op.
         """
         token, token_hash = new_token()
@@ -360,7 +391,8 @@ class Writer:
             expires_at=expires,
             created_at=int(now),
             address_hash=address_hash(address) if address else None,
+            ref=ref,
         )
-        links = {**user.links, purpose: token_hash}
+        links = {**user.links, (slot or purpose): token_hash}
         op = PutLink(link, ttl=expires + self.d.settings.cleanup_grace_seconds + LINK_TTL_GRACE)
         return link_url(self.d.settings.public_base_url, purpose, token), links, [op]

@@ -1,0 +1,755 @@
+"""Where a user's lifecycle starts (SPEC section 13): create, invite into an account, storefront sign-up.
+
+Every start goes through the one write path (``Writer.write_direct`` with ``Plan(create=True)``): the
+record at version 1, its login email claimed, the audit entry and the ``create`` sync field in one
+transaction. The Auth0 user is created by the never-lost sync under the id chosen here, so a retry or a
+duplicate can never make two Auth0 users (``IdentityProvider.create_user``; docs/decisions.md).
+
+No enumeration through invitations: for a new address and for an existing user the request does the
+same work (one email lookup, one user read, one transaction of six items, one email, no Auth0 call:
+``push_inline=False`` leaves the Auth0 creation to sync-identity) and answers the same 202.
+
+An invitation link is a ``Link`` of purpose ``invite``; it is the user's current one while
+``user.links[slot]`` holds its hash (slot ``invite:<invitationId>`` for an account invitation,
+``invite`` for the welcome link of ``POST /users`` and of a password reset asked for an INVITED user).
+Suspension and deletion clear the user's links, so they end invitations too.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from usermgmt.auth import PUBLIC, STOREFRONT, Actor, RequestCtx, authenticate
+from usermgmt.clock import rfc3339
+from usermgmt.emails import invitation as invitation_email
+from usermgmt.emails import mask
+from usermgmt.errors import (
+    AccountNotFound,
+    DependencyUnavailable,
+    EmailTaken,
+    FieldProblem,
+    Forbidden,
+    IdpError,
+    IdpPasswordTooWeak,
+    IdpRejected,
+    IdpUnavailable,
+    InvitationNotFound,
+    PasswordTooWeak,
+    RateLimited,
+    StoreUnavailable,
+    ValidationFailed,
+)
+from usermgmt.links import INVITE, hash_token, plausible_token
+from usermgmt.models import ACTIVE, INVITED, ROLES, Membership, User, normalize_email, user_view
+from usermgmt.observability import count, logger
+from usermgmt.ports import Deps, MailUnavailable
+from usermgmt.ratelimit import RESET_PER_IP, RateLimiter
+from usermgmt.service import linkcheck
+from usermgmt.service.linkcheck import EXPIRED, INVALID, SUPERSEDED, USED
+from usermgmt.service.sync import CREATE, DELETE, EMAIL, new_id
+from usermgmt.service.writes import Plan, Writer
+from usermgmt.store import (
+    INVITATION_ID_SEPARATOR,
+    AccountExists,
+    ClaimEmail,
+    DeleteInvitation,
+    DeleteLink,
+    Invitation,
+    Link,
+    Op,
+    PutInvitation,
+    PutLink,
+    UseLink,
+)
+
+if TYPE_CHECKING:
+    from usermgmt.schemas import CreateUserBody, InvitationBody
+
+CREATED_ACTION = "user.created"
+INVITED_ACTION = "user.invited"
+ACCEPTED_ACTION = "user.invitation_accepted"
+REVOKED_ACTION = "user.invitation_revoked"
+INVITE_PER_ADDRESS = "invite-address"  # invitation emails a renew may send per address
+WELCOME_SLOT = INVITE
+CLAIM_SECONDS = 60
+MAX_LISTED = 100
+
+
+class UnknownIdpUser(Exception):
+    """A ``UserRegistered`` event names an id Auth0 does not know: the event goes to the dead-letter queue."""
+
+
+class RegistrationConflict(Exception):
+    """A ``UserRegistered`` event for an address another user here holds (dead-letter queue, alarmed)."""
+
+
+class _EmailRaced(Exception):
+    """Internal: the address was claimed between the lookup and the commit."""
+
+
+@dataclass(frozen=True)
+class InvitationSent:
+    invitation_id: str
+    sent_to: str  # masked
+    expires_at: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "invitationId": self.invitation_id,
+            "email": self.sent_to,
+            "expiresAt": rfc3339(self.expires_at),
+        }
+
+
+@dataclass(frozen=True)
+class CheckedInvite:
+    link: Link
+    user: User
+    slot: str
+    invitation: Invitation | None
+
+    @property
+    def new_user(self) -> bool:
+        return self.user.status == INVITED
+
+    @property
+    def account_id(self) -> str | None:
+        return self.invitation.account_id if self.invitation else None
+
+
+def slot_of(invitation_id: str | None) -> str:
+    return f"{INVITE}:{invitation_id}" if invitation_id else WELCOME_SLOT
+
+
+def new_user_id() -> str:
+    """A fresh id in Auth0's database-connection form: Auth0 creates the user under exactly this id."""
+    return "auth0|" + secrets.token_hex(12)
+
+
+def plan_welcome_link(w: Writer, user: User, now: float, *, mail_required: bool = False) -> Plan:
+    """A fresh welcome link (choose a password) for an INVITED user; the older one dies."""
+    ttl = w.d.settings.invite_link_ttl_seconds
+    url, links, ops = w.issue_link(user, INVITE, now, ttl, slot=WELCOME_SLOT)
+    return Plan(
+        after=user.evolve(links=links),
+        action=INVITED_ACTION,
+        changes=[{"field": "invitation", "from": None, "to": "sent"}],
+        ops=ops,
+        emails=[invitation_email(user.email, user.first_name, url, ttl / 86400, None, new_user=True)],
+        mail_required=mail_required,
+    )
+
+
+class InvitationService:
+    def __init__(self, deps: Deps, writer: Writer) -> None:
+        self.d = deps
+        self.w = writer
+        self.limiter = RateLimiter(deps.store, deps.settings.rate_limit_window_seconds)
+
+    # ------------------------------------------------------------------------------ callers
+    def _caller(self, ctx: RequestCtx) -> User:
+        sub = ctx.require_sub()
+        return authenticate(ctx, self.d.store.get_users([sub]).get(sub))
+
+    @staticmethod
+    def _actor(caller: User) -> Actor:
+        return Actor("platform_admin" if caller.is_platform_admin else "delegated_admin", caller.id)
+
+    def _account_admin(self, ctx: RequestCtx, account_id: str) -> User:
+        """Platform administrators and administrators of ``account_id``; else 404 account_not_found."""
+        caller = self._caller(ctx)
+        if caller.is_platform_admin or account_id in caller.administered_accounts():
+            return caller
+        raise AccountNotFound()
+
+    def _invitation_in_scope(self, ctx: RequestCtx, invitation_id: str) -> tuple[User, Invitation]:
+        caller = self._caller(ctx)
+        invitation = self.d.store.get_invitation(invitation_id)
+        if invitation is None or not (
+            caller.is_platform_admin or invitation.account_id in caller.administered_accounts()
+        ):
+            raise InvitationNotFound()
+        return caller, invitation
+
+    # ------------------------------------------------------------------------------ POST /users
+    def create(self, ctx: RequestCtx, body: object) -> tuple[dict[str, Any], int]:
+        """A platform administrator creates a user: 201 with the INVITED user; a welcome link is mailed."""
+        from usermgmt.schemas import CreateUserBody, parse_body
+
+        caller = self._caller(ctx)
+        if not caller.is_platform_admin:
+            raise Forbidden("Only a platform administrator may create users")
+        fields = parse_body(CreateUserBody, body)
+        if self.d.store.user_id_for_email(fields.email) is not None:
+            raise EmailTaken()
+
+        def plan(now: float) -> tuple[User | None, Plan, float]:
+            user = self._new_user(fields, now)
+            welcome = plan_welcome_link(self.w, user, now)
+            welcome.action = CREATED_ACTION
+            welcome.create = True
+            welcome.sync = frozenset({CREATE})
+            welcome.changes = _creation_changes(user)
+            welcome.errors["email"] = EmailTaken()
+            for i, m in enumerate(user.memberships):
+                op = AccountExists(m.account_id)
+                welcome.ops.append(op)
+                welcome.errors[op.label] = ValidationFailed(
+                    errors=[FieldProblem(f"memberships.{i}.accountId", "is not a known account")]
+                )
+            return None, welcome, now
+
+        applied = self.w.write_direct(self._actor(caller), ctx.request_id, plan)
+        if applied is None:  # pragma: no cover - a creation always plans
+            raise DependencyUnavailable()
+        return user_view(applied.user), applied.user.version
+
+    def _new_user(self, fields: CreateUserBody, now: float) -> User:
+        memberships = tuple(m.to_domain() for m in fields.memberships)
+        problems: list[FieldProblem] = []
+        seen: set[str] = set()
+        for i, m in enumerate(memberships):
+            if m.account_id in seen:
+                problems.append(FieldProblem(f"memberships.{i}.accountId", "is listed twice"))
+            seen.add(m.account_id)
+        default = fields.defaultAccountId
+        if default is None and memberships:
+            default = memberships[0].account_id
+        if default is not None and default not in seen:
+            problems.append(FieldProblem("defaultAccountId", "must name one of the user's accounts"))
+        if problems:
+            raise ValidationFailed(errors=problems)
+        return User(
+            id=new_user_id(),
+            email=fields.email,
+            first_name=fields.firstName,
+            last_name=fields.lastName,
+            profile=fields.profile,
+            status=INVITED,
+            email_verified=False,
+            account_number=fields.accountNumber,
+            default_account_id=default,
+            memberships=memberships,
+        )
+
+    # ------------------------------------------------------------------------------ invitations
+    def invite(self, ctx: RequestCtx, account_id: str, body: object) -> InvitationSent:
+        """Invite an address into an account: the same work and answer whoever holds the address."""
+        from usermgmt.schemas import InvitationBody, parse_body
+
+        caller = self._account_admin(ctx, account_id)
+        fields = parse_body(InvitationBody, body)
+        for _attempt in range(2):
+            try:
+                return self._invite(caller, account_id, fields, ctx.request_id)
+            except _EmailRaced:
+                continue  # someone took the address meanwhile: it is an existing user's now
+        raise DependencyUnavailable()
+
+    def _invite(
+        self, caller: User, account_id: str, fields: InvitationBody, request_id: str
+    ) -> InvitationSent:
+        store = self.d.store
+        ttl = self.d.settings.invite_link_ttl_seconds
+        roles = tuple(r for r in ROLES if r in set(fields.roles))
+        sent: list[InvitationSent] = []
+        owner = store.user_id_for_email(fields.email)
+        fresh_id = new_user_id()
+
+        def plan(now: float) -> tuple[User | None, Plan, float]:
+            # one user read whoever holds the address (the same work for both answers)
+            existing = store.get_user(owner or fresh_id)
+            invitation_id = f"{account_id}{INVITATION_ID_SEPARATOR}{secrets.token_hex(16)}"
+            new = existing is None
+            user = existing or User(
+                id=fresh_id,
+                email=fields.email,
+                first_name=fields.firstName,
+                last_name=fields.lastName,
+                status=INVITED,
+                default_account_id=account_id,
+                memberships=(Membership(account_id, roles),),
+            )
+            slot = slot_of(invitation_id)
+            url, links, link_ops = self.w.issue_link(user, INVITE, now, ttl, ref=invitation_id, slot=slot)
+            (put_link,) = link_ops
+            assert isinstance(put_link, PutLink)  # noqa: S101 - issue_link returns one PutLink
+            invitation = Invitation(
+                id=invitation_id,
+                account_id=account_id,
+                user_id=user.id,
+                roles=roles,
+                created_at=int(now),
+                expires_at=put_link.link.expires_at,
+                token_hash=put_link.link.token_hash,
+                invited_by=caller.id,
+                created_user=new,
+            )
+            ops: list[Op] = [
+                PutInvitation(invitation, ttl=put_link.ttl),
+                put_link,
+                AccountExists(account_id),
+            ]
+            if not new:
+                # the address is the user's already: the same claim a creation makes (it holds), so both
+                # kinds of invitation write the same number of items
+                ops.append(ClaimEmail(user.email, user.id))
+            errors: dict[str, Exception] = {
+                AccountExists(account_id).label: AccountNotFound(),
+                "email": _EmailRaced(),
+            }
+            email = invitation_email(
+                user.email, user.first_name, url, ttl / 86400, account_id, new_user=user.status == INVITED
+            )
+            planned = Plan(
+                after=user.evolve(links=links),
+                action=CREATED_ACTION if new else INVITED_ACTION,
+                changes=_creation_changes(user)
+                if new
+                else [{"field": "invitation", "from": None, "to": account_id}],
+                sync=frozenset({CREATE}) if new else frozenset(),
+                ops=ops,
+                emails=[email],
+                errors=errors,
+                create=new,
+                push_inline=False,
+            )
+            sent[:] = [InvitationSent(invitation_id, mask(fields.email), invitation.expires_at)]
+            return existing, planned, now
+
+        self.w.write_direct(self._actor(caller), request_id, plan)
+        count("InvitationSent")
+        return sent[0]
+
+    def list_pending(self, ctx: RequestCtx, account_id: str) -> dict[str, Any]:
+        self._account_admin(ctx, account_id)
+        now = self.d.clock.now()
+        invitations = self.d.store.account_invitations(account_id, MAX_LISTED)
+        users = self.d.store.get_users({inv.user_id for inv in invitations}) if invitations else {}
+        items = []
+        for inv in invitations:
+            user = users.get(inv.user_id)
+            if user is None or user.links.get(slot_of(inv.id)) is None:
+                continue  # the user was deleted, or suspended (their links ended)
+            items.append(
+                {
+                    "invitationId": inv.id,
+                    "accountId": inv.account_id,
+                    "email": mask(user.email),
+                    "roles": list(inv.roles),
+                    "createdAt": rfc3339(inv.created_at),
+                    "expiresAt": rfc3339(inv.expires_at),
+                    "status": "pending" if inv.expires_at > now else "expired",
+                }
+            )
+        return {"items": items}
+
+    def resend(self, ctx: RequestCtx, invitation_id: str) -> InvitationSent:
+        caller, invitation = self._invitation_in_scope(ctx, invitation_id)
+        sent = self._reissue(invitation.id, self._actor(caller), ctx.request_id)
+        if sent is None:
+            raise InvitationNotFound()
+        return sent
+
+    def _reissue(self, invitation_id: str, actor: Actor, request_id: str) -> InvitationSent | None:
+        """A fresh link for a pending invitation (the older one dies), mailed; None when it is gone."""
+        store = self.d.store
+        ttl = self.d.settings.invite_link_ttl_seconds
+        sent: list[InvitationSent] = []
+
+        def plan(now: float) -> tuple[User | None, Plan, float] | None:
+            invitation = store.get_invitation(invitation_id)
+            user = store.get_user(invitation.user_id) if invitation else None
+            if invitation is None or user is None or user.status not in (INVITED, ACTIVE):
+                return None
+            url, links, link_ops = self.w.issue_link(
+                user, INVITE, now, ttl, ref=invitation.id, slot=slot_of(invitation.id)
+            )
+            (put_link,) = link_ops
+            assert isinstance(put_link, PutLink)  # noqa: S101
+            renewed = replace(
+                invitation, expires_at=put_link.link.expires_at, token_hash=put_link.link.token_hash
+            )
+            new = user.status == INVITED
+            email = invitation_email(
+                user.email, user.first_name, url, ttl / 86400, invitation.account_id, new_user=new
+            )
+            sent[:] = [InvitationSent(invitation.id, mask(user.email), renewed.expires_at)]
+            return (
+                user,
+                Plan(
+                    after=user.evolve(links=links),
+                    action=INVITED_ACTION,
+                    changes=[{"field": "invitation", "from": None, "to": invitation.account_id}],
+                    ops=[
+                        PutInvitation(renewed, ttl=put_link.ttl, expected_token=invitation.token_hash),
+                        put_link,
+                    ],
+                    emails=[email],
+                    errors={
+                        "invitation": DependencyUnavailable("The invitation changed meanwhile; try again")
+                    },
+                    push_inline=False,
+                ),
+                now,
+            )
+
+        applied = self.w.write_direct(actor, request_id, plan)
+        return sent[0] if applied is not None else None
+
+    def revoke(self, ctx: RequestCtx, invitation_id: str) -> None:
+        """End an invitation; an INVITED user it created with no other membership is deleted with it."""
+        caller, _ = self._invitation_in_scope(ctx, invitation_id)
+        store = self.d.store
+
+        def plan(now: float) -> tuple[User | None, Plan, float] | None:
+            invitation = store.get_invitation(invitation_id)
+            if invitation is None:
+                raise InvitationNotFound()
+            end = DeleteInvitation(invitation.id, invitation.token_hash)
+            errors: dict[str, Exception] = {"invitation": DependencyUnavailable("try again")}
+            user = store.get_user(invitation.user_id)
+            if user is None:
+                store.transact([end])  # its user is gone: only the invitation item is left
+                return None
+            slot = slot_of(invitation.id)
+            links = {k: v for k, v in user.links.items() if k != slot}
+            ops: list[Op] = [end]
+            if slot in user.links:
+                ops.append(DeleteLink(user.links[slot]))
+            created_here = invitation.created_user and user.status == INVITED
+            if created_here and user.account_ids <= {invitation.account_id}:
+                return (
+                    user,
+                    Plan(
+                        after=user,
+                        action="user.deleted",
+                        sync=frozenset({DELETE}),
+                        delete=True,
+                        ops=[end],
+                        errors=errors,
+                    ),
+                    now,
+                )
+            after = user.evolve(links=links)
+            changes: list[dict[str, Any]] = [
+                {"field": "invitation", "from": invitation.account_id, "to": None}
+            ]
+            if created_here:
+                memberships = tuple(m for m in user.memberships if m.account_id != invitation.account_id)
+                default = user.default_account_id
+                if default == invitation.account_id:
+                    default = memberships[0].account_id if memberships else None
+                after = after.evolve(memberships=memberships, default_account_id=default)
+                changes.append(
+                    {
+                        "field": "memberships",
+                        "from": [m.account_id for m in user.memberships],
+                        "to": [m.account_id for m in memberships],
+                    }
+                )
+            return (
+                user,
+                Plan(after=after, action=REVOKED_ACTION, changes=changes, ops=ops, errors=errors),
+                now,
+            )
+
+        self.w.write_direct(self._actor(caller), ctx.request_id, plan)
+        count("InvitationRevoked")
+
+    # ------------------------------------------------------------------------------ the link
+    def check_link(self, token: str) -> CheckedInvite:
+        """The link as ``GET /invitations/{token}`` sees it; raises ``LinkGone``. Changes nothing."""
+        store = self.d.store
+        if not plausible_token(token):
+            raise linkcheck.gone(INVALID)
+        link = store.get_link(hash_token(token))
+        if link is None or link.purpose != INVITE:
+            raise linkcheck.gone(INVALID)
+        user = store.get_user(link.user_id)
+        if user is None or user.status not in (INVITED, ACTIVE):
+            raise linkcheck.gone(INVALID)
+        if link.status == "used":
+            raise linkcheck.gone(USED)
+        slot = slot_of(link.ref)
+        current = user.links.get(slot)
+        if current is None:
+            raise linkcheck.gone(INVALID)  # revoked, or a welcome link of a user who chose a password
+        if current != link.token_hash:
+            raise linkcheck.gone(SUPERSEDED)
+        invitation = store.get_invitation(link.ref) if link.ref else None
+        if link.ref and invitation is None:
+            raise linkcheck.gone(INVALID)
+        if link.expires_at <= self.d.clock.now():
+            raise linkcheck.gone(EXPIRED, can_renew=True)
+        return CheckedInvite(link, user, slot, invitation)
+
+    def accept(
+        self, token: str, password: str | None, request_id: str, checked: CheckedInvite | None = None
+    ) -> User | None:
+        """Accept through the link: a new user's password is set in Auth0 (the link is held meanwhile, so
+        a double submit sets it once), then one commit makes them ACTIVE and verified; an existing user
+        gains the membership. The commit is conditional on the link (unused, unexpired, held by this
+        request) and on the invitation (unchanged), so a link the caller checked a moment ago is safe.
+        Raises ``LinkGone``, ``ValidationFailed``, ``PasswordTooWeak`` (the link stays usable) or
+        ``DependencyUnavailable``."""
+        store = self.d.store
+        now = self.d.clock.now()
+        if checked is None:  # the caller may pass the link it checked just now (no second read)
+            checked = self.check_link(token)
+        token_hash = checked.link.token_hash
+        claim: str | None = None
+        if checked.new_user:
+            if not password:
+                raise ValidationFailed(
+                    "Choose a password", errors=[FieldProblem("newPassword", "is required")]
+                )
+            claim = self._claim(token, checked, now)
+            try:
+                self.w.sync.ensure_created(checked.user)
+                self.d.idp.set_password(checked.user.id, password)
+            except IdpPasswordTooWeak:
+                store.release_link_claim(token_hash, claim)
+                count("PasswordRejected")
+                raise PasswordTooWeak() from None
+            except IdpRejected as exc:
+                store.release_link_claim(token_hash, claim)
+                if exc.status == 400:
+                    raise PasswordTooWeak("The password was not accepted; choose a different one") from None
+                raise DependencyUnavailable() from None
+            except IdpUnavailable as exc:
+                store.release_link_claim(token_hash, claim)
+                raise DependencyUnavailable(retry_after=math.ceil(exc.retry_after or 5)) from None
+            except IdpError:
+                store.release_link_claim(token_hash, claim)
+                raise DependencyUnavailable() from None
+            except BaseException:
+                store.release_link_claim(token_hash, claim)
+                raise
+        first: list[User] = [checked.user]
+        invitation = checked.invitation
+
+        def plan(plan_now: float) -> tuple[User | None, Plan, float] | None:
+            user = first.pop() if first else store.get_user(checked.user.id)
+            if user is None:
+                return None
+            after = user
+            changes: list[dict[str, Any]] = []
+            sync: set[str] = set()
+            links = {k: v for k, v in user.links.items() if k not in (checked.slot, WELCOME_SLOT)}
+            if user.status == INVITED:
+                changes.append({"field": "status", "from": INVITED, "to": ACTIVE})
+                if not user.email_verified:
+                    changes.append({"field": "emailVerified", "from": False, "to": True})
+                after = after.evolve(status=ACTIVE, email_verified=True)
+                sync.add(EMAIL)
+            ops: list[Op] = [UseLink(token_hash, int(now), claim)]
+            if invitation is not None:
+                ops.append(DeleteInvitation(invitation.id, token_hash))
+                memberships = _with_roles(user.memberships, invitation.account_id, invitation.roles)
+                if memberships != user.memberships:
+                    changes.append(
+                        {
+                            "field": "memberships",
+                            "from": _memberships_json(user.memberships),
+                            "to": _memberships_json(memberships),
+                        }
+                    )
+                    after = after.evolve(
+                        memberships=memberships,
+                        default_account_id=user.default_account_id or invitation.account_id,
+                    )
+            return (
+                user,
+                Plan(
+                    after=after.evolve(links=links),
+                    action=ACCEPTED_ACTION,
+                    changes=changes,
+                    sync=frozenset(sync),
+                    ops=ops,
+                    errors={"link": linkcheck.gone(USED), "invitation": linkcheck.gone(INVALID)},
+                ),
+                plan_now,
+            )
+
+        try:
+            applied = self.w.write_direct(None, request_id, plan)
+        except BaseException:
+            if claim is not None:
+                store.release_link_claim(token_hash, claim)
+            raise
+        return applied.user if applied else None
+
+    def _claim(self, token: str, checked: CheckedInvite, now: float) -> str:
+        claim = new_id()
+        deadline = time.monotonic() + 4.0
+        while True:
+            if self.d.store.claim_link(checked.link.token_hash, claim, int(now), int(now) + CLAIM_SECONDS):
+                return claim
+            self.check_link(token)  # used, gone or expired meanwhile: its answer
+            if time.monotonic() >= deadline:
+                raise linkcheck.gone(USED)
+            time.sleep(0.2)
+
+    # ------------------------------------------------------------------------------ renew
+    def check_ip(self, source_ip: str) -> None:
+        """The per-IP limit of the public renew routes (shared with the password-reset ones)."""
+        allowed, retry_after = self.limiter.take(
+            RESET_PER_IP, source_ip or "unknown", self.d.settings.reset_limit_per_ip, self.d.clock.now()
+        )
+        if not allowed:
+            raise RateLimited(retry_after, "Too many requests from this address; try again later")
+
+    def renew(self, token: str, request_id: str) -> None:
+        """``POST /invitations/{token}/renew``: a fresh link for an expired or superseded one. Never raises
+        for what it finds (the answer is the same generic 202)."""
+        if not plausible_token(token):
+            return
+        store = self.d.store
+        try:
+            link = store.get_link(hash_token(token))
+            if link is None or link.purpose != INVITE or link.status != "active":
+                return
+            user = store.get_user(link.user_id)
+            if user is None or user.status not in (INVITED, ACTIVE):
+                return
+            current = user.links.get(slot_of(link.ref))
+            if current is None or (current == link.token_hash and link.expires_at > self.d.clock.now()):
+                return  # revoked or accepted, or the link still works
+            allowed, _ = self.limiter.take(
+                INVITE_PER_ADDRESS, user.email, self.d.settings.reset_limit_per_address, self.d.clock.now()
+            )
+            if not allowed:
+                return
+            if link.ref:
+                sent = self._reissue(link.ref, PUBLIC, request_id)
+                if sent is None:
+                    return
+            else:
+                if user.status != INVITED:
+                    return
+                self._send_welcome(user.id, PUBLIC, request_id)
+        except (StoreUnavailable, DependencyUnavailable, MailUnavailable) as exc:
+            logger.warning("invitation renewal not completed", extra={"error_type": type(exc).__name__})
+            count("InvitationRenewFailed")
+
+    def _send_welcome(self, user_id: str, actor: Actor, request_id: str) -> None:
+        def plan(now: float) -> tuple[User | None, Plan, float] | None:
+            user = self.d.store.get_user(user_id)
+            if user is None or user.status != INVITED:
+                return None
+            return user, plan_welcome_link(self.w, user, now), now
+
+        self.w.write_direct(actor, request_id, plan)
+
+    # ------------------------------------------------------------------------------ storefront sign-up
+    def register(self, user_id: str, event_id: str) -> None:
+        """``UserRegistered``: the record from what Auth0 holds for the id, ACTIVE, once.
+
+        Raises ``UnknownIdpUser`` (Auth0 does not know the id) and ``RegistrationConflict`` (another user
+        here holds the address): both end in the dead-letter queue. Auth0 outages raise and are retried.
+        """
+        store = self.d.store
+        if store.get_user(user_id) is not None:
+            return  # a repeat: nothing changes
+        try:
+            idp_user = self.d.idp.get_user(user_id)
+        except IdpUnavailable:
+            raise
+        if idp_user is None or not idp_user.email:
+            raise UnknownIdpUser("the identity provider does not know this user")
+        try:
+            email = normalize_email(idp_user.email)
+        except ValueError:
+            raise UnknownIdpUser("the identity provider holds no usable email for this user") from None
+        first, last = _names_of(idp_user.given_name, idp_user.family_name, idp_user.name, email)
+        owner = store.user_id_for_email(email)
+        if owner is not None and owner != user_id:
+            count("RegistrationConflict")
+            raise RegistrationConflict("another user holds this address")
+
+        def plan(now: float) -> tuple[User | None, Plan, float] | None:
+            if store.get_user(user_id) is not None:
+                return None
+            user = User(
+                id=user_id,
+                email=email,
+                first_name=first,
+                last_name=last,
+                status=ACTIVE,
+                email_verified=idp_user.email_verified,
+            )
+            return (
+                None,
+                Plan(
+                    after=user,
+                    action=CREATED_ACTION,
+                    changes=_creation_changes(user),
+                    create=True,
+                    errors={"email": RegistrationConflict("another user holds this address")},
+                ),
+                now,
+            )
+
+        self.w.write_direct(STOREFRONT, event_id, plan)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _memberships_json(memberships: tuple[Membership, ...]) -> list[dict[str, Any]]:
+    return [{"accountId": m.account_id, "roles": list(m.roles)} for m in memberships]
+
+
+def _with_roles(
+    memberships: tuple[Membership, ...], account_id: str, roles: tuple[str, ...]
+) -> tuple[Membership, ...]:
+    """The memberships with ``roles`` added in ``account_id`` (a new membership when there is none)."""
+    for i, m in enumerate(memberships):
+        if m.account_id == account_id:
+            merged = tuple(r for r in ROLES if r in set(m.roles) | set(roles))
+            if merged == m.roles:
+                return memberships
+            return (*memberships[:i], Membership(account_id, merged), *memberships[i + 1 :])
+    return (*memberships, Membership(account_id, tuple(r for r in ROLES if r in set(roles))))
+
+
+def _creation_changes(user: User) -> list[dict[str, Any]]:
+    changes: list[dict[str, Any]] = [
+        {"field": "email", "from": None, "to": user.email},
+        {"field": "firstName", "from": None, "to": user.first_name},
+        {"field": "lastName", "from": None, "to": user.last_name},
+        {"field": "profile", "from": None, "to": user.profile},
+        {"field": "status", "from": None, "to": user.status},
+    ]
+    if user.account_number:
+        changes.append({"field": "accountNumber", "from": None, "to": user.account_number})
+    if user.memberships:
+        changes.append({"field": "memberships", "from": None, "to": _memberships_json(user.memberships)})
+    if user.default_account_id:
+        changes.append({"field": "defaultAccountId", "from": None, "to": user.default_account_id})
+    return changes
+
+
+def _names_of(given: str | None, family: str | None, name: str | None, email: str) -> tuple[str, str]:
+    """First and last name from what Auth0 holds; the parts of ``name``, else the address, fill gaps."""
+    from usermgmt.models import clean_name
+
+    parts = (name or "").split(None, 1)
+    candidates_first = [given, parts[0] if parts else None, email.split("@", 1)[0]]
+    candidates_last = [family, parts[1] if len(parts) > 1 else None, "-"]
+
+    def first_valid(values: list[str | None]) -> str:
+        for value in values:
+            if value:
+                try:
+                    return clean_name(value)
+                except ValueError:
+                    continue
+        return "-"
+
+    return first_valid(candidates_first), first_valid(candidates_last)
