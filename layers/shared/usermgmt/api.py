@@ -113,6 +113,10 @@ def unmatched(app: APIGatewayHttpResolver, route_key: str) -> Response[str]:
 
     if "{userId}" in route_key:
         return problem_response(UserNotFound())
+    if "{accountId}" in route_key:
+        from usermgmt.errors import AccountNotFound
+
+        return problem_response(AccountNotFound())
     if "{token}" in route_key and route_key.endswith("/renew"):
         return pages.json_answer(202, {"status": "accepted"})  # renew: the same answer for any token
     if "{token}" in route_key:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from usermgmt.ports import Clock, Deps, IdentityProvider, Mailer
     from usermgmt.service.cleanup import CleanupService
     from usermgmt.service.lifecycle import LifecycleService
+    from usermgmt.service.lists import ListService
     from usermgmt.service.passwords import PasswordService
     from usermgmt.service.sync import SyncEngine
     from usermgmt.service.users import UserService
@@ -140,9 +141,11 @@ class Container:
 
     @cached_property
     def writer(self) -> Writer:
+        from usermgmt.service.lists import ListIndex
         from usermgmt.service.writes import Writer
 
-        return Writer(self.deps, self.sync)
+        # derived writers: asked for their ops with every commit (membership entries, account counts)
+        return Writer(self.deps, self.sync, [ListIndex()])
 
     @cached_property
     def users(self) -> UserService:
@@ -173,6 +176,12 @@ class Container:
         from usermgmt.service.cleanup import CleanupService
 
         return CleanupService(self.deps, self.writer)
+
+    @cached_property
+    def lists(self) -> ListService:
+        from usermgmt.service.lists import ListService
+
+        return ListService(self.deps)
 
 
 _current: Container | None = None
