@@ -266,3 +266,32 @@ class GatewayUnauthorized(_Body):
     """API Gateway's own answer when its JWT authorizer refuses the token (the function never runs)."""
 
     message: Literal["Unauthorized"]
+
+
+# -------------------------------------------------------------------------------------------- the users list
+
+
+class UserPage(_Body):
+    items: Annotated[
+        list[UserResource], Field(description="each as GET /users/{userId} shows it to the caller")
+    ]
+    nextCursor: Annotated[
+        str | None, Field(description="pass as cursor for the next page (signed, expiring); null: no more")
+    ]
+
+
+class AccountCounts(_Body):
+    INVITED: int
+    ACTIVE: int
+    SUSPENDED: int
+
+
+class AccountResource(_Body):
+    id: str
+    name: str
+    counts: Annotated[AccountCounts, Field(description="members of the account by status, exact")]
+
+
+class AccountPage(_Body):
+    items: list[AccountResource]
+    nextCursor: Annotated[str | None, Field(description="pass as cursor for the next page; null: no more")]
