@@ -415,3 +415,17 @@ def test_who_may_list(memory_env: Env) -> None:
         "items": [{"id": "acme", "name": "Acme Corp", "counts": {"INVITED": 0, "ACTIVE": 2, "SUSPENDED": 0}}],
         "nextCursor": None,
     }
+
+
+def test_the_recount_command_repairs_an_account(memory_env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts.recount import main
+
+    env = memory_env
+    admin = env.add_user("root@example.com", first="Root", last="Admin", profile="administrator")
+    env.add_user("bob@acme.example", memberships={"acme": ["Buyer"]}, status="SUSPENDED")
+    env.store.account_counts["acme"] = {"ACTIVE": 41}  # as after a restore or a manual edit
+    assert main(["acme"]) == 0
+    assert '"SUSPENDED": 1' in capsys.readouterr().out
+    counts = env.call("list-users", "GET", "/accounts/acme", as_user=admin).json()["counts"]
+    assert counts == {"INVITED": 0, "ACTIVE": 0, "SUSPENDED": 1}
+    assert main(["nowhere"]) == 1
