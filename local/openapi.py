@@ -648,6 +648,9 @@ def _parameters(path: str, op: Operation) -> list[dict[str, Any]]:
     return params
 
 
+NO_CONTROL = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"  # list prefixes: no control characters
+
+
 def _list_filters(with_account: bool) -> list[dict[str, Any]]:
     """The filters and the order of the users list (SPEC section 12); any other parameter is 400."""
 
@@ -674,12 +677,12 @@ def _list_filters(with_account: bool) -> list[dict[str, Any]]:
         q(
             "emailPrefix",
             "case-insensitive prefix of the email",
-            {"type": "string", "minLength": 1, "maxLength": 254},
+            {"type": "string", "minLength": 1, "maxLength": 254, "pattern": NO_CONTROL},
         ),
         q(
             "namePrefix",
             "case-insensitive prefix of the first or the last name (without sort: ordered by that name)",
-            {"type": "string", "minLength": 1, "maxLength": 100},
+            {"type": "string", "minLength": 1, "maxLength": 100, "pattern": NO_CONTROL},
         ),
         q("emailVerified", "true or false", {"type": "string", "enum": ["true", "false"]}),
         q("idpSync", "pending or failed", {"type": "string", "enum": ["pending", "failed"]}),

@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -192,8 +193,10 @@ def _limit(raw: str | None) -> int:
 
 
 def _prefix(name: str, raw: str, longest: int) -> str:
+    if not raw or len(raw) > longest:
+        raise _bad(name, f"must be 1 to {longest} characters without control characters")
     value = unicodedata.normalize("NFC", raw).lower()
-    if not value or len(value) > longest or any(unicodedata.category(c) == "Cc" for c in value):
+    if any(unicodedata.category(c) == "Cc" for c in value):
         raise _bad(name, f"must be 1 to {longest} characters without control characters")
     return value
 
@@ -247,11 +250,17 @@ def parse_user_query(params: Mapping[str, str], path_account: str | None) -> Use
     return UserQuery(**q)
 
 
+_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
 def _instant(raw: str) -> datetime:
     try:
-        if "T" not in raw.upper() or len(raw) > 40:
+        match = _RFC3339.match(raw)
+        if not match:
             raise ValueError(raw)
-        value = datetime.fromisoformat(raw)
+        date, time, fraction, offset = match.groups()
+        fraction = (fraction or "")[:7]  # Python keeps microseconds
+        value = datetime.fromisoformat(f"{date}T{time}{fraction}{'+00:00' if offset in 'Zz' else offset}")
     except ValueError:
         raise _bad("updatedSince", "must be an RFC 3339 date-time") from None
     if value.tzinfo is None:
