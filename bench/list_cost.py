@@ -130,7 +130,9 @@ def load(store: Any, client: Any, users: int) -> Any:
             items = []
     batch_put(client, items)
     for account_id, c in counts.items():
-        client.update_item(**store.write_request(AdjustCounts(account_id, tuple(sorted(c.items()))))["Update"])
+        client.update_item(
+            **store.write_request(AdjustCounts(account_id, tuple(sorted(c.items()))))["Update"]
+        )
     return admin
 
 
@@ -206,7 +208,11 @@ def edit_cost(container: Any, meter: Meter) -> dict[str, Any]:
             sizes.append(meter.transact_items[0])
             if writer is plain:  # put it back in step for the second run (the plain commit left it behind)
                 container.store.put_user(before.evolve(version=before.version + 1))
-        out[name] = {"items_without_list": sizes[0], "items_with_list": sizes[1], "added": sizes[1] - sizes[0]}
+        out[name] = {
+            "items_without_list": sizes[0],
+            "items_with_list": sizes[1],
+            "added": sizes[1] - sizes[0],
+        }
     return out
 
 
