@@ -77,7 +77,9 @@ class Meter:
             size = sum(item_size(i) + INDEX_ENTRY_OVERHEAD for i in items)
             self.rcu_estimate += max(1, math.ceil(size / RCU_BLOCK)) * 0.5
         elif model.name in ("BatchGetItem", "GetItem"):
-            items = parsed.get("Item") and [parsed["Item"]] or sum(parsed.get("Responses", {}).values(), [])
+            items = [parsed["Item"]] if parsed.get("Item") else []
+            for found in parsed.get("Responses", {}).values():
+                items += found
             self.records_read += len(items)
             self.rcu_estimate += sum(max(1, math.ceil(item_size(i) / RCU_BLOCK)) for i in items) or 1
 
