@@ -429,3 +429,22 @@ def test_the_recount_command_repairs_an_account(memory_env: Env, capsys: pytest.
     counts = env.call("list-users", "GET", "/accounts/acme", as_user=admin).json()["counts"]
     assert counts == {"INVITED": 0, "ACTIVE": 0, "SUSPENDED": 1}
     assert main(["nowhere"]) == 1
+
+
+def test_a_filter_the_index_cannot_answer_reads_under_a_budget(
+    memory_env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from usermgmt.service import lists
+
+    monkeypatch.setattr(lists, "READ_BUDGET", 10)
+    monkeypatch.setattr(lists, "FILTERED_CHUNK", 4)
+    env = memory_env
+    admin = env.add_user("root@example.com", first="Root", last="Admin", profile="administrator")
+    for i in range(25):
+        env.add_user(f"u{i:02d}@example.com", profile="partner" if i in (3, 24) else "customer")
+    first = env.call("list-users", "GET", "/users", as_user=admin, query={"profile": "partner", "limit": "5"})
+    body = first.json()
+    assert [i["email"] for i in body["items"]] == ["u03@example.com"]  # a short page ...
+    assert body["nextCursor"] is not None  # ... that says there is more to read
+    items = _walk(env, admin, "/users", {"profile": "partner"}, 5)
+    assert [i["email"] for i in items] == ["u03@example.com", "u24@example.com"]

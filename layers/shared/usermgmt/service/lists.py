@@ -464,6 +464,8 @@ class ListService:
 
     @staticmethod
     def _prefilters_reject(q: UserQuery, scope: _Scope, order: str) -> bool:
+        """Whether filters may reject many entries (then read bigger chunks). A delegated
+        administrator's platform administrators are rejected too, but they are few."""
         index_answers_status = order == "email" and bool(q.statuses)
         return bool(
             (q.statuses and not index_answers_status)
@@ -471,7 +473,6 @@ class ListService:
             or q.email_verified is not None
             or q.updated_since
             or q.role
-            or scope.visible is not None
             or q.idp_sync
             or q.deliverability
             or (q.email_prefix and order != "email")
