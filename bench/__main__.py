@@ -4,7 +4,8 @@
 the cleanup-cost benchmark, which seeds a 100,000-item table (about 3 more minutes). `python -m bench
 load [options]` runs only the load run against a local stack it starts (see bench/load.py), and
 `python -m bench events [--changes N]` only the commit-to-bus latency of lifecycle events
-(bench/events_latency.py).
+(bench/events_latency.py); `cleanup` and `list` (bench/list_cost.py;
+sizes with its own --small/--big) add those cost benchmarks.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def main(argv: list[str]) -> None:
 
         print("\n## Cleanup cost\n")
         cleanup_cost.main([])
+    if "list" in argv:
+        from bench import list_cost
+
+        print("\n## Users list cost\n")
+        list_cost.main([])
 
 
 if __name__ == "__main__":

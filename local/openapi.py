@@ -31,6 +31,7 @@ from pydantic.json_schema import models_json_schema
 from local.template import load_template, merge_globals
 from usermgmt import errors as api_errors
 from usermgmt import schemas as models
+from usermgmt.models import ROLES
 from usermgmt.service.linkcheck import MESSAGES as LINK_MESSAGES
 from usermgmt.service.passwords import MAX_PASSWORD_CHARS
 from usermgmt.settings import MAX_BODY_BYTES, MAX_USER_ID_BYTES
@@ -415,6 +416,48 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         ("rate_limited",),
         html_codes=("rate_limited",),
     ),
+    ("GET", "/users"): Operation(
+        "listUsers",
+        "lists",
+        "List users",
+        "Platform administrators: every user. Delegated administrators: the users of the accounts they"
+        " administer (each item as GET /users/{userId} shows it to them); anyone else 403. Filters"
+        " combine with AND; order by sort (default email); pages of limit with a signed cursor bound"
+        " to the caller and the query, expiring. A filtered page may hold fewer than limit items and"
+        " still have a nextCursor.",
+        (Ok(200, models.UserPage, "One page of users"),),
+        ("invalid_filter", "invalid_cursor", "forbidden", "account_not_found", *STORE),
+        query=("list-filters", "accountId", "page", "cursor"),
+    ),
+    ("GET", "/accounts/{accountId}/users"): Operation(
+        "listAccountUsers",
+        "lists",
+        "List the users of an account",
+        "Platform administrators and administrators of that account (anyone else 404). The filters,"
+        " orders and pages of GET /users.",
+        (Ok(200, models.UserPage, "One page of the account's users"),),
+        ("invalid_filter", "invalid_cursor", "account_not_found", *STORE),
+        query=("list-filters", "page", "cursor"),
+    ),
+    ("GET", "/accounts"): Operation(
+        "listAccounts",
+        "lists",
+        "List accounts with their counts",
+        "Platform administrators: every account; delegated administrators: the accounts they"
+        " administer; anyone else 403.",
+        (Ok(200, models.AccountPage, "One page of accounts"),),
+        ("invalid_filter", "invalid_cursor", "forbidden", *STORE),
+        query=("page", "cursor"),
+    ),
+    ("GET", "/accounts/{accountId}"): Operation(
+        "getAccount",
+        "lists",
+        "Read an account and its counts",
+        "Exact counts of the account's members by status (moved in the same transaction as every"
+        " change). Platform administrators and administrators of that account; anyone else 404.",
+        (Ok(200, models.AccountResource, "The account"),),
+        ("account_not_found", *STORE),
+    ),
 }
 
 TAGS = {
@@ -425,6 +468,7 @@ TAGS = {
     "verification": "Email verification",
     "links": "Link pages from emails: HTML for browsers (Accept: text/html), JSON otherwise",
     "invitations": "Creating users and inviting them into accounts",
+    "lists": "The users list and the accounts",
 }
 
 # Models that become components/schemas (request models first).
@@ -440,6 +484,9 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     models.UserResource,
     models.AuditPage,
+    models.UserPage,
+    models.AccountResource,
+    models.AccountPage,
     models.SentTo,
     models.Accepted,
     models.DeletionStarted,
@@ -648,17 +695,38 @@ def _parameters(path: str, op: Operation) -> list[dict[str, Any]]:
         params.append({"$ref": "#/components/parameters/userId"})
     if "{token}" in path:
         params.append({"$ref": "#/components/parameters/token"})
-    for name, text in (("accountId", "an account id"), ("invitationId", "an invitation id (from the 202)")):
-        if "{" + name + "}" in path:
-            params.append(
-                {
-                    "name": name,
-                    "in": "path",
-                    "required": True,
-                    "description": text,
-                    "schema": {"type": "string"},
-                }
-            )
+    if "{accountId}" in path:
+        params.append(
+            {
+                "name": "accountId",
+                "in": "path",
+                "required": True,
+                "description": "The account id",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+            }
+        )
+    if "{invitationId}" in path:
+        params.append(
+            {
+                "name": "invitationId",
+                "in": "path",
+                "required": True,
+                "description": "an invitation id (from the 202)",
+                "schema": {"type": "string"},
+            }
+        )
+    if "list-filters" in op.query:
+        params += _list_filters("accountId" in op.query)
+    if "page" in op.query:
+        params.append(
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "description": "items per page",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+            }
+        )
     if op.if_match:
         params.append({"$ref": "#/components/parameters/If-Match"})
     if "limit" in op.query:
@@ -680,6 +748,59 @@ def _parameters(path: str, op: Operation) -> list[dict[str, Any]]:
                 "description": "nextCursor of the previous page (opaque)",
                 "schema": {"type": "string"},
             }
+        )
+    return params
+
+
+NO_CONTROL = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"  # list prefixes: no control characters
+
+
+def _list_filters(with_account: bool) -> list[dict[str, Any]]:
+    """The filters and the order of the users list (SPEC section 12); any other parameter is 400."""
+
+    def q(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+    statuses = "(INVITED|ACTIVE|SUSPENDED)"
+    params = [
+        q(
+            "status",
+            "INVITED, ACTIVE, SUSPENDED; comma-separated for several",
+            {"type": "string", "pattern": f"^{statuses}(,{statuses})*$"},
+        ),
+        q(
+            "role",
+            "a storefront role in the account (needs an account)",
+            {"type": "string", "enum": list(ROLES)},
+        ),
+        q(
+            "profile",
+            "the user's profile",
+            {"type": "string", "enum": ["customer", "partner", "sales_rep", "marketing", "administrator"]},
+        ),
+        q(
+            "emailPrefix",
+            "case-insensitive prefix of the email",
+            {"type": "string", "minLength": 1, "maxLength": 254, "pattern": NO_CONTROL},
+        ),
+        q(
+            "namePrefix",
+            "case-insensitive prefix of the first or the last name (without sort: ordered by that name)",
+            {"type": "string", "minLength": 1, "maxLength": 100, "pattern": NO_CONTROL},
+        ),
+        q("emailVerified", "true or false", {"type": "string", "enum": ["true", "false"]}),
+        q("idpSync", "pending or failed", {"type": "string", "enum": ["pending", "failed"]}),
+        q("deliverability", "bounced or complained", {"type": "string", "enum": ["bounced", "complained"]}),
+        q("updatedSince", "RFC 3339 date-time with an offset", {"type": "string", "format": "date-time"}),
+        q(
+            "sort",
+            "email (default), lastName, -createdAt (newest first), -updatedAt",
+            {"type": "string", "enum": ["email", "lastName", "-createdAt", "-updatedAt"]},
+        ),
+    ]
+    if with_account:
+        params.insert(
+            1, q("accountId", "members of this account", {"type": "string", "minLength": 1, "maxLength": 200})
         )
     return params
 

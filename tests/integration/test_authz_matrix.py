@@ -55,7 +55,14 @@ ROUTES = {
     "patch_me": Route("update-user", "PATCH", "/me", {"firstName": "Changed"}),
     "reset_me": Route("reset-password", "POST", "/me/password-reset"),
     "verify_me": Route("verify-email", "POST", "/me/verification-email"),
+    "list_users": Route("list-users", "GET", "/users"),
+    "list_account_users": Route("list-users", "GET", "/accounts/{accountId}/users"),
+    "list_accounts": Route("list-users", "GET", "/accounts"),
+    "get_account": Route("list-users", "GET", "/accounts/{accountId}"),
 }
+# List routes: relation "all" (no target), or the account in the path: "in" = acme (the delegated
+# administrator's), "out" = globex.
+ACCOUNT_OF = {"in": "acme", "out": "globex"}
 
 # Relations of the target to the caller on /users/{userId} routes.
 #   in: a user in an account the caller administers; out: a user only in another account;
@@ -180,6 +187,24 @@ MATRIX: dict[str, dict[tuple[str, str], int]] = {
     "patch_me": {("platform", "me"): 200, ("delegated", "me"): 200, ("user", "me"): 200},
     "reset_me": {("platform", "me"): 202, ("delegated", "me"): 202, ("user", "me"): 202},
     "verify_me": {("platform", "me"): 409, ("delegated", "me"): 409, ("user", "me"): 409},
+    "list_users": {("platform", "all"): 200, ("delegated", "all"): 200, ("user", "all"): 403},
+    "list_accounts": {("platform", "all"): 200, ("delegated", "all"): 200, ("user", "all"): 403},
+    "list_account_users": {
+        ("platform", "in"): 200,
+        ("platform", "out"): 200,
+        ("delegated", "in"): 200,
+        ("delegated", "out"): 404,
+        ("user", "in"): 404,
+        ("user", "out"): 404,
+    },
+    "get_account": {
+        ("platform", "in"): 200,
+        ("platform", "out"): 200,
+        ("delegated", "in"): 200,
+        ("delegated", "out"): 404,
+        ("user", "in"): 404,
+        ("user", "out"): 404,
+    },
 }
 # Callers that are refused before any rule applies, on every authenticated route.
 REFUSED_CALLERS = ("suspended", "stale_token", "unknown")
@@ -232,8 +257,9 @@ def _target(cast: dict[str, User], caller: str, relation: str) -> User:
     return cast[relation]
 
 
-def _path(route: Route, target: User | None) -> str:
-    return route.path.replace("{userId}", target.id.replace("|", "%7C")) if target else route.path
+def _path(route: Route, target: User | None, relation: str = "in") -> str:
+    path = route.path.replace("{accountId}", ACCOUNT_OF.get(relation, "acme"))
+    return path.replace("{userId}", target.id.replace("|", "%7C")) if target else path
 
 
 def _snapshot(env: Env) -> tuple[int, int, int]:
@@ -248,12 +274,17 @@ def test_matrix(
     env: Env, cast: dict[str, User], route_name: str, caller: str, relation: str, expected: int
 ) -> None:
     route = ROUTES[route_name]
-    target = None if relation == "me" else _target(cast, caller, relation)
+    target = (
+        None if relation in ("me", "all") or "{userId}" not in route.path else _target(cast, caller, relation)
+    )
     before = _snapshot(env)
-    r = env.call(route.function, route.method, _path(route, target), as_user=cast[caller], body=route.body)
+    r = env.call(
+        route.function, route.method, _path(route, target, relation), as_user=cast[caller], body=route.body
+    )
     assert r.status == expected, r
     if expected in (403, 404):
-        assert r.json()["code"] == ("forbidden" if expected == 403 else "user_not_found")
+        not_found = "account_not_found" if "{accountId}" in route.path else "user_not_found"
+        assert r.json()["code"] == ("forbidden" if expected == 403 else not_found)
         assert _snapshot(env) == before, "a refused request changed something"
 
 

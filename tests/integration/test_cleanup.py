@@ -378,7 +378,7 @@ def test_crash_mid_page_then_rerun_completes(env: Env, bob: User, monkeypatch: p
     # When the first run dies on that transaction
     with pytest.raises(StoreUnavailable):
         cleanup(env, page_size=25).run()
-    assert failures == [4]  # user update, audit entry, link deletion, outbox event
+    assert failures == [5]  # user update, audit entry, link deletion, outbox event, his membership entry
     assert existing(env, before) == [] and existing(env, after) == after
     assert me(env, bob)["pendingEmail"] == "robert@new.example"
 

@@ -432,3 +432,61 @@ def test_a_link_keeps_its_ref(store: UserStore) -> None:
     )
     store.transact([PutLink(lk, ttl=0)])
     assert store.get_link(lk.token_hash) == lk
+
+
+# ------------------------------------------------------------------------------ the users list
+def test_list_entries_read_in_key_order_by_prefix_and_position(store: UserStore) -> None:
+    from usermgmt.store import LIST_ALL, account_scope
+
+    store.put_account("acme", "Acme")
+    users = [
+        user(
+            n, email=f"{name}@example.com", first_name=name.title(), created_at=f"2026-01-0{n}T00:00:00.000Z"
+        )
+        for n, name in ((1, "anna"), (2, "anton"), (3, "bert"), (4, "ann"))
+    ]
+    for u in users:
+        store.put_user(u)
+    emails = [e.key.split("\x1f")[0] for e in store.list_read("email", LIST_ALL, limit=10).entries]
+    assert emails == sorted(u.email for u in users)
+    first = store.list_read("email", LIST_ALL, prefix="an", limit=2)
+    assert [e.user_id for e in first.entries] == ["auth0|u4", "auth0|u1"] and first.more
+    rest = store.list_read("email", LIST_ALL, prefix="an", after=first.entries[-1].key, limit=2)
+    assert [e.user_id for e in rest.entries] == ["auth0|u2"] and not rest.more
+    newest = store.list_read("created", account_scope("acme"), descending=True, limit=2)
+    assert [e.user_id for e in newest.entries] == ["auth0|u4", "auth0|u3"]
+    assert newest.entries[0].roles == ("Buyer",) and newest.entries[0].status == "ACTIVE"
+    older = store.list_read("created", account_scope("acme"), descending=True, after=newest.entries[-1].key)
+    assert [e.user_id for e in older.entries] == ["auth0|u2", "auth0|u1"]
+    assert store.list_read("status", LIST_ALL, status="SUSPENDED").entries == []
+
+
+def test_membership_entries_and_counts_move_with_their_ops(store: UserStore) -> None:
+    from usermgmt.store import AdjustCounts, DeleteMember, PutMember, account_scope, index_ops
+
+    store.put_account("acme", "Acme")
+    store.put_account("globex", "Globex")
+    u = user()
+    store.put_user(u)  # seeding writes the entries and counts too
+    assert store.get_accounts(["acme", "nowhere"])["acme"].counts == {"ACTIVE": 1}
+    moved = u.evolve(version=2, status="SUSPENDED", memberships=(Membership("globex", ("Approver",)),))
+    ops = index_ops(u, moved)
+    assert ops == [
+        DeleteMember("acme", u.id),
+        AdjustCounts("acme", (("ACTIVE", -1),)),
+        PutMember("globex", moved),
+        AdjustCounts("globex", (("SUSPENDED", 1),)),
+    ]
+    store.transact([UpdateUser(u, moved), *ops])
+    assert store.list_read("email", account_scope("acme")).entries == []
+    (entry,) = store.list_read("status", account_scope("globex"), status="SUSPENDED").entries
+    assert (entry.user_id, entry.roles) == (u.id, ("Approver",))
+    accounts = store.get_accounts(["acme", "globex"])
+    assert (accounts["acme"].counts.get("ACTIVE"), accounts["globex"].counts) == (0, {"SUSPENDED": 1})
+    assert store.account_ids(None, 1) == (["acme"], True) and store.account_ids("acme", 5) == (
+        ["globex"],
+        False,
+    )
+    store.transact([AdjustCounts("globex", (("SUSPENDED", 5),))])  # drifted
+    assert store.recount_account("globex") == {"INVITED": 0, "ACTIVE": 0, "SUSPENDED": 1}
+    assert store.get_accounts(["globex"])["globex"].counts["SUSPENDED"] == 1

@@ -19,7 +19,6 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from usermgmt.auth import RequestCtx
 from usermgmt.errors import (
-    AccountNotFound,
     ApiError,
     DependencyUnavailable,
     FieldProblem,
@@ -118,6 +117,8 @@ def unmatched(app: APIGatewayHttpResolver, route_key: str) -> Response[str]:
     if "{invitationId}" in route_key:
         return problem_response(InvitationNotFound())
     if "{accountId}" in route_key:
+        from usermgmt.errors import AccountNotFound
+
         return problem_response(AccountNotFound())
     if "{token}" in route_key and route_key.endswith("/renew"):
         return pages.json_answer(202, {"status": "accepted"})  # renew: the same answer for any token

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from usermgmt.service.deliverability import DeliverabilityService
     from usermgmt.service.invitations import InvitationService
     from usermgmt.service.lifecycle import LifecycleService
+    from usermgmt.service.lists import ListService
     from usermgmt.service.outbox import EventPublisher
     from usermgmt.service.passwords import PasswordService
     from usermgmt.service.sync import SyncEngine
@@ -145,10 +146,13 @@ class Container:
 
     @cached_property
     def writer(self) -> Writer:
+        from usermgmt.service.lists import ListIndex
         from usermgmt.service.outbox import Outbox
         from usermgmt.service.writes import Writer
 
-        return Writer(self.deps, self.sync, derived=[Outbox(self.deps)])
+        # derived writers: asked for their ops with every commit (the outbox event, membership entries
+        # and account counts of the users list)
+        return Writer(self.deps, self.sync, [Outbox(self.deps), ListIndex()])
 
     @cached_property
     def bus(self) -> EventBus:
@@ -206,6 +210,12 @@ class Container:
         from usermgmt.service.invitations import InvitationService
 
         return InvitationService(self.deps, self.writer)
+
+    @cached_property
+    def lists(self) -> ListService:
+        from usermgmt.service.lists import ListService
+
+        return ListService(self.deps)
 
 
 _current: Container | None = None

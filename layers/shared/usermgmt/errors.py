@@ -64,6 +64,14 @@ class PasswordTooWeak(ApiError):
     status, code, title = 400, "password_too_weak", "The password does not meet the password policy"
 
 
+class InvalidFilter(ApiError):
+    status, code, title = 400, "invalid_filter", "A list filter is unknown or has a bad value"
+
+
+class InvalidCursor(ApiError):
+    status, code, title = 400, "invalid_cursor", "The cursor is not valid for this list"
+
+
 class Unauthenticated(ApiError):
     status, code, title = 401, "unauthenticated", "Authentication is required"
 

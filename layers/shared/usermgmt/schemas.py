@@ -358,3 +358,32 @@ def parse_body[M: BaseModel](model: type[M], body: object) -> M:
             for err in exc.errors(include_url=False, include_input=False, include_context=False)
         ]
         raise ValidationFailed("Some fields are invalid", errors=problems) from None
+
+
+# -------------------------------------------------------------------------------------------- the users list
+
+
+class UserPage(_Body):
+    items: Annotated[
+        list[UserResource], Field(description="each as GET /users/{userId} shows it to the caller")
+    ]
+    nextCursor: Annotated[
+        str | None, Field(description="pass as cursor for the next page (signed, expiring); null: no more")
+    ]
+
+
+class AccountCounts(_Body):
+    INVITED: int
+    ACTIVE: int
+    SUSPENDED: int
+
+
+class AccountResource(_Body):
+    id: str
+    name: str
+    counts: Annotated[AccountCounts, Field(description="members of the account by status, exact")]
+
+
+class AccountPage(_Body):
+    items: list[AccountResource]
+    nextCursor: Annotated[str | None, Field(description="pass as cursor for the next page; null: no more")]

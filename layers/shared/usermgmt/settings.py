@@ -69,6 +69,11 @@ class Settings:
     cleanup_grace_seconds: int = 86400
     cleanup_max_items: int = 1000
 
+    # the users list: cursors are signed with a key derived from this one (set per deployment by the
+    # template; empty: derived from the table name, for local runs and tests only)
+    list_cursor_key: str = ""
+    list_cursor_ttl_seconds: int = 3600
+
     def __post_init__(self) -> None:
         for name, (low, high) in _RANGES.items():
             value = getattr(self, name)
@@ -129,6 +134,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "outbox_sweep_batch": (1, 1000),
     "cleanup_grace_seconds": (0, None),
     "cleanup_max_items": (1, None),
+    "list_cursor_ttl_seconds": (1, 7 * 86400),
 }
 
 

@@ -294,6 +294,31 @@ class DeleteInvitation:
     label: str = "invitation"
 
 
+@dataclass(frozen=True)
+class PutMember:
+    """The membership entry of ``user`` in ``account_id`` (created or brought in step)."""
+
+    account_id: str
+    user: User
+    label: str = "member"
+
+
+@dataclass(frozen=True)
+class DeleteMember:
+    account_id: str
+    user_id: str
+    label: str = "member"
+
+
+@dataclass(frozen=True)
+class AdjustCounts:
+    """Add ``deltas`` ((status, n), ...) to an account's counts: one op per account per change."""
+
+    account_id: str
+    deltas: tuple[tuple[str, int], ...]
+    label: str = "counts"
+
+
 Op = (
     UpdateUser
     | CreateUser
@@ -310,6 +335,9 @@ Op = (
     | PutEvent
     | PutInvitation
     | DeleteInvitation
+    | PutMember
+    | DeleteMember
+    | AdjustCounts
 )
 
 # ------------------------------------------------------------------------------------------------ the port
@@ -415,4 +443,141 @@ class UserStore(Protocol):
     # seeding
     def put_account(self, account_id: str, name: str) -> None: ...
 
-    def put_user(self, user: User) -> None: ...
+    def put_user(self, user: User) -> None:
+        """Write a user as it is (seeding, imports) with its membership entries and counts."""
+        ...
+
+    # the users list (SPEC section 12)
+    def list_read(
+        self,
+        index: str,
+        scope: str,
+        *,
+        status: str | None = None,
+        prefix: str = "",
+        after: str | None = None,
+        descending: bool = False,
+        limit: int = 50,
+    ) -> ListRead:
+        """Entries of ``scope`` in ``index`` order whose key starts with ``prefix``, after ``after``
+        (before it when ``descending``); index ``status`` reads the entries of one ``status`` only.
+        Eventually consistent, like a GSI."""
+        ...
+
+    def get_accounts(self, account_ids: Iterable[str]) -> dict[str, Account]:
+        """Accounts with their counts."""
+        ...
+
+    def account_ids(self, after: str | None, limit: int) -> tuple[list[str], bool]:
+        """Every account id in order, ``limit`` after ``after``; True when there are more."""
+        ...
+
+    def recount_account(self, account_id: str) -> dict[str, int]:
+        """Set an account's counts from its membership entries and the users' records (repair)."""
+        ...
+
+
+# -------------------------------------------------------------------------------------------- the users list
+# The list (SPEC section 12) reads *list entries*: the user's own record (scope ``ALL``, platform
+# administrators) and one membership entry per account the user is in (scope ``ACC#<accountId>``,
+# read by that account's administrators). Each entry carries one sort key per order below and the
+# attributes a page is pre-filtered on; the list renders every item from the user's record itself.
+# Membership entries and per-account counts are written in the same transaction as the change that
+# moves them (``index_ops``: the writer asks for them with every commit, ``put_user`` writes them too).
+
+LIST_ALL = "ALL"
+COUNTED_STATUSES = ("INVITED", "ACTIVE", "SUSPENDED")
+# platform administrators are also counted apart (ADMIN#<status>): delegated administrators do not see them
+ADMIN_BUCKET = "ADMIN#"
+# index -> (order, ascending); "status" is the email order inside one status partition
+LIST_INDEXES = ("email", "status", "lastName", "firstName", "created", "updated")
+KEY_SEP = "\x1f"  # never in an email or a name (control characters are refused)
+
+
+def account_scope(account_id: str) -> str:
+    return f"ACC#{account_id}"
+
+
+def list_keys(user: User) -> dict[str, str]:
+    """The sort key of ``user`` in each list index (lower-cased: prefix searches ignore case)."""
+    first, last, sep = user.first_name.lower(), user.last_name.lower(), KEY_SEP
+    return {
+        "email": f"{user.email.lower()}{sep}{user.id}",
+        "status": f"{user.email.lower()}{sep}{user.id}",
+        "lastName": f"{last}{sep}{first}{sep}{user.id}",
+        "firstName": f"{first}{sep}{last}{sep}{user.id}",
+        "created": f"{user.created_at}{sep}{user.id}",
+        "updated": f"{user.updated_at}{sep}{user.id}",
+    }
+
+
+def key_user_id(key: str) -> str:
+    return key.rsplit(KEY_SEP, 1)[-1]
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One entry read from a list index: its key and what a page is pre-filtered on."""
+
+    user_id: str
+    key: str
+    status: str
+    profile: str
+    email_verified: bool
+    updated_at: str
+    roles: tuple[str, ...] = ()  # the user's roles in the account (membership entries)
+
+
+@dataclass
+class ListRead:
+    entries: list[ListEntry] = field(default_factory=list)
+    more: bool = False  # the index holds entries after the last one read
+    units: float = 0.0  # read capacity the read consumed (DynamoDB's figure; 0 in memory)
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    name: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def member_roles(user: User, account_id: str) -> tuple[str, ...]:
+    for m in user.memberships:
+        if m.account_id == account_id:
+            return m.roles
+    return ()
+
+
+def count_buckets(user: User) -> tuple[str, ...]:
+    """The counters of an account a member adds one to."""
+    if user.is_platform_admin:
+        return (user.status, ADMIN_BUCKET + user.status)
+    return (user.status,)
+
+
+def index_ops(before: User | None, after: User | None) -> list[Op]:
+    """What keeps the membership entries and the account counts in step with a change of a user.
+
+    ``before`` None: the user is new; ``after`` None: the user is gone. One ``PutMember`` or
+    ``DeleteMember`` per account the user is (or was) in, and at most one ``AdjustCounts`` per account.
+    """
+    old = {m.account_id for m in before.memberships} if before else set()
+    new = {m.account_id for m in after.memberships} if after else set()
+    ops: list[Op] = []
+    for account_id in sorted(old | new):
+        if after is not None and account_id in new:
+            ops.append(PutMember(account_id, after))
+        elif before is not None:
+            ops.append(DeleteMember(account_id, before.id))
+        deltas: dict[str, int] = {}
+        if before is not None and account_id in old:
+            for bucket in count_buckets(before):
+                deltas[bucket] = deltas.get(bucket, 0) - 1
+        if after is not None and account_id in new:
+            for bucket in count_buckets(after):
+                deltas[bucket] = deltas.get(bucket, 0) + 1
+        moved = tuple((s, n) for s, n in sorted(deltas.items()) if n)
+        if moved:
+            ops.append(AdjustCounts(account_id, moved))
+    return ops

@@ -23,19 +23,26 @@ from typing import TYPE_CHECKING, Any
 from usermgmt.errors import ConditionFailed, StoreError, StoreUnavailable
 from usermgmt.models import Membership, User
 from usermgmt.store import (
+    COUNTED_STATUSES,
+    LIST_ALL,
+    Account,
     AccountExists,
+    AdjustCounts,
     AuditEntry,
     ClaimEmail,
     CreateUser,
     DeleteExpiredLink,
     DeleteInvitation,
     DeleteLink,
+    DeleteMember,
     DeleteUser,
     DueWork,
     ExpiredLinkRef,
     ExpiredPage,
     Invitation,
     Link,
+    ListEntry,
+    ListRead,
     Op,
     OutboxEvent,
     Page,
@@ -43,11 +50,18 @@ from usermgmt.store import (
     PutEvent,
     PutInvitation,
     PutLink,
+    PutMember,
     PutTombstone,
     ReleaseEmail,
     SyncState,
     UpdateUser,
     UseLink,
+    account_scope,
+    count_buckets,
+    index_ops,
+    key_user_id,
+    list_keys,
+    member_roles,
     split_invitation_id,
 )
 
@@ -153,6 +167,65 @@ def _invitation_from_item(item: dict[str, Any]) -> Invitation:
     )
 
 
+def _member_key(account_id: str, user_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"ACCOUNT#{account_id}"}, "sk": {"S": f"MEMBER#{user_id}"}}
+
+
+def _counts_key(account_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"ACCOUNT#{account_id}"}, "sk": {"S": "COUNTS"}}
+
+
+# The users list (SPEC section 12): the GSIs of template.yaml, their key attributes, and the partition
+# attribute ``lp`` (``ALL`` on user items, ``ACC#<accountId>`` on membership items, ``ACCOUNTS`` on
+# account items; ``lps`` = ``lp#status``). Every list GSI projects _LIST_PROJECTED only.
+LIST_GSIS: dict[str, tuple[str, str, str]] = {
+    # index -> (GSI name, partition attribute, sort attribute)
+    "email": ("ListEmailIndex", "lp", "le"),
+    "status": ("ListStatusIndex", "lps", "le"),
+    "lastName": ("ListLastNameIndex", "lp", "ln"),
+    "firstName": ("ListFirstNameIndex", "lp", "lf"),
+    "created": ("ListCreatedIndex", "lp", "lc"),
+    "updated": ("ListUpdatedIndex", "lp", "lu"),
+}
+_LIST_SORT_ATTRS = {"email": "le", "lastName": "ln", "firstName": "lf", "created": "lc", "updated": "lu"}
+ACCOUNTS_LP = "ACCOUNTS"
+_PREFIX_END = "\U0010ffff"  # sorts after every character a key holds
+
+
+def _list_attrs(user: User, scope: str) -> dict[str, Any]:
+    """The list index attributes of a user item (scope ALL) or a membership item (ACC#...)."""
+    keys = list_keys(user)
+    attrs: dict[str, Any] = {"lp": scope, "lps": f"{scope}#{user.status}"}
+    for index, attr in _LIST_SORT_ATTRS.items():
+        attrs[attr] = keys[index]
+    return attrs
+
+
+def _member_item(account_id: str, user: User) -> dict[str, Any]:
+    attrs = {
+        **_list_attrs(user, account_scope(account_id)),
+        "userId": user.id,
+        "status": user.status,
+        "profile": user.profile,
+        "emailVerified": user.email_verified,
+        "updatedAt": user.updated_at,
+        "roles": list(member_roles(user, account_id)),
+    }
+    return {**_member_key(account_id, user.id), **{k: _to_av(v) for k, v in attrs.items()}}
+
+
+def _adjust_counts(table: str, op: AdjustCounts) -> dict[str, Any]:
+    names = {f"#s{i}": status for i, (status, _) in enumerate(op.deltas)}
+    values = {f":d{i}": {"N": str(n)} for i, (_, n) in enumerate(op.deltas)}
+    return {
+        "TableName": table,
+        "Key": _counts_key(op.account_id),
+        "UpdateExpression": "ADD " + ", ".join(f"#s{i} :d{i}" for i in range(len(op.deltas))),
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }
+
+
 # ------------------------------------------------------------------------------------------------
 # (de)serialisation of attribute values, small and explicit
 # ------------------------------------------------------------------------------------------------
@@ -233,7 +306,8 @@ def user_from_item(item: dict[str, Any]) -> User:
 
 
 def _user_item(user: User) -> dict[str, Any]:
-    return {k: _to_av(v) for k, v in _user_attrs(user).items() if v is not None}
+    attrs = {**_user_attrs(user), **_list_attrs(user, LIST_ALL)}
+    return {k: _to_av(v) for k, v in attrs.items() if v is not None}
 
 
 def _update_user(table: str, op: UpdateUser) -> dict[str, Any]:
@@ -245,8 +319,8 @@ def _update_user(table: str, op: UpdateUser) -> dict[str, Any]:
     removes: list[str] = []
     adds: list[str] = []
     deletes: list[str] = []
-    new_attrs = _user_attrs(after)
-    old_attrs = _user_attrs(before)
+    new_attrs = {**_user_attrs(after), **_list_attrs(after, LIST_ALL)}
+    old_attrs = _user_attrs(before)  # list attributes always written (items older than the list gain them)
     for i, (attr, value) in enumerate(new_attrs.items()):
         if attr == "id" or (value == old_attrs.get(attr) and attr != "version"):
             continue
@@ -622,6 +696,12 @@ class DynamoStore:
                         "ExpressionAttributeValues": {":expected": {"S": token_hash}},
                     }
                 }
+            case PutMember(account_id=account_id, user=user):
+                return {"Put": {"TableName": t, "Item": _member_item(account_id, user)}}
+            case DeleteMember(account_id=account_id, user_id=user_id):
+                return {"Delete": {"TableName": t, "Key": _member_key(account_id, user_id)}}
+            case AdjustCounts():
+                return {"Update": _adjust_counts(t, op)}
         raise TypeError(f"not an op of this store: {type(op).__name__}")
 
     # -------------------------------------------------------------------------------- invitations
@@ -655,11 +735,20 @@ class DynamoStore:
 
     # -------------------------------------------------------------------------------- seeding
     def put_account(self, account_id: str, name: str) -> None:
-        self._call("put_item", TableName=self._table, Item={**_account_key(account_id), "name": {"S": name}})
+        # lp/le: the account is listed (GET /accounts) from the email index's ACCOUNTS partition
+        item = {
+            **_account_key(account_id),
+            "name": {"S": name},
+            "lp": {"S": ACCOUNTS_LP},
+            "le": {"S": account_id},
+        }
+        self._call("put_item", TableName=self._table, Item=item)
 
     def put_user(self, user: User) -> None:
-        """Unconditional write of a user and its email reservation (seeding and imports)."""
+        """Unconditional write of a user and its email reservation (seeding and imports), with its
+        membership items and the account counts (moved from the user as stored before, if any)."""
         item = {**_user_key(user.id), **_user_item(user)}
+        before = self.get_user(user.id)
         self._call(
             "transact_write_items",
             TransactItems=[
@@ -670,8 +759,138 @@ class DynamoStore:
                         "Item": {**_email_key(user.email), "userId": {"S": user.id}},
                     }
                 },
+                *[self.write_request(op) for op in index_ops(before, user)],
             ],
         )
+
+    # -------------------------------------------------------------------------------- the users list
+    def list_read(
+        self,
+        index: str,
+        scope: str,
+        *,
+        status: str | None = None,
+        prefix: str = "",
+        after: str | None = None,
+        descending: bool = False,
+        limit: int = 50,
+    ) -> ListRead:
+        """One Query of a list GSI: a key condition only (never a Scan or a filter expression)."""
+        name, part_attr, sort_attr = LIST_GSIS[index]
+        partition = f"{scope}#{status}" if index == "status" else scope
+        values: dict[str, Any] = {":p": {"S": partition}}
+        condition = "#p = :p"
+        if prefix:
+            low = prefix if after is None or after < prefix else after + "\x01"  # next key after it
+            if low > prefix + _PREFIX_END:
+                return ListRead()
+            condition += " AND #s BETWEEN :lo AND :hi"
+            values[":lo"] = {"S": low}
+            values[":hi"] = {"S": prefix + _PREFIX_END}
+        elif after is not None:
+            condition += f" AND #s {'<' if descending else '>'} :after"
+            values[":after"] = {"S": after}
+        resp = self._call(
+            "query",
+            TableName=self._table,
+            IndexName=name,
+            KeyConditionExpression=condition,
+            ExpressionAttributeNames={"#p": part_attr, **({"#s": sort_attr} if "#s" in condition else {})},
+            ExpressionAttributeValues=values,
+            ScanIndexForward=not descending,
+            Limit=limit,
+            ReturnConsumedCapacity="TOTAL",
+        )
+        entries = []
+        for raw in resp.get("Items", []):
+            data = _plain(raw)
+            key = str(data[sort_attr])
+            entries.append(
+                ListEntry(
+                    user_id=key_user_id(key),
+                    key=key,
+                    status=str(data.get("status", "")),
+                    profile=str(data.get("profile", "")),
+                    email_verified=bool(data.get("emailVerified", False)),
+                    updated_at=str(data.get("updatedAt", "")),
+                    roles=tuple(data.get("roles") or ()),
+                )
+            )
+        units = float((resp.get("ConsumedCapacity") or {}).get("CapacityUnits") or 0)
+        return ListRead(entries, more="LastEvaluatedKey" in resp, units=units)
+
+    def get_accounts(self, account_ids: Iterable[str]) -> dict[str, Account]:
+        ids = list(dict.fromkeys(account_ids))
+        found: dict[str, Account] = {}
+        for start in range(0, len(ids), 50):
+            chunk = ids[start : start + 50]
+            keys = [_account_key(a) for a in chunk] + [_counts_key(a) for a in chunk]
+            names: dict[str, str] = {}
+            counts: dict[str, dict[str, int]] = {}
+            request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                resp = self._call("batch_get_item", RequestItems=request)
+                for item in resp.get("Responses", {}).get(self._table, []):
+                    data = _plain(item)
+                    account_id = str(data["pk"]).removeprefix("ACCOUNT#")
+                    if data["sk"] == "ACCOUNT":
+                        names[account_id] = str(data.get("name", account_id))
+                    else:
+                        counts[account_id] = {
+                            k: int(v) for k, v in data.items() if k not in ("pk", "sk") and isinstance(v, int)
+                        }
+                request = resp.get("UnprocessedKeys") or {}
+            for a in chunk:
+                if a in names:
+                    found[a] = Account(a, names[a], counts.get(a, {}))
+        return found
+
+    def account_ids(self, after: str | None, limit: int) -> tuple[list[str], bool]:
+        values: dict[str, Any] = {":p": {"S": ACCOUNTS_LP}}
+        condition = "lp = :p"
+        if after is not None:
+            condition += " AND le > :after"
+            values[":after"] = {"S": after}
+        resp = self._call(
+            "query",
+            TableName=self._table,
+            IndexName=LIST_GSIS["email"][0],
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=values,
+            Limit=limit,
+        )
+        ids = [str(i["le"]["S"]) for i in resp.get("Items", [])]
+        return ids, "LastEvaluatedKey" in resp
+
+    def recount_account(self, account_id: str) -> dict[str, int]:
+        """Exact counts of an account from its membership items and the users' records (a repair).
+
+        Run it when no membership or status of the account changes (a change committed between the
+        read and the write would be overwritten); it is idempotent.
+        """
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :m)",
+            "ExpressionAttributeValues": {":pk": {"S": f"ACCOUNT#{account_id}"}, ":m": {"S": "MEMBER#"}},
+            "ProjectionExpression": "sk",
+            "ConsistentRead": True,
+        }
+        user_ids: list[str] = []
+        while True:
+            resp = self._call("query", **kwargs)
+            user_ids += [str(i["sk"]["S"]).removeprefix("MEMBER#") for i in resp.get("Items", [])]
+            if not resp.get("LastEvaluatedKey"):
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        counts = dict.fromkeys(COUNTED_STATUSES, 0)
+        for start in range(0, len(user_ids), 100):
+            for user in self.get_users(user_ids[start : start + 100]).values():
+                if account_id in user.account_ids:
+                    for bucket in count_buckets(user):
+                        counts[bucket] = counts.get(bucket, 0) + 1
+        item = {**_counts_key(account_id), **{s: {"N": str(n)} for s, n in counts.items()}}
+        self._call("put_item", TableName=self._table, Item=item)
+        return counts
 
     # -------------------------------------------------------------------------------- sync markers
     def acquire_lease(

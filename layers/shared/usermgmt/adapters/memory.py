@@ -19,19 +19,26 @@ from typing import TYPE_CHECKING, Any
 from usermgmt.errors import ConditionFailed
 from usermgmt.models import User
 from usermgmt.store import (
+    COUNTED_STATUSES,
+    LIST_ALL,
+    Account,
     AccountExists,
+    AdjustCounts,
     AuditEntry,
     ClaimEmail,
     CreateUser,
     DeleteExpiredLink,
     DeleteInvitation,
     DeleteLink,
+    DeleteMember,
     DeleteUser,
     DueWork,
     ExpiredLinkRef,
     ExpiredPage,
     Invitation,
     Link,
+    ListEntry,
+    ListRead,
     Op,
     OutboxEvent,
     Page,
@@ -39,12 +46,17 @@ from usermgmt.store import (
     PutEvent,
     PutInvitation,
     PutLink,
+    PutMember,
     PutTombstone,
     ReleaseEmail,
     SyncState,
     UpdateUser,
     UseLink,
     UserStore,
+    count_buckets,
+    index_ops,
+    list_keys,
+    member_roles,
     split_invitation_id,
 )
 
@@ -108,6 +120,9 @@ class MemoryStore:
         self.counters: dict[str, int] = {}
         self.outbox: dict[str, dict[str, OutboxEvent]] = {}
         self.invitations: dict[str, Invitation] = {}
+        # the users list: account -> user id -> the user as its membership entry was last written
+        self.members: dict[str, dict[str, User]] = {}
+        self.account_counts: dict[str, dict[str, int]] = {}
 
     # -------------------------------------------------------------------------------- reads
     def get_user(self, user_id: str) -> User | None:
@@ -192,7 +207,7 @@ class MemoryStore:
             case DeleteExpiredLink(token_hash=token_hash, cutoff=cutoff):
                 rec = self.links.get(token_hash)
                 return rec is not None and rec.link.expires_at < cutoff
-            case DeleteLink() | PutTombstone():
+            case DeleteLink() | PutTombstone() | PutMember() | DeleteMember() | AdjustCounts():
                 return True
             case PutInvitation(invitation=inv, expected_token=expected):
                 current = self.invitations.get(inv.id)
@@ -251,6 +266,14 @@ class MemoryStore:
                 self.invitations[inv.id] = inv
             case DeleteInvitation(invitation_id=iid):
                 self.invitations.pop(iid, None)
+            case PutMember(account_id=account_id, user=user):
+                self.members.setdefault(account_id, {})[user.id] = _stored(user)
+            case DeleteMember(account_id=account_id, user_id=uid):
+                self.members.get(account_id, {}).pop(uid, None)
+            case AdjustCounts(account_id=account_id, deltas=deltas):
+                counts = self.account_counts.setdefault(account_id, {})
+                for status, n in deltas:
+                    counts[status] = counts.get(status, 0) + n
 
     # -------------------------------------------------------------------------------- link claims
     def claim_link(self, token_hash: str, claim: str, now: int, until: int) -> bool:
@@ -486,8 +509,71 @@ class MemoryStore:
 
     def put_user(self, user: User) -> None:
         with self._lock:
+            old = self.users.get(user.id)
+            for op in index_ops(old.user if old else None, user):
+                self._apply(op)
             self.users[user.id] = _Record(_stored(user))
             self.emails[user.email] = user.id
+
+    # -------------------------------------------------------------------------------- the users list
+    def list_read(
+        self,
+        index: str,
+        scope: str,
+        *,
+        status: str | None = None,
+        prefix: str = "",
+        after: str | None = None,
+        descending: bool = False,
+        limit: int = 50,
+    ) -> ListRead:
+        with self._lock:
+            users: list[tuple[User, tuple[str, ...]]]
+            if scope == LIST_ALL:
+                users = [(r.user, ()) for r in self.users.values()]
+            else:
+                account_id = scope.removeprefix("ACC#")
+                users = [(u, member_roles(u, account_id)) for u in self.members.get(account_id, {}).values()]
+            entries = []
+            for user, roles in users:
+                if index == "status" and user.status != status:
+                    continue
+                key = list_keys(user)[index]
+                if not key.startswith(prefix):
+                    continue
+                if after is not None and (key >= after if descending else key <= after):
+                    continue
+                entries.append(
+                    ListEntry(
+                        user.id, key, user.status, user.profile, user.email_verified, user.updated_at, roles
+                    )
+                )
+            entries.sort(key=lambda e: e.key, reverse=descending)
+            return ListRead(entries[:limit], more=len(entries) > limit)
+
+    def get_accounts(self, account_ids: Iterable[str]) -> dict[str, Account]:
+        with self._lock:
+            return {
+                a: Account(a, self.accounts[a], dict(self.account_counts.get(a, {})))
+                for a in dict.fromkeys(account_ids)
+                if a in self.accounts
+            }
+
+    def account_ids(self, after: str | None, limit: int) -> tuple[list[str], bool]:
+        with self._lock:
+            ids = sorted(a for a in self.accounts if after is None or a > after)
+            return ids[:limit], len(ids) > limit
+
+    def recount_account(self, account_id: str) -> dict[str, int]:
+        with self._lock:
+            counts = dict.fromkeys(COUNTED_STATUSES, 0)
+            for uid in self.members.get(account_id, {}):
+                record = self.users.get(uid)
+                if record and account_id in record.user.account_ids:
+                    for bucket in count_buckets(record.user):
+                        counts[bucket] = counts.get(bucket, 0) + 1
+            self.account_counts[account_id] = dict(counts)
+            return counts
 
     # -------------------------------------------------------------------------------- for tests
     def snapshot(self) -> dict[str, Any]:
@@ -501,6 +587,8 @@ class MemoryStore:
                     "links": {h: (r.link, r.used_at, r.claim_due) for h, r in self.links.items()},
                     "audit": {u: dict(e) for u, e in self.audit.items()},
                     "counters": dict(self.counters),
+                    "members": {a: dict(m) for a, m in self.members.items()},
+                    "account_counts": {a: dict(c) for a, c in self.account_counts.items()},
                 }
             )
 

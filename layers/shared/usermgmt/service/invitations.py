@@ -55,6 +55,7 @@ from usermgmt.service.writes import Plan, Writer
 from usermgmt.store import (
     INVITATION_ID_SEPARATOR,
     AccountExists,
+    AdjustCounts,
     ClaimEmail,
     DeleteInvitation,
     DeleteLink,
@@ -295,9 +296,12 @@ class InvitationService:
                 AccountExists(account_id),
             ]
             if not new:
-                # the address is the user's already: the same claim a creation makes (it holds), so both
-                # kinds of invitation write the same number of items
+                # the address is the user's already: the same claim a creation makes (it holds), and the
+                # same touch of the account's counts (by nothing) that a creation's count makes, so both
+                # kinds of invitation write the same number of items (a user in several accounts
+                # still writes one membership entry more per account: docs/decisions.md)
                 ops.append(ClaimEmail(user.email, user.id))
+                ops.append(AdjustCounts(account_id, ((INVITED, 0),)))
             errors: dict[str, Exception] = {
                 AccountExists(account_id).label: AccountNotFound(),
                 "email": _EmailRaced(),
