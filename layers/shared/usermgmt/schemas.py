@@ -24,7 +24,10 @@ Name = Annotated[
             "type": "string",
             "minLength": 1,
             "maxLength": 100,
-            "description": "1 to 100 characters once trimmed; no control characters",
+            "description": (
+                "1 to 100 characters once trimmed; no control, format (invisible or bidi),"
+                " surrogate, private-use or unassigned characters"
+            ),
         }
     ),
 ]
@@ -32,7 +35,12 @@ EmailAddress = Annotated[
     str,
     AfterValidator(normalize_email),
     WithJsonSchema(
-        {"type": "string", "format": "email", "maxLength": 254, "description": "stored lower-case"}
+        {
+            "type": "string",
+            "format": "email",
+            "maxLength": 254,
+            "description": "RFC 5321 dot-string local part, ASCII (punycode) domain; stored lower-case",
+        }
     ),
 ]
 AccountNumber = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._-]+$")]
