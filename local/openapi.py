@@ -122,6 +122,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "email_taken",
             "email_immutable",
             "version_mismatch",
+            "last_administrator",
             *STORE,
         ),
         body="json:PlatformPatch",
@@ -172,7 +173,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 links={"GetUser": "getUser", "EnableUser": "enableUser"},
             ),
         ),
-        (*VERSIONED, "forbidden", "user_not_found", *STORE),
+        (*VERSIONED, "forbidden", "user_not_found", "last_administrator", *STORE),
         if_match=True,
     ),
     ("POST", "/users/{userId}/enable"): Operation(
@@ -214,7 +215,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 links_from_request=True,
             ),
         ),
-        (*VERSIONED, "forbidden", "user_not_found", *STORE),
+        (*VERSIONED, "forbidden", "user_not_found", "last_administrator", *STORE),
         if_match=True,
     ),
     ("POST", "/users/{userId}/password-reset"): Operation(

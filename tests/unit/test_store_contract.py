@@ -341,3 +341,22 @@ def test_a_tombstone_carries_the_deletion_until_settled_and_erasure_keeps_its_au
 def test_counters_count(store: UserStore) -> None:
     assert [store.incr_counter("k", int(NOW) + 60) for _ in range(3)] == [1, 2, 3]
     assert store.incr_counter("other", int(NOW) + 60) == 1
+
+
+def test_the_active_administrator_count_never_drops_below_one(store: UserStore) -> None:
+    from usermgmt.store import AdjustAdminCount
+
+    store.put_user(user(1, profile="administrator"))
+    store.put_user(user(2, profile="administrator"))
+    store.put_user(user(3))  # not an administrator
+    store.put_user(user(2, profile="administrator"))  # a re-seed counts once
+    assert store.active_admin_count() == 2
+    store.transact([AdjustAdminCount(-1)])
+    with pytest.raises(ConditionFailed) as failed:
+        store.transact([AdjustAdminCount(-1)])
+    assert failed.value.label == "last-admin"
+    assert store.active_admin_count() == 1
+    store.transact([AdjustAdminCount(1)])
+    assert store.active_admin_count() == 2
+    store.put_user(user(1, profile="administrator", status="SUSPENDED"))
+    assert store.active_admin_count() == 1

@@ -140,9 +140,10 @@ class Container:
 
     @cached_property
     def writer(self) -> Writer:
+        from usermgmt.service.admins import AdminCounter
         from usermgmt.service.writes import Writer
 
-        return Writer(self.deps, self.sync)
+        return Writer(self.deps, self.sync, [AdminCounter()])
 
     @cached_property
     def users(self) -> UserService:

@@ -212,6 +212,18 @@ class PutTombstone:
     label: str = "tombstone"
 
 
+@dataclass(frozen=True)
+class AdjustAdminCount:
+    """Add ``delta`` to the count of ACTIVE platform administrators (SPEC section 3).
+
+    A negative ``delta`` holds only while the count stays at least 1: the last one cannot go, and of
+    two transactions removing the last two administrators, one fails its condition.
+    """
+
+    delta: int
+    label: str = "last-admin"
+
+
 Op = (
     UpdateUser
     | CreateUser
@@ -225,6 +237,7 @@ Op = (
     | DeleteLink
     | DeleteExpiredLink
     | PutTombstone
+    | AdjustAdminCount
 )
 
 # ------------------------------------------------------------------------------------------------ the port
@@ -259,6 +272,10 @@ class UserStore(Protocol):
 
     # rate counters
     def incr_counter(self, counter_key: str, ttl: int) -> int: ...
+
+    def active_admin_count(self) -> int:
+        """The count of ACTIVE platform administrators that ``AdjustAdminCount`` keeps (0 when unset)."""
+        ...
 
     # sync markers
     def due_work(self, now: float, limit: int) -> list[DueWork]: ...

@@ -24,6 +24,7 @@ from usermgmt.errors import ConditionFailed, StoreError, StoreUnavailable
 from usermgmt.models import Membership, User
 from usermgmt.store import (
     AccountExists,
+    AdjustAdminCount,
     AuditEntry,
     ClaimEmail,
     CreateUser,
@@ -98,6 +99,28 @@ def _email_key(email: str) -> dict[str, Any]:
 
 def _link_key(token_hash: str) -> dict[str, Any]:
     return {"pk": {"S": f"LINK#{token_hash}"}, "sk": {"S": "LINK"}}
+
+
+def _admin_count_key() -> dict[str, Any]:
+    return {"pk": {"S": "COUNTER#ADMINS"}, "sk": {"S": "COUNTER"}}
+
+
+def _adjust_admin_count(table: str, delta: int) -> dict[str, Any]:
+    update: dict[str, Any] = {
+        "TableName": table,
+        "Key": _admin_count_key(),
+        "UpdateExpression": "ADD #n :delta",
+        "ExpressionAttributeNames": {"#n": "count"},
+        "ExpressionAttributeValues": {":delta": {"N": str(delta)}},
+    }
+    if delta < 0:  # the count stays at least 1 after the change
+        update["ConditionExpression"] = "#n >= :min"
+        update["ExpressionAttributeValues"][":min"] = {"N": str(1 - delta)}
+    return update
+
+
+def _is_active_admin(user: User | None) -> bool:
+    return user is not None and user.is_platform_admin and user.status == "ACTIVE"
 
 
 def _account_key(account_id: str) -> dict[str, Any]:
@@ -512,6 +535,8 @@ class DynamoStore:
                 return {"Delete": _delete_expired_link(t, token_hash, cutoff)}
             case PutTombstone():
                 return {"Put": {"TableName": t, "Item": _tombstone_item(op)}}
+            case AdjustAdminCount(delta=delta):
+                return {"Update": _adjust_admin_count(t, delta)}
         raise TypeError(f"not an op of this store: {type(op).__name__}")
 
     # -------------------------------------------------------------------------------- seeding
@@ -519,20 +544,31 @@ class DynamoStore:
         self._call("put_item", TableName=self._table, Item={**_account_key(account_id), "name": {"S": name}})
 
     def put_user(self, user: User) -> None:
-        """Unconditional write of a user and its email reservation (seeding and imports)."""
+        """Unconditional write of a user and its email reservation (seeding and imports).
+
+        Keeps the count of active platform administrators in step (not for concurrent use).
+        """
         item = {**_user_key(user.id), **_user_item(user)}
-        self._call(
-            "transact_write_items",
-            TransactItems=[
-                {"Put": {"TableName": self._table, "Item": item}},
-                {
-                    "Put": {
-                        "TableName": self._table,
-                        "Item": {**_email_key(user.email), "userId": {"S": user.id}},
-                    }
-                },
-            ],
-        )
+        items: list[dict[str, Any]] = [
+            {"Put": {"TableName": self._table, "Item": item}},
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {**_email_key(user.email), "userId": {"S": user.id}},
+                }
+            },
+        ]
+        delta = int(_is_active_admin(user)) - int(_is_active_admin(self.get_user(user.id)))
+        if delta:
+            update = _adjust_admin_count(self._table, delta)
+            update.pop("ConditionExpression", None)
+            update["ExpressionAttributeValues"].pop(":min", None)
+            items.append({"Update": update})
+        self._call("transact_write_items", TransactItems=items)
+
+    def active_admin_count(self) -> int:
+        resp = self._call("get_item", TableName=self._table, Key=_admin_count_key(), ConsistentRead=True)
+        return int(resp.get("Item", {}).get("count", {}).get("N", "0"))
 
     # -------------------------------------------------------------------------------- sync markers
     def acquire_lease(

@@ -20,6 +20,7 @@ from usermgmt.errors import ConditionFailed
 from usermgmt.models import User
 from usermgmt.store import (
     AccountExists,
+    AdjustAdminCount,
     AuditEntry,
     ClaimEmail,
     CreateUser,
@@ -100,6 +101,7 @@ class MemoryStore:
         self.accounts: dict[str, str] = {}
         self.audit: dict[str, dict[str, tuple[AuditEntry, bool]]] = {}
         self.counters: dict[str, int] = {}
+        self.admin_count = 0
 
     # -------------------------------------------------------------------------------- reads
     def get_user(self, user_id: str) -> User | None:
@@ -184,6 +186,8 @@ class MemoryStore:
                 return rec is not None and rec.link.expires_at < cutoff
             case DeleteLink() | PutTombstone():
                 return True
+            case AdjustAdminCount(delta=delta):
+                return delta >= 0 or self.admin_count + delta >= 1
         raise TypeError(f"not an op of this store: {type(op).__name__}")
 
     def _apply(self, op: Op) -> None:
@@ -221,6 +225,8 @@ class MemoryStore:
                 self.tombstones[op.user_id] = _Tombstone(op.deleted_at, "pending", marker)
             case AccountExists():
                 pass
+            case AdjustAdminCount(delta=delta):
+                self.admin_count += delta
 
     # -------------------------------------------------------------------------------- link claims
     def claim_link(self, token_hash: str, claim: str, now: int, until: int) -> bool:
@@ -244,6 +250,10 @@ class MemoryStore:
             return True
 
     # -------------------------------------------------------------------------------- rate counters
+    def active_admin_count(self) -> int:
+        with self._lock:
+            return self.admin_count
+
     def incr_counter(self, counter_key: str, ttl: int) -> int:
         with self._lock:
             self.counters[counter_key] = self.counters.get(counter_key, 0) + 1
@@ -401,6 +411,8 @@ class MemoryStore:
 
     def put_user(self, user: User) -> None:
         with self._lock:
+            old = self.users.get(user.id)
+            self.admin_count += int(_is_active_admin(user)) - int(_is_active_admin(old.user if old else None))
             self.users[user.id] = _Record(_stored(user))
             self.emails[user.email] = user.id
 
@@ -416,8 +428,13 @@ class MemoryStore:
                     "links": {h: (r.link, r.used_at, r.claim_due) for h, r in self.links.items()},
                     "audit": {u: dict(e) for u, e in self.audit.items()},
                     "counters": dict(self.counters),
+                    "admin_count": self.admin_count,
                 }
             )
+
+
+def _is_active_admin(user: User | None) -> bool:
+    return user is not None and user.is_platform_admin and user.status == "ACTIVE"
 
 
 def _stored(user: User) -> User:
