@@ -123,6 +123,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "email_immutable",
             "version_mismatch",
             "last_administrator",
+            "rate_limited",
             *STORE,
         ),
         body="json:PlatformPatch",
@@ -144,7 +145,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "firstName, lastName and email (a new email is confirmed by a link sent to it); any other field"
         " is 422 naming it.",
         (Ok(200, USER, "The caller after the change", etag=True, links={"GetUser": "getUser"}),),
-        (*WRITE, "email_taken", "email_immutable", "version_mismatch", *STORE),
+        (*WRITE, "email_taken", "email_immutable", "version_mismatch", "rate_limited", *STORE),
         body="json:SelfPatch",
         body_required=True,
         if_match=True,
@@ -280,7 +281,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Email a user a verification link",
         "Administrators in scope. To the pending address if there is one, else to the current one.",
         (Ok(202, models.SentTo, "The link is on its way"),),
-        ("user_not_found", "user_suspended", "nothing_to_verify", *STORE),
+        ("user_not_found", "user_suspended", "nothing_to_verify", "rate_limited", *STORE),
     ),
     ("POST", "/me/verification-email"): Operation(
         "sendMyVerificationEmail",
@@ -288,7 +289,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Email me a verification link",
         "To the pending address if there is one, else to the current one.",
         (Ok(202, models.SentTo, "The link is on its way"),),
-        ("nothing_to_verify", *STORE),
+        ("nothing_to_verify", "rate_limited", *STORE),
     ),
     ("GET", "/email-verification/{token}"): Operation(
         "showEmailVerificationLink",

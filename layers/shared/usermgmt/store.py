@@ -273,6 +273,10 @@ class UserStore(Protocol):
     # rate counters
     def incr_counter(self, counter_key: str, ttl: int) -> int: ...
 
+    def read_counter(self, counter_key: str) -> int:
+        """A counter's count, strongly consistent (0 when there is none)."""
+        ...
+
     def active_admin_count(self) -> int:
         """The count of ACTIVE platform administrators that ``AdjustAdminCount`` keeps (0 when unset)."""
         ...

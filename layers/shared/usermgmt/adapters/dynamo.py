@@ -842,7 +842,7 @@ class DynamoStore:
 
     # -------------------------------------------------------------------------------- rate counters
     def incr_counter(self, counter_key: str, ttl: int) -> int:
-        """Add one to a fixed-window counter in one atomic UpdateItem and return the new count.
+        """Add one to a window's counter in one atomic UpdateItem and return the new count.
 
         ``counter_key`` must hold no personal data (``usermgmt.ratelimit`` passes a hash). ``ttl``
         (epoch seconds) lets DynamoDB drop the item after its window; it is set by the first hit only.
@@ -857,6 +857,15 @@ class DynamoStore:
             ReturnValues="UPDATED_NEW",
         )
         return int(resp["Attributes"]["hits"]["N"])
+
+    def read_counter(self, counter_key: str) -> int:
+        resp = self._call(
+            "get_item",
+            TableName=self._table,
+            Key={"pk": {"S": f"RATE#{counter_key}"}, "sk": {"S": "RATE"}},
+            ConsistentRead=True,
+        )
+        return int(resp.get("Item", {}).get("hits", {}).get("N", "0"))
 
     # -------------------------------------------------------------------------------- link claims
     def claim_link(self, token_hash: str, claim: str, now: int, until: int) -> bool:

@@ -250,6 +250,10 @@ class MemoryStore:
             return True
 
     # -------------------------------------------------------------------------------- rate counters
+    def read_counter(self, counter_key: str) -> int:
+        with self._lock:
+            return self.counters.get(counter_key, 0)
+
     def active_admin_count(self) -> int:
         with self._lock:
             return self.admin_count
