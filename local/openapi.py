@@ -17,6 +17,7 @@ Where each part comes from:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tomllib
@@ -145,7 +146,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "firstName, lastName and email (a new email is confirmed by a link sent to it); any other field"
         " is 422 naming it.",
         (Ok(200, USER, "The caller after the change", etag=True, links={"GetUser": "getUser"}),),
-        (*WRITE, "email_taken", "email_immutable", "version_mismatch", "rate_limited", *STORE),
+        (
+            *WRITE,
+            "email_taken",
+            "email_immutable",
+            "version_mismatch",
+            "rate_limited",
+            "reauthentication_required",
+            *STORE,
+        ),
         body="json:SelfPatch",
         body_required=True,
         if_match=True,
@@ -176,6 +185,26 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         ),
         (*VERSIONED, "forbidden", "user_not_found", "last_administrator", *STORE),
         if_match=True,
+    ),
+    ("POST", "/users/{userId}/sessions/revoke"): Operation(
+        "revokeUserSessions",
+        "lifecycle",
+        "Sign a user out everywhere",
+        "Administrators in scope. Every access token issued until now is refused (tokensValidAfter moves"
+        " to the next whole second); Auth0 sessions and refresh tokens are revoked where"
+        " AUTH0_REVOKE_SESSIONS is on.",
+        (Ok(200, USER, "The user", etag=True, links={"GetUser": "getUser"}),),
+        ("user_not_found", *STORE),
+    ),
+    ("POST", "/me/sessions/revoke"): Operation(
+        "revokeMySessions",
+        "me",
+        "Sign me out everywhere",
+        "Needs a recent sign-in (REAUTH_MAX_AGE_SECONDS; otherwise 401 reauthentication_required with"
+        " maxAge and WWW-Authenticate, RFC 9470). Every access token issued until now is refused, this"
+        " one too.",
+        (Ok(200, USER, "The caller, signed out"),),
+        ("reauthentication_required", *STORE),
     ),
     ("POST", "/users/{userId}/enable"): Operation(
         "enableUser",
@@ -581,18 +610,26 @@ def _parameters(path: str, op: Operation) -> list[dict[str, Any]]:
     return params
 
 
-def _unauthorized() -> dict[str, Any]:
+def _unauthorized(extra_codes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The 401 of an authenticated route; ``extra_codes``: the route's own 401 codes (RFC 9470)."""
+    description = (
+        "The API Gateway JWT authorizer refused the token (missing, malformed, expired, wrong"
+        ' issuer or audience): {"message": "Unauthorized"}, and the function never runs.'
+        " Or the function refused the caller: unauthenticated (no subject), token_revoked (the"
+        " caller is unknown, suspended, or the token predates a revocation)."
+    )
+    if "reauthentication_required" in extra_codes:
+        description += (
+            " Or the sign-in behind the token is too old for this change: reauthentication_required"
+            ' with maxAge, and WWW-Authenticate: Bearer error="insufficient_user_authentication",'
+            " max_age=<seconds> (RFC 9470)."
+        )
     return {
-        "description": (
-            "The API Gateway JWT authorizer refused the token (missing, malformed, expired, wrong"
-            ' issuer or audience): {"message": "Unauthorized"}, and the function never runs.'
-            " Or the function refused the caller: unauthenticated (no subject), token_revoked (the"
-            " caller is unknown, suspended, or the token predates a revocation)."
-        ),
+        "description": description,
         "headers": {"WWW-Authenticate": _header("WWW-Authenticate")},
         "content": {
             JSON: {"schema": _ref("GatewayUnauthorized")},
-            PROBLEM: {"schema": _problem_schema(["unauthenticated", "token_revoked"])},
+            PROBLEM: {"schema": _problem_schema(["unauthenticated", "token_revoked", *extra_codes])},
         },
     }
 
@@ -656,7 +693,10 @@ def _components() -> dict[str, Any]:
                 "schema": {"type": "string", "pattern": "^[0-9]+$"},
             },
             "WWW-Authenticate": {
-                "description": "The bearer challenge of the JWT authorizer.",
+                "description": (
+                    "The bearer challenge of the JWT authorizer; for reauthentication_required, RFC"
+                    ' 9470\'s Bearer error="insufficient_user_authentication", max_age=<seconds>.'
+                ),
                 "schema": {"type": "string"},
             },
         },
@@ -692,9 +732,11 @@ def build(template: Path = TEMPLATE) -> dict[str, Any]:
         responses: dict[str, Any] = {}
         for ok in op.oks:
             responses[str(ok.status)] = _ok_response(ok)
+        own_401 = tuple(c for c in op.codes if statuses.get(c) == 401)
         if not route.public:
-            responses["401"] = _unauthorized()
-        responses.update(_problem_responses(op, statuses))
+            responses["401"] = _unauthorized(own_401)
+        rest = dataclasses.replace(op, codes=tuple(c for c in op.codes if c not in own_401))
+        responses.update(_problem_responses(rest, statuses))
         operation: dict[str, Any] = {
             "operationId": op.operation_id,
             "tags": [op.tag],

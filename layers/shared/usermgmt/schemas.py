@@ -268,6 +268,10 @@ class Problem(_Body):
     errors: Annotated[list[FieldError], Field(description="the offending fields (422)")] = Field(
         default_factory=list
     )
+    maxAge: Annotated[
+        int | None,
+        Field(description="reauthentication_required (401): the oldest sign-in accepted, in seconds"),
+    ] = None
 
 
 class GatewayUnauthorized(_Body):

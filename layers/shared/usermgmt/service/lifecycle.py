@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from usermgmt.auth import Access, RequestCtx, forbid_self, require_platform
+from usermgmt.auth import Access, RequestCtx, forbid_self, require_platform, require_recent_sign_in
 from usermgmt.clock import revocation_second
 from usermgmt.models import ACTIVE, SUSPENDED, user_view
 from usermgmt.ports import Deps
@@ -23,6 +23,7 @@ from usermgmt.service.writes import Plan, Writer, diff
 SUSPENDED_ACTION = "user.suspended"
 ENABLED_ACTION = "user.enabled"
 DELETED_ACTION = "user.deleted"
+SESSIONS_REVOKED_ACTION = "user.sessions_revoked"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,30 @@ class LifecycleService:
     ) -> tuple[dict[str, Any], int]:
         """Status ACTIVE and Auth0 unblocked; tokens issued before the suspension stay refused."""
         written = self.w.write(ctx, target_id, expected_version, _plan_enable)
+        return user_view(written.user, written.access.accounts), written.user.version
+
+    def revoke_sessions(self, ctx: RequestCtx, target_id: str | None) -> tuple[dict[str, Any], int]:
+        """Sign a user out everywhere (SPEC section 17): every access token issued until now is refused.
+
+        ``tokensValidAfter`` moves to the next whole second; where ``AUTH0_REVOKE_SESSIONS`` is on,
+        Auth0 sessions and refresh tokens are revoked through the never-lost sync. ``/me``
+        (``target_id`` None) needs a recent sign-in and signs the caller out too.
+        """
+        settings = self.d.settings
+
+        def check(access: Access) -> None:
+            if access.kind == "self":
+                require_recent_sign_in(ctx, settings.reauth_max_age_seconds, self.d.clock.now())
+
+        def plan(access: Access, now: float) -> Plan | None:
+            t = access.target
+            after = t.evolve(tokens_valid_after=max(t.tokens_valid_after, revocation_second(now)))
+            sync = frozenset({REVOKE}) if settings.auth0_revoke_sessions else frozenset()
+            if after == t and not sync:
+                return None
+            return Plan(after=after, action=SESSIONS_REVOKED_ACTION, sync=sync)
+
+        written = self.w.write(ctx, target_id, None, plan, access_check=check)
         return user_view(written.user, written.access.accounts), written.user.version
 
     def delete(self, ctx: RequestCtx, target_id: str, expected_version: int | None) -> Deleted:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from usermgmt.auth import Access, RequestCtx, require_platform
+from usermgmt.auth import Access, RequestCtx, require_platform, require_recent_sign_in
 from usermgmt.emails import access_changed, email_change_notice, greeting_name, verify_address
 from usermgmt.errors import (
     EmailImmutable,
@@ -123,7 +123,12 @@ class UserService:
         def plan(access: Access, now: float) -> Plan | None:
             if access.kind not in parsed:
                 parsed[access.kind] = parse_patch(access.kind, body)
-            return self._plan_patch(access, parsed[access.kind], now, take)
+            fields = parsed[access.kind]
+            t = access.target
+            if access.kind == "self" and fields.get("email") not in (None, t.email, t.pending_email):
+                # a new login email from the person's own session: a recent sign-in (SPEC section 17)
+                require_recent_sign_in(ctx, self.d.settings.reauth_max_age_seconds, now)
+            return self._plan_patch(access, fields, now, take)
 
         written = self.w.write(ctx, target_id, expected_version, plan)
         return user_view(written.user, written.access.accounts), written.user.version

@@ -63,6 +63,7 @@ METRICS = {
     "user.email_verified": "EmailVerified",
     "user.email_change_cancelled": "EmailChangeCancelled",
     "user.email_change_expired": "EmailChangeExpired",
+    "user.sessions_revoked": "SessionsRevoked",
 }
 
 
