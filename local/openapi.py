@@ -206,6 +206,24 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         (Ok(200, USER, "The caller, signed out"),),
         ("reauthentication_required", *STORE),
     ),
+    ("GET", "/users/{userId}/export"): Operation(
+        "exportUser",
+        "users",
+        "Export everything held about a user",
+        "Platform administrators only (403 for a delegated administrator in scope). One JSON document"
+        " (Content-Disposition: attachment): the record, outstanding links (never a token), the audit"
+        " entries. The export is itself audited (user.exported).",
+        (Ok(200, models.UserExport, "The export"),),
+        ("forbidden", "user_not_found", *STORE),
+    ),
+    ("GET", "/me/export"): Operation(
+        "exportMe",
+        "me",
+        "Export everything held about me",
+        "One JSON document (Content-Disposition: attachment); audited (user.exported).",
+        (Ok(200, models.UserExport, "The export"),),
+        STORE,
+    ),
     ("POST", "/users/{userId}/enable"): Operation(
         "enableUser",
         "lifecycle",
@@ -396,6 +414,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     models.EmailLinkInfo,
     models.Problem,
     models.GatewayUnauthorized,
+    models.UserExport,
 )
 
 

@@ -55,6 +55,8 @@ ROUTES = {
     "verify_me": Route("verify-email", "POST", "/me/verification-email"),
     "revoke": Route("suspend-user", "POST", "/users/{userId}/sessions/revoke"),
     "revoke_me": Route("suspend-user", "POST", "/me/sessions/revoke"),
+    "export": Route("export-user", "GET", "/users/{userId}/export"),
+    "export_me": Route("export-user", "GET", "/me/export"),
 }
 
 # Relations of the target to the caller on /users/{userId} routes.
@@ -189,12 +191,27 @@ MATRIX: dict[str, dict[tuple[str, str], int]] = {
         ("user", "admin"): 404,
         ("user", "self"): 404,
     },
+    "export": {
+        ("platform", "in"): 200,
+        ("platform", "out"): 200,
+        ("platform", "admin"): 200,
+        ("platform", "self"): 200,
+        ("delegated", "in"): 403,
+        ("delegated", "out"): 404,
+        ("delegated", "admin"): 404,
+        ("delegated", "self"): 403,
+        ("user", "in"): 404,
+        ("user", "out"): 404,
+        ("user", "admin"): 404,
+        ("user", "self"): 404,
+    },
     # /me routes: relation is always "me"
     "get_me": {("platform", "me"): 200, ("delegated", "me"): 200, ("user", "me"): 200},
     "patch_me": {("platform", "me"): 200, ("delegated", "me"): 200, ("user", "me"): 200},
     "reset_me": {("platform", "me"): 202, ("delegated", "me"): 202, ("user", "me"): 202},
     "verify_me": {("platform", "me"): 409, ("delegated", "me"): 409, ("user", "me"): 409},
     "revoke_me": {("platform", "me"): 200, ("delegated", "me"): 200, ("user", "me"): 200},
+    "export_me": {("platform", "me"): 200, ("delegated", "me"): 200, ("user", "me"): 200},
 }
 # Callers that are refused before any rule applies, on every authenticated route.
 REFUSED_CALLERS = ("suspended", "stale_token", "unknown")

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from usermgmt.ports import Clock, Deps, IdentityProvider, Mailer
     from usermgmt.service.cleanup import CleanupService
+    from usermgmt.service.export import ExportService
     from usermgmt.service.lifecycle import LifecycleService
     from usermgmt.service.passwords import PasswordService
     from usermgmt.service.sync import SyncEngine
@@ -174,6 +175,12 @@ class Container:
         from usermgmt.service.cleanup import CleanupService
 
         return CleanupService(self.deps, self.writer)
+
+    @cached_property
+    def export(self) -> ExportService:
+        from usermgmt.service.export import ExportService
+
+        return ExportService(self.deps, self.writer)
 
 
 _current: Container | None = None

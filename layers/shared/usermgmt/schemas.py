@@ -216,6 +216,30 @@ class AuditPage(_Body):
     nextCursor: Annotated[str | None, Field(description="pass as cursor for the next page; null: no more")]
 
 
+class ExportedUser(UserResource):
+    """The record as exported: the user resource and when their tokens were last revoked."""
+
+    tokensValidAfter: Annotated[int, Field(description="epoch seconds; tokens issued before are refused")]
+
+
+class ExportedLink(_Body):
+    kind: Literal["reset", "verify", "cancel"]
+    createdAt: Annotated[str, Field(description="RFC 3339 UTC")]
+    expiresAt: Annotated[str, Field(description="RFC 3339 UTC")]
+    status: Literal["active", "used"]
+    forPendingAddress: bool
+
+
+class UserExport(_Body):
+    """Everything held about one person (SPEC section 18); never a token, a hash or a link URL."""
+
+    format: Literal[1]
+    exportedAt: Annotated[str, Field(description="RFC 3339 UTC")]
+    user: ExportedUser
+    links: Annotated[list[ExportedLink], Field(description="the user's outstanding links")]
+    audit: Annotated[list[AuditEntry], Field(description="every audit entry about the user, newest first")]
+
+
 class SentTo(_Body):
     sentTo: Annotated[str, Field(description="the masked address the email went to")]
 

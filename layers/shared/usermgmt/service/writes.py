@@ -64,6 +64,7 @@ METRICS = {
     "user.email_change_cancelled": "EmailChangeCancelled",
     "user.email_change_expired": "EmailChangeExpired",
     "user.sessions_revoked": "SessionsRevoked",
+    "user.exported": "UserExported",
 }
 
 
