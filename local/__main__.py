@@ -131,6 +131,7 @@ def template_parameters(config: Config, secret_arn: str, declared: Mapping[str, 
         "SenderEmail": config.sender_email,
         "SesConfigurationSet": config.passthrough.get("SES_CONFIGURATION_SET", "usermgmt-local"),
         "PublicBaseUrl": config.public_base_url,
+        "Stage": "local",  # an http PUBLIC_BASE_URL is allowed here only
     }
     from_settings = {
         "EmailChangePolicy": "EMAIL_CHANGE_POLICY",

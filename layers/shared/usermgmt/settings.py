@@ -83,6 +83,7 @@ class Settings:
             raise SettingsError("TABLE_NAME must be set")
         if self.auth0_timeout_seconds <= 0:
             raise SettingsError("AUTH0_TIMEOUT_SECONDS must be positive")
+        _check_public_base_url(self.stage, self.public_base_url)
         if not self.auth_time_claim:
             raise SettingsError("AUTH_TIME_CLAIM must name a claim")
         if self.email_change_policy not in ("verify", "locked"):
@@ -115,6 +116,27 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes``, checked again."""
         return dataclasses.replace(self, **changes)
+
+
+LOCAL_STAGES = frozenset({"local", "dev-local"})
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def _check_public_base_url(stage: str, url: str) -> None:
+    """Links in emails carry tokens: outside a local stage they go over https only (security notes L20).
+
+    A loopback host is accepted anywhere (such a link never leaves the machine).
+    """
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    if host.startswith("["):
+        host = host.split("]", 1)[0] + "]"
+    else:
+        host = host.split(":", 1)[0]
+    if not rest or not host or scheme not in ("https", "http"):
+        raise SettingsError(f"PUBLIC_BASE_URL must be an absolute http(s) URL, got {url!r}")
+    if scheme == "http" and stage not in LOCAL_STAGES and host.lower() not in _LOOPBACK:
+        raise SettingsError(f"PUBLIC_BASE_URL must be https outside a local stage (STAGE={stage})")
 
 
 # field -> (lowest, highest) allowed; None: unbounded
