@@ -129,10 +129,7 @@ def _check_public_base_url(stage: str, url: str) -> None:
     """
     scheme, _, rest = url.partition("://")
     host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-    if host.startswith("["):
-        host = host.split("]", 1)[0] + "]"
-    else:
-        host = host.split(":", 1)[0]
+    host = host.split("]", 1)[0] + "]" if host.startswith("[") else host.split(":", 1)[0]
     if not rest or not host or scheme not in ("https", "http"):
         raise SettingsError(f"PUBLIC_BASE_URL must be an absolute http(s) URL, got {url!r}")
     if scheme == "http" and stage not in LOCAL_STAGES and host.lower() not in _LOOPBACK:
