@@ -156,3 +156,15 @@ def test_two_administrators_removing_each_other_at_once_leave_exactly_one(
     assert len(active_admins(env, ada, ben)) == 1, answers
     refused = [a for a in answers if isinstance(a, Exception)]
     assert len(refused) == 1 and isinstance(refused[0], LastAdministrator), answers
+
+
+def test_the_person_is_told_of_a_suspension_and_a_deletion(env: Env) -> None:
+    """Security notes L18: suspension and deletion are notified to the person (AUTH-21)."""
+    ada = admin(env, "ada")
+    bob = env.add_user("bob@acme.example", first="Bob", memberships={"acme": ["Buyer"]})
+    assert suspend(env, ada, bob).status == 200
+    (suspended,) = env.mailer.to(bob.email)
+    assert suspended.subject == "Your account was suspended" and "Hello Bob," in suspended.text
+    assert delete(env, ada, bob).status in (202, 204)
+    subjects = [m.subject for m in env.mailer.to(bob.email)]
+    assert subjects == ["Your account was suspended", "Your account was deleted"]

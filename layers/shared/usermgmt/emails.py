@@ -114,3 +114,27 @@ def password_changed(to: str, first_name: str | None) -> Email:
         _greeting(first_name),
         ["The password of your account was just changed. If this was not you, contact your administrator."],
     )
+
+
+def account_suspended(to: str, first_name: str | None) -> Email:
+    return _render(
+        to,
+        "Your account was suspended",
+        _greeting(first_name),
+        [
+            "Your account was suspended: you cannot sign in until it is enabled again.",
+            "If you think this is a mistake, contact your administrator.",
+        ],
+    )
+
+
+def account_deleted(to: str, first_name: str | None) -> Email:
+    return _render(
+        to,
+        "Your account was deleted",
+        _greeting(first_name),
+        [
+            "Your account and the personal data held about it were deleted.",
+            "If you did not expect this, contact your administrator.",
+        ],
+    )

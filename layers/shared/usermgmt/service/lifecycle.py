@@ -15,6 +15,7 @@ from typing import Any
 
 from usermgmt.auth import Access, RequestCtx, forbid_self, require_platform, require_recent_sign_in
 from usermgmt.clock import revocation_second
+from usermgmt.emails import account_deleted, account_suspended, greeting_name
 from usermgmt.models import ACTIVE, SUSPENDED, user_view
 from usermgmt.ports import Deps
 from usermgmt.service.sync import BLOCKED, DELETE, FAILED, REVOKE, SYNCED
@@ -112,7 +113,15 @@ def _plan_suspend(access: Access, now: float) -> Plan | None:
         links={},  # a link is good only while it is the user's current one for its purpose
     )
     # REVOKE acts only where AUTH0_REVOKE_SESSIONS is on (SyncEngine.push checks the setting).
-    return Plan(after=after, action=SUSPENDED_ACTION, changes=changes, sync=frozenset({BLOCKED, REVOKE}))
+    # The person learns of it (security notes L18; AUTH-21), after the commit, best effort.
+    notice = account_suspended(t.email, greeting_name(t.first_name, t.email_verified))
+    return Plan(
+        after=after,
+        action=SUSPENDED_ACTION,
+        changes=changes,
+        sync=frozenset({BLOCKED, REVOKE}),
+        emails=[notice],
+    )
 
 
 def _plan_enable(access: Access, now: float) -> Plan | None:
@@ -127,4 +136,6 @@ def _plan_enable(access: Access, now: float) -> Plan | None:
 
 
 def _plan_delete(access: Access, now: float) -> Plan:
-    return Plan(after=access.target, action=DELETED_ACTION, sync=frozenset({DELETE}), delete=True)
+    t = access.target
+    notice = account_deleted(t.email, greeting_name(t.first_name, t.email_verified))
+    return Plan(after=t, action=DELETED_ACTION, sync=frozenset({DELETE}), delete=True, emails=[notice])
