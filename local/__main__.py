@@ -151,6 +151,7 @@ def template_parameters(config: Config, secret_arn: str, declared: Mapping[str, 
         "SesConfigurationSet": config.passthrough.get("SES_CONFIGURATION_SET", "usermgmt-local"),
         "PublicBaseUrl": config.public_base_url,
         "CorsAllowedOrigins": config.cors_origins,
+        "Stage": "local",  # an http PUBLIC_BASE_URL is allowed here only
     }
     from_settings = {
         "EmailChangePolicy": "EMAIL_CHANGE_POLICY",

@@ -13,7 +13,8 @@ error bodies (see ``docs/auth0.md``):
 * ``POST /api/v2/users`` (create: 201; 409 "The user already exists." for a taken id or email; 400 for
   the connection's rules) and the Authentication API's public sign-up ``POST /dbconnections/signup``.
 * ``GET /lo/reset`` and ``GET /lo/verify``: the pages behind the ticket URLs it issues.
-* Test knobs under ``/_knobs``: fault injection (status, delay, rate-limit headers), the request log and a
+* Test knobs under ``/_knobs``: fault injection (status, delay, rate-limit headers), the sign-in age of
+  password-grant tokens (``POST /_knobs/clock`` ``{"authAgeSeconds": N}``), the request log and a
   view of a user's state. The same operations are available as Python methods.
 
 State lives in memory behind one lock; the app is safe to serve from a threaded server (see ``serve``).
@@ -257,6 +258,8 @@ class LocalAuth0:
         self.connection = connection
         self.token_ttl = int(token_ttl)
         self._clock = clock
+        # how long ago the sign-in of a password-grant token happened (POST /_knobs/clock)
+        self.auth_age_seconds = 0
 
         self._private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._public_key = self._private_key.public_key()
@@ -615,6 +618,9 @@ class LocalAuth0:
             "scope": scope,
             "azp": client_id,
             "gty": "password",
+            # a password grant is a sign-in: when it happened (RFC 9470; SPEC section 17), moved into
+            # the past by the clock knob to rehearse an old sign-in
+            "auth_time": now - self.auth_age_seconds,
         }
         return {
             "access_token": self.sign(claims),
@@ -974,6 +980,13 @@ class LocalAuth0:
                 with self._lock:
                     faults = [f.__dict__.copy() for f in self._faults]
                 return _json(faults, 200)
+        if path == "/_knobs/clock" and method == "POST":
+            body = _json_body(request)
+            age = body.get("authAgeSeconds") if isinstance(body, dict) else None
+            if not isinstance(age, int) or isinstance(age, bool) or age < 0:
+                raise HttpError(400, {"error": "authAgeSeconds must be a non-negative integer"})
+            self.auth_age_seconds = age
+            return _json({"authAgeSeconds": age}, 200)
         if path == "/_knobs/requests":
             if method == "GET":
                 return _json(self.requests(), 200)

@@ -159,6 +159,9 @@ def local_stack(workdir: Path) -> Iterator[Stack]:
         # Reach the logic behind the per-address and per-IP reset limits (429 has its own tests).
         "RESET_LIMIT_PER_ADDRESS": "10000",
         "RESET_LIMIT_PER_IP": "10000",
+        "RESET_LIMIT_PER_ADDRESS_AUTHENTICATED": "10000",
+        "VERIFY_LIMIT_PER_USER": "10000",
+        "VERIFY_LIMIT_PER_ADDRESS": "10000",
     }
     with launched_stack(
         workdir, SEED, audience=AUDIENCE, client_id=LOGIN_CLIENT_ID, env=env, startup_timeout=STARTUP_TIMEOUT

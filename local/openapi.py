@@ -17,6 +17,7 @@ Where each part comes from:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tomllib
@@ -123,6 +124,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "email_taken",
             "email_immutable",
             "version_mismatch",
+            "last_administrator",
+            "rate_limited",
             *STORE,
         ),
         body="json:PlatformPatch",
@@ -144,7 +147,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "firstName, lastName and email (a new email is confirmed by a link sent to it); any other field"
         " is 422 naming it.",
         (Ok(200, USER, "The caller after the change", etag=True, links={"GetUser": "getUser"}),),
-        (*WRITE, "email_taken", "email_immutable", "version_mismatch", *STORE),
+        (
+            *WRITE,
+            "email_taken",
+            "email_immutable",
+            "version_mismatch",
+            "rate_limited",
+            "reauthentication_required",
+            *STORE,
+        ),
         body="json:SelfPatch",
         body_required=True,
         if_match=True,
@@ -173,8 +184,46 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 links={"GetUser": "getUser", "EnableUser": "enableUser"},
             ),
         ),
-        (*VERSIONED, "forbidden", "user_not_found", *STORE),
+        (*VERSIONED, "forbidden", "user_not_found", "last_administrator", *STORE),
         if_match=True,
+    ),
+    ("POST", "/users/{userId}/sessions/revoke"): Operation(
+        "revokeUserSessions",
+        "lifecycle",
+        "Sign a user out everywhere",
+        "Administrators in scope. Every access token issued until now is refused (tokensValidAfter moves"
+        " to the next whole second); Auth0 sessions and refresh tokens are revoked where"
+        " AUTH0_REVOKE_SESSIONS is on.",
+        (Ok(200, USER, "The user", etag=True, links={"GetUser": "getUser"}),),
+        ("user_not_found", *STORE),
+    ),
+    ("POST", "/me/sessions/revoke"): Operation(
+        "revokeMySessions",
+        "me",
+        "Sign me out everywhere",
+        "Needs a recent sign-in (REAUTH_MAX_AGE_SECONDS; otherwise 401 reauthentication_required with"
+        " maxAge and WWW-Authenticate, RFC 9470). Every access token issued until now is refused, this"
+        " one too.",
+        (Ok(200, USER, "The caller, signed out"),),
+        ("reauthentication_required", *STORE),
+    ),
+    ("GET", "/users/{userId}/export"): Operation(
+        "exportUser",
+        "users",
+        "Export everything held about a user",
+        "Platform administrators only (403 for a delegated administrator in scope). One JSON document"
+        " (Content-Disposition: attachment): the record, outstanding links (never a token), the audit"
+        " entries. The export is itself audited (user.exported).",
+        (Ok(200, models.UserExport, "The export"),),
+        ("forbidden", "user_not_found", *STORE),
+    ),
+    ("GET", "/me/export"): Operation(
+        "exportMe",
+        "me",
+        "Export everything held about me",
+        "One JSON document (Content-Disposition: attachment); audited (user.exported).",
+        (Ok(200, models.UserExport, "The export"),),
+        STORE,
     ),
     ("POST", "/users/{userId}/enable"): Operation(
         "enableUser",
@@ -215,7 +264,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 links_from_request=True,
             ),
         ),
-        (*VERSIONED, "forbidden", "user_not_found", *STORE),
+        (*VERSIONED, "forbidden", "user_not_found", "last_administrator", *STORE),
         if_match=True,
     ),
     ("POST", "/users/{userId}/password-reset"): Operation(
@@ -280,7 +329,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Email a user a verification link",
         "Administrators in scope. To the pending address if there is one, else to the current one.",
         (Ok(202, models.SentTo, "The link is on its way"),),
-        ("user_not_found", "user_suspended", "nothing_to_verify", *STORE),
+        ("user_not_found", "user_suspended", "nothing_to_verify", "rate_limited", *STORE),
     ),
     ("POST", "/me/verification-email"): Operation(
         "sendMyVerificationEmail",
@@ -288,7 +337,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Email me a verification link",
         "To the pending address if there is one, else to the current one.",
         (Ok(202, models.SentTo, "The link is on its way"),),
-        ("nothing_to_verify", *STORE),
+        ("nothing_to_verify", "rate_limited", *STORE),
     ),
     ("GET", "/email-verification/{token}"): Operation(
         "showEmailVerificationLink",
@@ -498,6 +547,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     models.InvitationLinkInfo,
     models.Problem,
     models.GatewayUnauthorized,
+    models.UserExport,
 )
 
 
@@ -805,18 +855,26 @@ def _list_filters(with_account: bool) -> list[dict[str, Any]]:
     return params
 
 
-def _unauthorized() -> dict[str, Any]:
+def _unauthorized(extra_codes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The 401 of an authenticated route; ``extra_codes``: the route's own 401 codes (RFC 9470)."""
+    description = (
+        "The API Gateway JWT authorizer refused the token (missing, malformed, expired, wrong"
+        ' issuer or audience): {"message": "Unauthorized"}, and the function never runs.'
+        " Or the function refused the caller: unauthenticated (no subject), token_revoked (the"
+        " caller is unknown, suspended, or the token predates a revocation)."
+    )
+    if "reauthentication_required" in extra_codes:
+        description += (
+            " Or the sign-in behind the token is too old for this change: reauthentication_required"
+            ' with maxAge, and WWW-Authenticate: Bearer error="insufficient_user_authentication",'
+            " max_age=<seconds> (RFC 9470)."
+        )
     return {
-        "description": (
-            "The API Gateway JWT authorizer refused the token (missing, malformed, expired, wrong"
-            ' issuer or audience): {"message": "Unauthorized"}, and the function never runs.'
-            " Or the function refused the caller: unauthenticated (no subject), token_revoked (the"
-            " caller is unknown, suspended, or the token predates a revocation)."
-        ),
+        "description": description,
         "headers": {"WWW-Authenticate": _header("WWW-Authenticate")},
         "content": {
             JSON: {"schema": _ref("GatewayUnauthorized")},
-            PROBLEM: {"schema": _problem_schema(["unauthenticated", "token_revoked"])},
+            PROBLEM: {"schema": _problem_schema(["unauthenticated", "token_revoked", *extra_codes])},
         },
     }
 
@@ -880,7 +938,10 @@ def _components() -> dict[str, Any]:
                 "schema": {"type": "string", "pattern": "^[0-9]+$"},
             },
             "WWW-Authenticate": {
-                "description": "The bearer challenge of the JWT authorizer.",
+                "description": (
+                    "The bearer challenge of the JWT authorizer; for reauthentication_required, RFC"
+                    ' 9470\'s Bearer error="insufficient_user_authentication", max_age=<seconds>.'
+                ),
                 "schema": {"type": "string"},
             },
         },
@@ -916,9 +977,11 @@ def build(template: Path = TEMPLATE) -> dict[str, Any]:
         responses: dict[str, Any] = {}
         for ok in op.oks:
             responses[str(ok.status)] = _ok_response(ok)
+        own_401 = tuple(c for c in op.codes if statuses.get(c) == 401)
         if not route.public:
-            responses["401"] = _unauthorized()
-        responses.update(_problem_responses(op, statuses))
+            responses["401"] = _unauthorized(own_401)
+        rest = dataclasses.replace(op, codes=tuple(c for c in op.codes if c not in own_401))
+        responses.update(_problem_responses(rest, statuses))
         operation: dict[str, Any] = {
             "operationId": op.operation_id,
             "tags": [op.tag],

@@ -310,6 +310,7 @@ class Env:
         *,
         as_user: User | str | None = None,
         iat: float | None = None,
+        auth_time: float | str | None = None,
         body: Any = None,
         raw_body: str | None = None,
         headers: dict[str, str] | None = None,
@@ -326,6 +327,10 @@ class Env:
             claims = event["requestContext"]["authorizer"]["jwt"]["claims"]
             claims["sub"] = sub
             claims["iat"] = str(int(self.clock.now() if iat is None else iat))
+            # the sign-in behind the token: as recent as the token unless a test says otherwise
+            # ("absent": a token without the claim)
+            if auth_time != "absent":
+                claims["auth_time"] = str(int(float(claims["iat"] if auth_time is None else auth_time)))
         result = self.handler(function).lambda_handler(event, LambdaContext(function))
         return Response(result)
 

@@ -1,4 +1,5 @@
-"""suspend-user: POST /users/{userId}/suspend (SUSPENDED at once; tokens and links dead; Auth0 blocked)."""
+"""suspend-user: POST /users/{userId}/suspend (SUSPENDED at once; tokens and links dead; Auth0 blocked),
+POST /users/{userId}/sessions/revoke and POST /me/sessions/revoke (signing out everywhere)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,18 @@ app = make_resolver()
 @app.post("/users/<userId>/suspend")
 def suspend_user(userId: str) -> Response:
     view, version = container.get().lifecycle.suspend(request_ctx(app), path_user_id(userId), if_match(app))
+    return json_response(200, view, etag=version)
+
+
+@app.post("/users/<userId>/sessions/revoke")
+def revoke_user_sessions(userId: str) -> Response:
+    view, version = container.get().lifecycle.revoke_sessions(request_ctx(app), path_user_id(userId))
+    return json_response(200, view, etag=version)
+
+
+@app.post("/me/sessions/revoke")
+def revoke_my_sessions() -> Response:
+    view, version = container.get().lifecycle.revoke_sessions(request_ctx(app), None)
     return json_response(200, view, etag=version)
 
 

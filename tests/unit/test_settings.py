@@ -46,3 +46,26 @@ def test_replace_checks_again() -> None:
     assert s.replace(sync_lease_seconds=90).sync_lease_seconds == 90
     with pytest.raises(SettingsError):
         s.replace(sync_lease_seconds=0)
+
+
+@pytest.mark.parametrize(
+    ("stage", "url", "ok"),
+    [
+        ("prod", "https://users.example.com", True),
+        ("prod", "http://users.example.com", False),
+        ("dev", "http://users.example.com", False),
+        ("local", "http://192.168.1.5:3000", True),
+        ("dev-local", "http://devbox:3000", True),
+        ("prod", "http://127.0.0.1:3000", True),  # loopback: the link never leaves the machine
+        ("prod", "ftp://users.example.com", False),
+        ("prod", "users.example.com", False),
+    ],
+)
+def test_public_base_url_is_https_outside_a_local_stage(stage: str, url: str, ok: bool) -> None:
+    from usermgmt.settings import Settings, SettingsError
+
+    if ok:
+        assert Settings(table_name="t", stage=stage, public_base_url=url).public_base_url == url
+    else:
+        with pytest.raises(SettingsError, match="PUBLIC_BASE_URL"):
+            Settings(table_name="t", stage=stage, public_base_url=url)

@@ -490,3 +490,22 @@ def test_membership_entries_and_counts_move_with_their_ops(store: UserStore) -> 
     store.transact([AdjustCounts("globex", (("SUSPENDED", 5),))])  # drifted
     assert store.recount_account("globex") == {"INVITED": 0, "ACTIVE": 0, "SUSPENDED": 1}
     assert store.get_accounts(["globex"])["globex"].counts["SUSPENDED"] == 1
+
+
+def test_the_active_administrator_count_never_drops_below_one(store: UserStore) -> None:
+    from usermgmt.store import AdjustAdminCount
+
+    store.put_user(user(1, profile="administrator"))
+    store.put_user(user(2, profile="administrator"))
+    store.put_user(user(3))  # not an administrator
+    store.put_user(user(2, profile="administrator"))  # a re-seed counts once
+    assert store.active_admin_count() == 2
+    store.transact([AdjustAdminCount(-1)])
+    with pytest.raises(ConditionFailed) as failed:
+        store.transact([AdjustAdminCount(-1)])
+    assert failed.value.label == "last-admin"
+    assert store.active_admin_count() == 1
+    store.transact([AdjustAdminCount(1)])
+    assert store.active_admin_count() == 2
+    store.put_user(user(1, profile="administrator", status="SUSPENDED"))
+    assert store.active_admin_count() == 1

@@ -260,3 +260,44 @@ def test_the_api_lets_the_configured_origins_call_it_from_a_browser(stack: Stack
     assert {h.lower() for h in cors.expose_headers} >= {"etag", "retry-after", "location"}
     assert cors.max_age is not None and cors.max_age > 0
     assert not cors.allow_credentials  # bearer tokens, no cookies
+
+
+def test_secret_grants_match_the_suffix_secrets_manager_adds(raw: dict[str, Any]) -> None:
+    """IAM matches GetSecretValue against the secret's full ARN (security notes M9): a grant of the
+    ARN as a deployer may give it (without the random suffix) must also cover ``-??????``."""
+    import fnmatch
+
+    secret_arn = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:usermgmt/dev/auth0"
+    full_arn = secret_arn + "-AbCdEf"
+    grants = 0
+    for resource in raw["Resources"].values():
+        for policy in resource.get("Properties", {}).get("Policies", []):
+            for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+                if "secretsmanager:GetSecretValue" not in statement.get("Action", []):
+                    continue
+                grants += 1
+                patterns = []
+                for entry in (
+                    statement["Resource"]
+                    if isinstance(statement["Resource"], list)
+                    else [statement["Resource"]]
+                ):
+                    if "Ref" in entry:
+                        patterns.append(secret_arn)
+                    else:
+                        patterns.append(entry["Fn::Sub"].replace("${Auth0ClientSecretArn}", secret_arn))
+                assert any(fnmatch.fnmatchcase(full_arn, p) for p in patterns), patterns
+    assert grants > 0
+
+
+def test_every_function_has_an_errors_and_a_throttles_alarm(raw: dict[str, Any]) -> None:
+    resources = raw["Resources"]
+    functions = {k for k, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    watched: dict[str, set[str]] = {}
+    for r in resources.values():
+        props = r.get("Properties", {})
+        if r["Type"] == "AWS::CloudWatch::Alarm" and props.get("Namespace") == "AWS/Lambda":
+            for d in props.get("Dimensions", []):
+                if d["Name"] == "FunctionName":
+                    watched.setdefault(d["Value"]["Ref"], set()).add(props["MetricName"])
+    assert {f: {"Errors", "Throttles"} for f in functions} == {f: watched.get(f, set()) for f in functions}

@@ -140,18 +140,29 @@ def request_ctx(app: APIGatewayHttpResolver) -> RequestCtx:
         claims = dict(rc.authorizer.jwt_claim or {})
     except (AttributeError, KeyError, TypeError):
         claims = {}
-    iat: int | None
-    try:
-        iat = int(float(str(claims["iat"])))
-    except (KeyError, TypeError, ValueError):
-        iat = None
+    iat = _int_claim(claims, "iat")
     sub = claims.get("sub")
     return RequestCtx(
         sub=str(sub) if sub else None,
         iat=iat,
         request_id=rc.request_id or "",
         source_ip=rc.http.source_ip or "",
+        auth_time=_int_claim(claims, _auth_time_claim()),
     )
+
+
+def _auth_time_claim() -> str:
+    from usermgmt import container  # the settings of this function (AUTH_TIME_CLAIM)
+
+    return container.get().settings.auth_time_claim
+
+
+def _int_claim(claims: dict[str, Any], name: str) -> int | None:
+    """A numeric claim (API Gateway passes claims as strings); None when absent or not a number."""
+    try:
+        return int(float(str(claims[name])))
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
 
 
 def path_user_id(raw: str) -> str:

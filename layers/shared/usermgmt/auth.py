@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from usermgmt.errors import Forbidden, TokenRevoked, Unauthenticated, UserNotFound
+from usermgmt.errors import Forbidden, ReauthenticationRequired, TokenRevoked, Unauthenticated, UserNotFound
 from usermgmt.models import ACTIVE, User
 
 CallerKind = Literal["platform", "delegated", "self"]
@@ -54,6 +54,8 @@ class RequestCtx:
     iat: int | None
     request_id: str
     source_ip: str = ""
+    # when the person behind the token signed in (the AUTH_TIME_CLAIM claim; None: the token has none)
+    auth_time: int | None = None
 
     def require_sub(self) -> str:
         if not self.sub:
@@ -83,6 +85,17 @@ def authenticate(ctx: RequestCtx, caller: User | None) -> User:
     if ctx.iat is None or ctx.iat < caller.tokens_valid_after:
         raise TokenRevoked()
     return caller
+
+
+def require_recent_sign_in(ctx: RequestCtx, max_age: int, now: float) -> None:
+    """SPEC section 17: the sign-in behind the token is at most ``max_age`` seconds old (0: no check).
+
+    A token without the claim counts as too old. Raises the RFC 9470 401 ``reauthentication_required``.
+    """
+    if max_age <= 0:
+        return
+    if ctx.auth_time is None or now - ctx.auth_time > max_age:
+        raise ReauthenticationRequired(max_age)
 
 
 def self_access(caller: User) -> Access:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from usermgmt.ports import Clock, Deps, EventBus, IdentityProvider, Mailer
     from usermgmt.service.cleanup import CleanupService
     from usermgmt.service.deliverability import DeliverabilityService
+    from usermgmt.service.export import ExportService
     from usermgmt.service.invitations import InvitationService
     from usermgmt.service.lifecycle import LifecycleService
     from usermgmt.service.lists import ListService
@@ -146,13 +147,14 @@ class Container:
 
     @cached_property
     def writer(self) -> Writer:
+        from usermgmt.service.admins import AdminCounter
         from usermgmt.service.lists import ListIndex
         from usermgmt.service.outbox import Outbox
         from usermgmt.service.writes import Writer
 
         # derived writers: asked for their ops with every commit (the outbox event, membership entries
-        # and account counts of the users list)
-        return Writer(self.deps, self.sync, [Outbox(self.deps), ListIndex()])
+        # and account counts of the users list, the count of active platform administrators)
+        return Writer(self.deps, self.sync, [Outbox(self.deps), ListIndex(), AdminCounter()])
 
     @cached_property
     def bus(self) -> EventBus:
@@ -216,6 +218,12 @@ class Container:
         from usermgmt.service.lists import ListService
 
         return ListService(self.deps)
+
+    @cached_property
+    def export(self) -> ExportService:
+        from usermgmt.service.export import ExportService
+
+        return ExportService(self.deps, self.writer)
 
 
 _current: Container | None = None

@@ -1,4 +1,9 @@
-"""The emails this system sends: plain text and HTML, links on PUBLIC_BASE_URL only."""
+"""The emails this system sends: plain text and HTML, links on PUBLIC_BASE_URL only.
+
+A name is free text a person (or whoever holds their token) typed: it is greeted with only in mail to an
+address that is verified. The verification email never carries one (its address is unverified by
+definition); the others take ``greeting_name(user)`` (security notes H1).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,15 @@ def mask(email: str) -> str:
     """j***@acme.example: enough for a person to recognise, not to harvest."""
     local, _, domain = email.partition("@")
     return f"{local[:1]}***@{domain}"
+
+
+def greeting_name(first_name: str, address_verified: bool) -> str | None:
+    """The name to greet with in mail to an address: only a verified address sees free text."""
+    return first_name if address_verified else None
+
+
+def _greeting(first_name: str | None) -> str:
+    return f"Hello {first_name}," if first_name else "Hello,"
 
 
 def _render(
@@ -30,11 +44,11 @@ def _render(
     return Email(to=to, subject=subject, text=text, html=html)
 
 
-def verify_address(to: str, first_name: str, url: str, ttl_hours: float) -> Email:
+def verify_address(to: str, url: str, ttl_hours: float) -> Email:
     return _render(
         to,
         "Confirm your email address",
-        f"Hello {first_name},",
+        _greeting(None),  # the address is not verified yet: no free text from the account
         [
             "Please confirm that this is the email address you want to use to sign in.",
             f"The link works once and expires in {ttl_hours:g} hours.",
@@ -44,11 +58,11 @@ def verify_address(to: str, first_name: str, url: str, ttl_hours: float) -> Emai
     )
 
 
-def email_change_notice(to: str, first_name: str, new_address: str, cancel_url: str) -> Email:
+def email_change_notice(to: str, first_name: str | None, new_address: str, cancel_url: str) -> Email:
     return _render(
         to,
         "Your sign-in email address is being changed",
-        f"Hello {first_name},",
+        _greeting(first_name),
         [
             f"A change of your sign-in email address to {mask(new_address)} was requested.",
             "You keep signing in with this address until the new one is confirmed.",
@@ -58,11 +72,11 @@ def email_change_notice(to: str, first_name: str, new_address: str, cancel_url: 
     )
 
 
-def email_changed(to: str, first_name: str, new_address: str) -> Email:
+def email_changed(to: str, first_name: str | None, new_address: str) -> Email:
     return _render(
         to,
         "Your sign-in email address was changed",
-        f"Hello {first_name},",
+        _greeting(first_name),
         [
             f"Your sign-in email address is now {mask(new_address)}.",
             "If this was not you, contact your administrator.",
@@ -70,20 +84,20 @@ def email_changed(to: str, first_name: str, new_address: str) -> Email:
     )
 
 
-def access_changed(to: str, first_name: str, summary: list[str]) -> Email:
+def access_changed(to: str, first_name: str | None, summary: list[str]) -> Email:
     return _render(
         to,
         "Your account access has changed",
-        f"Hello {first_name},",
+        _greeting(first_name),
         ["Your role or account assignment has changed:", *summary],
     )
 
 
-def password_reset(to: str, first_name: str, url: str, ttl_minutes: float) -> Email:
+def password_reset(to: str, first_name: str | None, url: str, ttl_minutes: float) -> Email:
     return _render(
         to,
         "Reset your password",
-        f"Hello {first_name},",
+        _greeting(first_name),
         [
             "Someone asked to reset the password of your account.",
             f"The link works once and expires in {ttl_minutes:g} minutes.",
@@ -93,11 +107,11 @@ def password_reset(to: str, first_name: str, url: str, ttl_minutes: float) -> Em
     )
 
 
-def password_changed(to: str, first_name: str) -> Email:
+def password_changed(to: str, first_name: str | None) -> Email:
     return _render(
         to,
         "Your password was changed",
-        f"Hello {first_name},",
+        _greeting(first_name),
         ["The password of your account was just changed. If this was not you, contact your administrator."],
     )
 
@@ -122,3 +136,27 @@ def invitation(
         ]
         link = ("Accept the invitation", url)
     return _render(to, "You are invited", f"Hello {first_name},", paragraphs, link)
+
+
+def account_suspended(to: str, first_name: str | None) -> Email:
+    return _render(
+        to,
+        "Your account was suspended",
+        _greeting(first_name),
+        [
+            "Your account was suspended: you cannot sign in until it is enabled again.",
+            "If you think this is a mistake, contact your administrator.",
+        ],
+    )
+
+
+def account_deleted(to: str, first_name: str | None) -> Email:
+    return _render(
+        to,
+        "Your account was deleted",
+        _greeting(first_name),
+        [
+            "Your account and the personal data held about it were deleted.",
+            "If you did not expect this, contact your administrator.",
+        ],
+    )

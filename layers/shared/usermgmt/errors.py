@@ -124,6 +124,28 @@ class NothingToVerify(ApiError):
     status, code, title = 409, "nothing_to_verify", "The user has no email address waiting for verification"
 
 
+class LastAdministrator(ApiError):
+    status, code, title = 409, "last_administrator", "The last active platform administrator must stay one"
+
+
+class ReauthenticationRequired(ApiError):
+    """RFC 9470: the sign-in behind the token is older than the change allows (SPEC section 17)."""
+
+    status, code, title = 401, "reauthentication_required", "A recent sign-in is required"
+
+    def __init__(self, max_age: int, detail: str | None = None) -> None:
+        super().__init__(
+            detail or f"Sign in again (at most {max_age} seconds ago) to make this change",
+            headers={
+                "WWW-Authenticate": f'Bearer error="insufficient_user_authentication", max_age={max_age}'
+            },
+        )
+        self.max_age = max_age
+
+    def problem(self) -> dict[str, Any]:
+        return {**super().problem(), "maxAge": self.max_age}
+
+
 class LinkGone(ApiError):
     status = 410
 

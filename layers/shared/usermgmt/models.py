@@ -108,23 +108,43 @@ def user_view(user: User, visible_accounts: frozenset[str] | None = None) -> dic
 # ------------------------------------------------------------------------------------------------
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_EMAIL = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
-)
+# Unicode categories a name may not hold (security notes L6): format characters (Cf: zero-width
+# spaces and joiners, the byte-order mark, the bidirectional controls U+202A-U+202E and U+2066-U+2069
+# that reorder text in consoles and emails), surrogates (Cs: a lone one cannot be encoded as UTF-8),
+# private use (Co) and unassigned code points (Cn), plus the line and paragraph separators.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# RFC 5321 section 4.1.2: a local part is a Dot-string (atoms joined by single dots: no leading,
+# trailing or double dot; at most 64 octets); the domain is LDH labels of at most 63 characters.
+# Quoted local parts and address literals are refused (no mail service of ours needs them), and
+# so are Unicode (IDN) domains: send them in their punycode (xn--) form.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"^{_ATEXT}(?:\.{_ATEXT})*@{_LABEL}(?:\.{_LABEL})+$")
 
 
 def clean_name(value: str) -> str:
+    """A first or last name: NFC, trimmed, 1 to 100 characters, only visible assigned characters.
+
+    Raises ``ValueError`` for control, format (invisible, bidirectional), surrogate, private-use and
+    unassigned characters.
+    """
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise ValueError("must not contain invisible, private-use or unassigned characters")
     value = unicodedata.normalize("NFC", value).strip()
     if _CONTROL.search(value):
         raise ValueError("must not contain control characters")
+    if any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in value):
+        raise ValueError("must not contain invisible, private-use or unassigned characters")
     if not 1 <= len(value) <= 100:
         raise ValueError("must be 1 to 100 characters")
     return value
 
 
 def normalize_email(value: str) -> str:
+    """A login email, lower-cased: RFC 5321 dot-string local part (<= 64), LDH domain, <= 254 in all."""
     value = value.strip().lower()
-    if len(value) > 254 or not _EMAIL.match(value):
+    local, _, _domain = value.rpartition("@")
+    if len(value) > 254 or len(local) > 64 or not _EMAIL.match(value):
         raise ValueError("must be a valid email address")
     return value
 

@@ -24,7 +24,10 @@ Name = Annotated[
             "type": "string",
             "minLength": 1,
             "maxLength": 100,
-            "description": "1 to 100 characters once trimmed; no control characters",
+            "description": (
+                "1 to 100 characters once trimmed; no control, format (invisible or bidi),"
+                " surrogate, private-use or unassigned characters"
+            ),
         }
     ),
 ]
@@ -32,7 +35,12 @@ EmailAddress = Annotated[
     str,
     AfterValidator(normalize_email),
     WithJsonSchema(
-        {"type": "string", "format": "email", "maxLength": 254, "description": "stored lower-case"}
+        {
+            "type": "string",
+            "format": "email",
+            "maxLength": 254,
+            "description": "RFC 5321 dot-string local part, ASCII (punycode) domain; stored lower-case",
+        }
     ),
 ]
 AccountNumber = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -218,6 +226,30 @@ class AuditPage(_Body):
     nextCursor: Annotated[str | None, Field(description="pass as cursor for the next page; null: no more")]
 
 
+class ExportedUser(UserResource):
+    """The record as exported: the user resource and when their tokens were last revoked."""
+
+    tokensValidAfter: Annotated[int, Field(description="epoch seconds; tokens issued before are refused")]
+
+
+class ExportedLink(_Body):
+    kind: Literal["reset", "verify", "cancel"]
+    createdAt: Annotated[str, Field(description="RFC 3339 UTC")]
+    expiresAt: Annotated[str, Field(description="RFC 3339 UTC")]
+    status: Literal["active", "used"]
+    forPendingAddress: bool
+
+
+class UserExport(_Body):
+    """Everything held about one person (SPEC section 18); never a token, a hash or a link URL."""
+
+    format: Literal[1]
+    exportedAt: Annotated[str, Field(description="RFC 3339 UTC")]
+    user: ExportedUser
+    links: Annotated[list[ExportedLink], Field(description="the user's outstanding links")]
+    audit: Annotated[list[AuditEntry], Field(description="every audit entry about the user, newest first")]
+
+
 class SentTo(_Body):
     sentTo: Annotated[str, Field(description="the masked address the email went to")]
 
@@ -270,6 +302,10 @@ class Problem(_Body):
     errors: Annotated[list[FieldError], Field(description="the offending fields (422)")] = Field(
         default_factory=list
     )
+    maxAge: Annotated[
+        int | None,
+        Field(description="reauthentication_required (401): the oldest sign-in accepted, in seconds"),
+    ] = None
 
 
 class GatewayUnauthorized(_Body):

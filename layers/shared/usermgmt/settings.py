@@ -52,6 +52,18 @@ class Settings:
     reset_limit_per_address: int = 5
     reset_limit_per_ip: int = 30
     rate_limit_window_seconds: int = 3600
+    # resets an administrator or the user themselves start: their own budget per address, so that
+    # anonymous requests cannot spend it (security notes L4)
+    reset_limit_per_address_authenticated: int = 5
+    # verification emails and email-change starts, per user and per recipient address (H1, L5)
+    verify_limit_per_user: int = 5
+    verify_limit_per_address: int = 3
+    # key of the HMAC that names rate counters and link address hashes (L15); empty: plain SHA-256
+    hash_pepper: str = ""
+
+    # SPEC section 17: the sign-in behind a token for sensitive self-service changes (0: no check)
+    reauth_max_age_seconds: int = 900
+    auth_time_claim: str = "auth_time"
 
     sync_max_attempts: int = 8
     sync_base_delay_seconds: float = 30.0
@@ -83,6 +95,9 @@ class Settings:
             raise SettingsError("TABLE_NAME must be set")
         if self.auth0_timeout_seconds <= 0:
             raise SettingsError("AUTH0_TIMEOUT_SECONDS must be positive")
+        _check_public_base_url(self.stage, self.public_base_url)
+        if not self.auth_time_claim:
+            raise SettingsError("AUTH_TIME_CLAIM must name a claim")
         if self.email_change_policy not in ("verify", "locked"):
             raise SettingsError("EMAIL_CHANGE_POLICY must be verify or locked")
         domain = self.auth0_domain
@@ -115,6 +130,24 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+LOCAL_STAGES = frozenset({"local", "dev-local"})
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def _check_public_base_url(stage: str, url: str) -> None:
+    """Links in emails carry tokens: outside a local stage they go over https only (security notes L20).
+
+    A loopback host is accepted anywhere (such a link never leaves the machine).
+    """
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    host = host.split("]", 1)[0] + "]" if host.startswith("[") else host.split(":", 1)[0]
+    if not rest or not host or scheme not in ("https", "http"):
+        raise SettingsError(f"PUBLIC_BASE_URL must be an absolute http(s) URL, got {url!r}")
+    if scheme == "http" and stage not in LOCAL_STAGES and host.lower() not in _LOOPBACK:
+        raise SettingsError(f"PUBLIC_BASE_URL must be https outside a local stage (STAGE={stage})")
+
+
 # field -> (lowest, highest) allowed; None: unbounded
 _RANGES: dict[str, tuple[float | None, float | None]] = {
     "auth0_timeout_seconds": (None, 10),
@@ -124,6 +157,10 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "reset_limit_per_address": (1, None),
     "reset_limit_per_ip": (1, None),
     "rate_limit_window_seconds": (1, None),
+    "reset_limit_per_address_authenticated": (1, None),
+    "verify_limit_per_user": (1, None),
+    "verify_limit_per_address": (1, None),
+    "reauth_max_age_seconds": (0, 30 * 86400),
     "sync_max_attempts": (1, None),
     "sync_base_delay_seconds": (0, None),
     "sync_max_delay_seconds": (0, None),

@@ -319,6 +319,18 @@ class AdjustCounts:
     label: str = "counts"
 
 
+@dataclass(frozen=True)
+class AdjustAdminCount:
+    """Add ``delta`` to the count of ACTIVE platform administrators (SPEC section 3).
+
+    A negative ``delta`` holds only while the count stays at least 1: the last one cannot go, and of
+    two transactions removing the last two administrators, one fails its condition.
+    """
+
+    delta: int
+    label: str = "last-admin"
+
+
 Op = (
     UpdateUser
     | CreateUser
@@ -338,6 +350,7 @@ Op = (
     | PutMember
     | DeleteMember
     | AdjustCounts
+    | AdjustAdminCount
 )
 
 # ------------------------------------------------------------------------------------------------ the port
@@ -372,6 +385,14 @@ class UserStore(Protocol):
 
     # rate counters
     def incr_counter(self, counter_key: str, ttl: int) -> int: ...
+
+    def read_counter(self, counter_key: str) -> int:
+        """A counter's count, strongly consistent (0 when there is none)."""
+        ...
+
+    def active_admin_count(self) -> int:
+        """The count of ACTIVE platform administrators that ``AdjustAdminCount`` keeps (0 when unset)."""
+        ...
 
     # sync markers
     def due_work(self, now: float, limit: int) -> list[DueWork]: ...

@@ -27,6 +27,7 @@ from usermgmt.store import (
     LIST_ALL,
     Account,
     AccountExists,
+    AdjustAdminCount,
     AdjustCounts,
     AuditEntry,
     ClaimEmail,
@@ -120,6 +121,28 @@ def _email_key(email: str) -> dict[str, Any]:
 
 def _link_key(token_hash: str) -> dict[str, Any]:
     return {"pk": {"S": f"LINK#{token_hash}"}, "sk": {"S": "LINK"}}
+
+
+def _admin_count_key() -> dict[str, Any]:
+    return {"pk": {"S": "COUNTER#ADMINS"}, "sk": {"S": "COUNTER"}}
+
+
+def _adjust_admin_count(table: str, delta: int) -> dict[str, Any]:
+    update: dict[str, Any] = {
+        "TableName": table,
+        "Key": _admin_count_key(),
+        "UpdateExpression": "ADD #n :delta",
+        "ExpressionAttributeNames": {"#n": "count"},
+        "ExpressionAttributeValues": {":delta": {"N": str(delta)}},
+    }
+    if delta < 0:  # the count stays at least 1 after the change
+        update["ConditionExpression"] = "#n >= :min"
+        update["ExpressionAttributeValues"][":min"] = {"N": str(1 - delta)}
+    return update
+
+
+def _is_active_admin(user: User | None) -> bool:
+    return user is not None and user.is_platform_admin and user.status == "ACTIVE"
 
 
 def _account_key(account_id: str) -> dict[str, Any]:
@@ -702,6 +725,8 @@ class DynamoStore:
                 return {"Delete": {"TableName": t, "Key": _member_key(account_id, user_id)}}
             case AdjustCounts():
                 return {"Update": _adjust_counts(t, op)}
+            case AdjustAdminCount(delta=delta):
+                return {"Update": _adjust_admin_count(t, delta)}
         raise TypeError(f"not an op of this store: {type(op).__name__}")
 
     # -------------------------------------------------------------------------------- invitations
@@ -746,22 +771,31 @@ class DynamoStore:
 
     def put_user(self, user: User) -> None:
         """Unconditional write of a user and its email reservation (seeding and imports), with its
-        membership items and the account counts (moved from the user as stored before, if any)."""
+        membership items, the account counts (moved from the user as stored before, if any) and the
+        count of active platform administrators (not for concurrent use)."""
         item = {**_user_key(user.id), **_user_item(user)}
         before = self.get_user(user.id)
-        self._call(
-            "transact_write_items",
-            TransactItems=[
-                {"Put": {"TableName": self._table, "Item": item}},
-                {
-                    "Put": {
-                        "TableName": self._table,
-                        "Item": {**_email_key(user.email), "userId": {"S": user.id}},
-                    }
-                },
-                *[self.write_request(op) for op in index_ops(before, user)],
-            ],
-        )
+        items: list[Any] = [
+            {"Put": {"TableName": self._table, "Item": item}},
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {**_email_key(user.email), "userId": {"S": user.id}},
+                }
+            },
+            *[self.write_request(op) for op in index_ops(before, user)],
+        ]
+        delta = int(_is_active_admin(user)) - int(_is_active_admin(before))
+        if delta:
+            update = _adjust_admin_count(self._table, delta)
+            update.pop("ConditionExpression", None)
+            update["ExpressionAttributeValues"].pop(":min", None)
+            items.append({"Update": update})
+        self._call("transact_write_items", TransactItems=items)
+
+    def active_admin_count(self) -> int:
+        resp = self._call("get_item", TableName=self._table, Key=_admin_count_key(), ConsistentRead=True)
+        return int(resp.get("Item", {}).get("count", {}).get("N", "0"))
 
     # -------------------------------------------------------------------------------- the users list
     def list_read(
@@ -1235,7 +1269,7 @@ class DynamoStore:
 
     # -------------------------------------------------------------------------------- rate counters
     def incr_counter(self, counter_key: str, ttl: int) -> int:
-        """Add one to a fixed-window counter in one atomic UpdateItem and return the new count.
+        """Add one to a window's counter in one atomic UpdateItem and return the new count.
 
         ``counter_key`` must hold no personal data (``usermgmt.ratelimit`` passes a hash). ``ttl``
         (epoch seconds) lets DynamoDB drop the item after its window; it is set by the first hit only.
@@ -1250,6 +1284,15 @@ class DynamoStore:
             ReturnValues="UPDATED_NEW",
         )
         return int(resp["Attributes"]["hits"]["N"])
+
+    def read_counter(self, counter_key: str) -> int:
+        resp = self._call(
+            "get_item",
+            TableName=self._table,
+            Key={"pk": {"S": f"RATE#{counter_key}"}, "sk": {"S": "RATE"}},
+            ConsistentRead=True,
+        )
+        return int(resp.get("Item", {}).get("hits", {}).get("N", "0"))
 
     # -------------------------------------------------------------------------------- link claims
     def claim_link(self, token_hash: str, claim: str, now: int, until: int) -> bool:

@@ -23,6 +23,7 @@ from usermgmt.store import (
     LIST_ALL,
     Account,
     AccountExists,
+    AdjustAdminCount,
     AdjustCounts,
     AuditEntry,
     ClaimEmail,
@@ -123,6 +124,7 @@ class MemoryStore:
         # the users list: account -> user id -> the user as its membership entry was last written
         self.members: dict[str, dict[str, User]] = {}
         self.account_counts: dict[str, dict[str, int]] = {}
+        self.admin_count = 0
 
     # -------------------------------------------------------------------------------- reads
     def get_user(self, user_id: str) -> User | None:
@@ -217,6 +219,8 @@ class MemoryStore:
             case DeleteInvitation(invitation_id=iid, token_hash=token_hash):
                 current = self.invitations.get(iid)
                 return current is not None and current.token_hash == token_hash
+            case AdjustAdminCount(delta=delta):
+                return delta >= 0 or self.admin_count + delta >= 1
         raise TypeError(f"not an op of this store: {type(op).__name__}")
 
     def _apply(self, op: Op) -> None:
@@ -274,6 +278,8 @@ class MemoryStore:
                 counts = self.account_counts.setdefault(account_id, {})
                 for status, n in deltas:
                     counts[status] = counts.get(status, 0) + n
+            case AdjustAdminCount(delta=delta):
+                self.admin_count += delta
 
     # -------------------------------------------------------------------------------- link claims
     def claim_link(self, token_hash: str, claim: str, now: int, until: int) -> bool:
@@ -297,6 +303,14 @@ class MemoryStore:
             return True
 
     # -------------------------------------------------------------------------------- rate counters
+    def read_counter(self, counter_key: str) -> int:
+        with self._lock:
+            return self.counters.get(counter_key, 0)
+
+    def active_admin_count(self) -> int:
+        with self._lock:
+            return self.admin_count
+
     def incr_counter(self, counter_key: str, ttl: int) -> int:
         with self._lock:
             self.counters[counter_key] = self.counters.get(counter_key, 0) + 1
@@ -512,6 +526,7 @@ class MemoryStore:
             old = self.users.get(user.id)
             for op in index_ops(old.user if old else None, user):
                 self._apply(op)
+            self.admin_count += int(_is_active_admin(user)) - int(_is_active_admin(old.user if old else None))
             self.users[user.id] = _Record(_stored(user))
             self.emails[user.email] = user.id
 
@@ -589,8 +604,13 @@ class MemoryStore:
                     "counters": dict(self.counters),
                     "members": {a: dict(m) for a, m in self.members.items()},
                     "account_counts": {a: dict(c) for a, c in self.account_counts.items()},
+                    "admin_count": self.admin_count,
                 }
             )
+
+
+def _is_active_admin(user: User | None) -> bool:
+    return user is not None and user.is_platform_admin and user.status == "ACTIVE"
 
 
 def _stored(user: User) -> User:

@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from usermgmt.auth import Access, RequestCtx, forbid_self, require_platform
+from usermgmt.auth import Access, RequestCtx, forbid_self, require_platform, require_recent_sign_in
 from usermgmt.clock import revocation_second
+from usermgmt.emails import account_deleted, account_suspended, greeting_name
 from usermgmt.models import ACTIVE, INVITED, SUSPENDED, user_view
 from usermgmt.ports import Deps
 from usermgmt.service.sync import BLOCKED, DELETE, FAILED, REVOKE, SYNCED
@@ -23,6 +24,7 @@ from usermgmt.service.writes import Plan, Writer, diff
 SUSPENDED_ACTION = "user.suspended"
 ENABLED_ACTION = "user.enabled"
 DELETED_ACTION = "user.deleted"
+SESSIONS_REVOKED_ACTION = "user.sessions_revoked"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,30 @@ class LifecycleService:
         written = self.w.write(ctx, target_id, expected_version, _plan_enable)
         return user_view(written.user, written.access.accounts), written.user.version
 
+    def revoke_sessions(self, ctx: RequestCtx, target_id: str | None) -> tuple[dict[str, Any], int]:
+        """Sign a user out everywhere (SPEC section 17): every access token issued until now is refused.
+
+        ``tokensValidAfter`` moves to the next whole second; where ``AUTH0_REVOKE_SESSIONS`` is on,
+        Auth0 sessions and refresh tokens are revoked through the never-lost sync. ``/me``
+        (``target_id`` None) needs a recent sign-in and signs the caller out too.
+        """
+        settings = self.d.settings
+
+        def check(access: Access) -> None:
+            if access.kind == "self":
+                require_recent_sign_in(ctx, settings.reauth_max_age_seconds, self.d.clock.now())
+
+        def plan(access: Access, now: float) -> Plan | None:
+            t = access.target
+            after = t.evolve(tokens_valid_after=max(t.tokens_valid_after, revocation_second(now)))
+            sync = frozenset({REVOKE}) if settings.auth0_revoke_sessions else frozenset()
+            if after == t and not sync:
+                return None
+            return Plan(after=after, action=SESSIONS_REVOKED_ACTION, sync=sync)
+
+        written = self.w.write(ctx, target_id, None, plan, access_check=check)
+        return user_view(written.user, written.access.accounts), written.user.version
+
     def delete(self, ctx: RequestCtx, target_id: str, expected_version: int | None) -> Deleted:
         """Remove the user at once, erase their personal data, and delete them in Auth0 (now or later)."""
         written = self.w.write(ctx, target_id, expected_version, _plan_delete, access_check=_may_delete)
@@ -87,7 +113,15 @@ def _plan_suspend(access: Access, now: float) -> Plan | None:
         links={},  # a link is good only while it is the user's current one for its purpose
     )
     # REVOKE acts only where AUTH0_REVOKE_SESSIONS is on (SyncEngine.push checks the setting).
-    return Plan(after=after, action=SUSPENDED_ACTION, changes=changes, sync=frozenset({BLOCKED, REVOKE}))
+    # The person learns of it (security notes L18; AUTH-21), after the commit, best effort.
+    notice = account_suspended(t.email, greeting_name(t.first_name, t.email_verified))
+    return Plan(
+        after=after,
+        action=SUSPENDED_ACTION,
+        changes=changes,
+        sync=frozenset({BLOCKED, REVOKE}),
+        emails=[notice],
+    )
 
 
 def _plan_enable(access: Access, now: float) -> Plan | None:
@@ -102,4 +136,6 @@ def _plan_enable(access: Access, now: float) -> Plan | None:
 
 
 def _plan_delete(access: Access, now: float) -> Plan:
-    return Plan(after=access.target, action=DELETED_ACTION, sync=frozenset({DELETE}), delete=True)
+    t = access.target
+    notice = account_deleted(t.email, greeting_name(t.first_name, t.email_verified))
+    return Plan(after=t, action=DELETED_ACTION, sync=frozenset({DELETE}), delete=True, emails=[notice])

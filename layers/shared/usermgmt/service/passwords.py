@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from usermgmt.auth import PUBLIC, STOREFRONT, Access, Actor, RequestCtx, system
 from usermgmt.clock import revocation_second
-from usermgmt.emails import mask, password_changed, password_reset
+from usermgmt.emails import greeting_name, mask, password_changed, password_reset
 from usermgmt.errors import (
     DependencyUnavailable,
     EmailUndeliverable,
@@ -49,7 +49,12 @@ from usermgmt.links import RESET, plausible_token
 from usermgmt.models import ACTIVE, INVITED, SUSPENDED, User, mail_blocked, normalize_email
 from usermgmt.observability import count, logger
 from usermgmt.ports import Deps, MailUnavailable
-from usermgmt.ratelimit import RESET_PER_ADDRESS, RESET_PER_IP, RateLimiter
+from usermgmt.ratelimit import (
+    RESET_PER_ADDRESS,
+    RESET_PER_ADDRESS_AUTHENTICATED,
+    RESET_PER_IP,
+    RateLimiter,
+)
 from usermgmt.service import linkcheck
 from usermgmt.service.invitations import plan_welcome_link
 from usermgmt.service.linkcheck import USED, CheckedLink
@@ -88,7 +93,8 @@ class PasswordService:
     def __init__(self, deps: Deps, writer: Writer) -> None:
         self.d = deps
         self.w = writer
-        self.limiter = RateLimiter(deps.store, deps.settings.rate_limit_window_seconds)
+        s = deps.settings
+        self.limiter = RateLimiter(deps.store, s.rate_limit_window_seconds, s.hash_pepper)
 
     # ------------------------------------------------------------------------------ limits
     def check_ip(self, source_ip: str) -> None:
@@ -100,10 +106,16 @@ class PasswordService:
             count("ResetIpRateLimited")
             raise RateLimited(retry_after, "Too many requests from this address; try again later")
 
-    def _take_address(self, email: str, now: float) -> tuple[bool, int]:
-        allowed, retry_after = self.limiter.take(
-            RESET_PER_ADDRESS, email, self.d.settings.reset_limit_per_address, now
-        )
+    def _take_address(self, email: str, now: float, *, authenticated: bool = False) -> tuple[bool, int]:
+        """One reset email to ``email``: anonymous entry points (public route, event, renew) share one
+        budget; administrators and the user themselves have their own, which anonymous requests cannot
+        spend (security notes L4)."""
+        s = self.d.settings
+        if authenticated:
+            scope, limit = RESET_PER_ADDRESS_AUTHENTICATED, s.reset_limit_per_address_authenticated
+        else:
+            scope, limit = RESET_PER_ADDRESS, s.reset_limit_per_address
+        allowed, retry_after = self.limiter.take(scope, email, limit, now)
         if not allowed:
             count("ResetAddressRateLimited")
         return allowed, retry_after
@@ -124,7 +136,7 @@ class PasswordService:
             if mail_blocked(target, target.email):
                 raise EmailUndeliverable()
             if target.email not in taken:  # a re-plan after a write conflict takes no second slot
-                taken[target.email] = self._take_address(target.email, now)
+                taken[target.email] = self._take_address(target.email, now, authenticated=True)
             allowed, retry_after = taken[target.email]
             if not allowed:
                 raise RateLimited(
@@ -206,7 +218,9 @@ class PasswordService:
             after=user.evolve(links=links),
             action=REQUESTED_ACTION,
             ops=ops,
-            emails=[password_reset(user.email, user.first_name, url, ttl / 60)],
+            emails=[
+                password_reset(user.email, greeting_name(user.first_name, user.email_verified), url, ttl / 60)
+            ],
             mail_required=True,
         )
 
@@ -344,7 +358,9 @@ class PasswordService:
                 sync=frozenset(sync),
                 ops=[UseLink(token_hash, int(link_now), claim)],
                 errors={"link": _LinkDied()},
-                emails=[password_changed(current.email, current.first_name)],
+                emails=[
+                    password_changed(current.email, greeting_name(current.first_name, current.email_verified))
+                ],
             )
             return current, changed, now
 

@@ -7,20 +7,24 @@ one), the default account, and starting a change of login email.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from usermgmt.auth import Access, RequestCtx, require_platform
-from usermgmt.emails import access_changed, email_change_notice, verify_address
+from usermgmt.auth import Access, RequestCtx, require_platform, require_recent_sign_in
+from usermgmt.emails import access_changed, email_change_notice, greeting_name, verify_address
 from usermgmt.errors import (
     EmailImmutable,
     EmailTaken,
     FieldProblem,
     Forbidden,
+    RateLimited,
     ValidationFailed,
 )
 from usermgmt.links import CANCEL, VERIFY
 from usermgmt.models import ADMIN_ROLE, Membership, User, user_view
+from usermgmt.observability import count
 from usermgmt.ports import Deps, Email
+from usermgmt.ratelimit import VERIFY_PER_ADDRESS, VERIFY_PER_USER, RateLimiter
 from usermgmt.service.sync import PROFILE
 from usermgmt.service.writes import Plan, Writer, diff
 from usermgmt.store import AccountExists, Op
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
     from usermgmt.schemas import MembershipIn
 
 UPDATED_ACTION = "user.updated"
+Take = Callable[[str, str, int, float], tuple[bool, int]]
 
 
 def _memberships_json(memberships: tuple[Membership, ...]) -> list[dict[str, Any]]:
@@ -40,10 +45,26 @@ def without_change_links(user: User) -> dict[str, str]:
     return {purpose: h for purpose, h in user.links.items() if purpose not in (VERIFY, CANCEL)}
 
 
+def verification_budget(deps: Deps, take: Take, user: User, address: str, now: float) -> tuple[bool, int]:
+    """Count one verification email (or email-change start) against its user and its address (H1, L5).
+
+    ``(allowed, retry_after)``; both budgets are taken, so neither can be spent through the other.
+    """
+    s = deps.settings
+    per_user = take(VERIFY_PER_USER, user.id, s.verify_limit_per_user, now)
+    per_address = take(VERIFY_PER_ADDRESS, address, s.verify_limit_per_address, now)
+    allowed = per_user[0] and per_address[0]
+    if not allowed:
+        count("VerificationRateLimited")
+    return allowed, max(r for ok, r in (per_user, per_address) if not ok) if not allowed else 0
+
+
 class UserService:
     def __init__(self, deps: Deps, writer: Writer) -> None:
         self.d = deps
         self.w = writer
+        s = deps.settings
+        self.limiter = RateLimiter(deps.store, s.rate_limit_window_seconds, s.hash_pepper)
 
     # ------------------------------------------------------------------------------ reads
     def get(self, ctx: RequestCtx, target_id: str | None) -> tuple[dict[str, Any], int]:
@@ -60,9 +81,18 @@ class UserService:
         return {"items": page.items, "nextCursor": page.cursor}
 
     # ------------------------------------------------------------------------------ email change
-    def plan_email_change(self, user: User, new_email: str, now: float) -> tuple[User, list[Op], list[Email]]:
-        """Start (or restart) a change of login email: pending address, verify link, notice to the old one."""
+    def plan_email_change(
+        self, user: User, new_email: str, now: float, take: Take
+    ) -> tuple[User, list[Op], list[Email]]:
+        """Start (or restart) a change of login email: pending address, verify link, notice to the old one.
+
+        429 ``rate_limited`` beyond the verification budgets of the user or the new address, counted
+        before the address is looked up (so ``email_taken`` cannot be probed without limit, L5).
+        """
         s = self.d.settings
+        allowed, retry_after = verification_budget(self.d, take, user, new_email, now)
+        if not allowed:
+            raise RateLimited(retry_after, "Too many email changes or verification emails; try again later")
         owner = self.d.store.user_id_for_email(new_email)
         if owner is not None and owner != user.id:
             raise EmailTaken()
@@ -74,8 +104,10 @@ class UserService:
         )
         after = user.evolve(pending_email=new_email, links=links)
         emails = [
-            verify_address(new_email, user.first_name, verify_url, s.verify_link_ttl_seconds / 3600),
-            email_change_notice(user.email, user.first_name, new_email, cancel_url),
+            verify_address(new_email, verify_url, s.verify_link_ttl_seconds / 3600),
+            email_change_notice(
+                user.email, greeting_name(user.first_name, user.email_verified), new_email, cancel_url
+            ),
         ]
         return after, ops + cancel_ops, emails
 
@@ -86,16 +118,22 @@ class UserService:
         from usermgmt.schemas import parse_patch  # pydantic: only when a body is parsed
 
         parsed: dict[str, dict[str, Any]] = {}
+        take = self.limiter.once_per_request()
 
         def plan(access: Access, now: float) -> Plan | None:
             if access.kind not in parsed:
                 parsed[access.kind] = parse_patch(access.kind, body)
-            return self._plan_patch(access, parsed[access.kind], now)
+            fields = parsed[access.kind]
+            t = access.target
+            if access.kind == "self" and fields.get("email") not in (None, t.email, t.pending_email):
+                # a new login email from the person's own session: a recent sign-in (SPEC section 17)
+                require_recent_sign_in(ctx, self.d.settings.reauth_max_age_seconds, now)
+            return self._plan_patch(access, fields, now, take)
 
         written = self.w.write(ctx, target_id, expected_version, plan)
         return user_view(written.user, written.access.accounts), written.user.version
 
-    def _plan_patch(self, access: Access, fields: dict[str, Any], now: float) -> Plan | None:
+    def _plan_patch(self, access: Access, fields: dict[str, Any], now: float, take: Take) -> Plan | None:
         t = access.target
         after = t
         changes: list[dict[str, Any]] = []
@@ -128,7 +166,7 @@ class UserService:
         ):
             after = after.evolve(deliverability=fields["deliverability"])
         if "email" in fields:
-            after = self._plan_email(after, fields["email"], now, changes, plan)
+            after = self._plan_email(after, fields["email"], now, changes, plan, take)
         if not changes:
             return None
         plan.after = after
@@ -136,11 +174,12 @@ class UserService:
         plan.sync = frozenset(sync)
         if after.memberships != t.memberships or after.profile != t.profile:
             summary = [f"{m.account_id}: {', '.join(m.roles)}" for m in after.memberships] or ["no accounts"]
-            plan.emails.append(access_changed(t.email, after.first_name, summary))
+            greet = greeting_name(after.first_name, t.email_verified)
+            plan.emails.append(access_changed(t.email, greet, summary))
         return plan
 
     def _plan_email(
-        self, user: User, new_email: str, now: float, changes: list[dict[str, Any]], plan: Plan
+        self, user: User, new_email: str, now: float, changes: list[dict[str, Any]], plan: Plan, take: Take
     ) -> User:
         if new_email == user.email:
             if user.pending_email:
@@ -152,7 +191,7 @@ class UserService:
             raise EmailImmutable()
         if new_email == user.pending_email:
             return user  # already pending; the resend route sends a fresh link
-        after, ops, emails = self.plan_email_change(user, new_email, now)
+        after, ops, emails = self.plan_email_change(user, new_email, now, take)
         diff(changes, "pendingEmail", user.pending_email, new_email)
         plan.ops.extend(ops)
         plan.emails.extend(emails)

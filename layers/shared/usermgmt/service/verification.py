@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from usermgmt.auth import PUBLIC, STOREFRONT, Access, RequestCtx
-from usermgmt.emails import email_changed, mask, verify_address
+from usermgmt.emails import email_changed, greeting_name, mask, verify_address
 from usermgmt.errors import (
     DependencyUnavailable,
     EmailImmutable,
@@ -38,7 +38,7 @@ from usermgmt.ratelimit import RateLimiter
 from usermgmt.service import linkcheck
 from usermgmt.service.linkcheck import SUPERSEDED, USED, CheckedLink, verify_target
 from usermgmt.service.sync import EMAIL
-from usermgmt.service.users import without_change_links
+from usermgmt.service.users import Take, verification_budget, without_change_links
 from usermgmt.service.writes import Plan, Writer, diff
 from usermgmt.store import ClaimEmail, ReleaseEmail, UseLink
 
@@ -60,15 +60,18 @@ class VerificationService:
     def __init__(self, deps: Deps, writer: Writer) -> None:
         self.d = deps
         self.w = writer
-        self.limiter = RateLimiter(deps.store, deps.settings.rate_limit_window_seconds)
+        s = deps.settings
+        self.limiter = RateLimiter(deps.store, s.rate_limit_window_seconds, s.hash_pepper)
 
     # ------------------------------------------------------------------------------ sending a link
     def send_for_user(self, ctx: RequestCtx, target_id: str | None) -> str:
         """Administrators (``target_id``) and the user (``/me``, ``None``): the masked address it went to.
 
         409 ``user_suspended`` for a suspended target, 409 ``nothing_to_verify`` when the user has
-        neither a pending address nor an unverified one, 503 when the email could not be sent.
+        neither a pending address nor an unverified one, 429 ``rate_limited`` beyond the budgets of
+        the user or the address, 503 when the email could not be sent.
         """
+        take = self.limiter.once_per_request()
 
         def plan(access: Access, now: float) -> Plan:
             target = access.target
@@ -79,8 +82,11 @@ class VerificationService:
                 raise NothingToVerify("The email address of this user is verified and no change is pending")
             if mail_blocked(target, address):
                 raise EmailUndeliverable()
+            allowed, retry_after = verification_budget(self.d, take, target, address, now)
+            if not allowed:
+                raise RateLimited(retry_after, "Too many verification emails; try again later")
             planned = self._plan_send(target, now)
-            if planned is None:  # pragma: no cover - checked just above
+            if planned is None:  # kept for the type: verify_target said there is an address
                 raise NothingToVerify()
             return planned
 
@@ -99,13 +105,13 @@ class VerificationService:
         if user_id is None:
             return False
         found: str = user_id
+        take = self.limiter.once_per_request()
 
         def plan(now: float) -> tuple[User, Plan, float] | None:
             user = self.d.store.get_user(found)
             if user is None or user.status != ACTIVE:
                 return None
-            planned = self._plan_send(user, now)
-            return None if planned is None else (user, planned, now)
+            return self._plan_limited_send(user, now, take)
 
         applied = self.w.write_direct(STOREFRONT, event_id, plan)
         if applied is None:
@@ -134,12 +140,13 @@ class VerificationService:
         caller answers the same whatever happened here.
         """
 
+        take = self.limiter.once_per_request()
+
         def plan(now: float) -> tuple[User, Plan, float] | None:
             renewable = linkcheck.renewable(self.d.store, token, VERIFY, now)
             if renewable is None:
                 return None
-            planned = self._plan_send(renewable.user, now)
-            return None if planned is None else (renewable.user, planned, now)
+            return self._plan_limited_send(renewable.user, now, take)
 
         try:
             applied = self.w.write_direct(PUBLIC, request_id, plan)
@@ -149,6 +156,17 @@ class VerificationService:
             # The answer stays the generic one; the person can ask again.
             logger.warning("verification renewal not completed", extra={"error_type": type(exc).__name__})
             count("VerifyRenewFailed")
+
+    def _plan_limited_send(self, user: User, now: float, take: Take) -> tuple[User, Plan, float] | None:
+        """A send of an event or a renew: beyond the budgets nothing is sent, silently (counted)."""
+        address = verify_target(user)
+        if address is None:
+            return None
+        allowed, _ = verification_budget(self.d, take, user, address, now)
+        if not allowed:
+            return None
+        planned = self._plan_send(user, now)
+        return None if planned is None else (user, planned, now)
 
     def _plan_send(self, user: User, now: float) -> Plan | None:
         """A fresh VERIFY link to the address waiting for verification, or None when there is none."""
@@ -161,7 +179,7 @@ class VerificationService:
             after=user.evolve(links=links),
             action=SENT_ACTION,
             ops=ops,
-            emails=[verify_address(address, user.first_name, url, ttl / 3600)],
+            emails=[verify_address(address, url, ttl / 3600)],
             mail_required=True,
         )
 
@@ -207,7 +225,8 @@ class VerificationService:
                 planned.ops.append(ClaimEmail(target, user.id))
                 planned.ops.append(ReleaseEmail(user.email, user.id))
                 planned.errors["email"] = EmailTaken("This email address was taken by another user meanwhile")
-                planned.emails.append(email_changed(user.email, user.first_name, target))
+                name = greeting_name(user.first_name, user.email_verified)
+                planned.emails.append(email_changed(user.email, name, target))
                 links = {}  # every outstanding link went to, or was issued for, the old address
             diff(changes, "emailVerified", user.email_verified, True)
             planned.after = user.evolve(email=target, pending_email=None, email_verified=True, links=links)

@@ -68,6 +68,8 @@ METRICS = {
     "user.created": "UserCreated",
     "user.invited": "UserInvited",
     "user.invitation_accepted": "InvitationAccepted",
+    "user.sessions_revoked": "SessionsRevoked",
+    "user.exported": "UserExported",
 }
 
 

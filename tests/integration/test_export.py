@@ -1,0 +1,125 @@
+"""Personal data export (SPEC section 18).
+
+The completeness test does not list what an export must hold: it deletes a user who has one of
+everything, reads from the table which items the deletion removed, and requires each kind of them to
+have its place in the export taken before. A new kind of item that a deletion erases (invitations, bulk
+job items, deliverability, ...) fails here until the export carries it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from tests.conftest import Env, add_cast
+from usermgmt.models import User
+
+EXPORT, UPDATE, DELETE, RESET = "export-user", "update-user", "delete-user", "reset-password"
+
+# kind of item (as the table names it) -> where the export carries it
+EXPORT_SECTION = {
+    "USER/PROFILE": "user",
+    "EMAIL/EMAIL": "user",  # the login email's reservation: user.email
+    "LINK/LINK": "links",
+    "USER/AUDIT": "audit",
+    "ACCOUNT/MEMBER": "user",  # a membership entry of the users list: a copy of user.memberships
+}
+
+
+def kind(item: dict[str, Any]) -> str:
+    """``<pk prefix>/<sk prefix>``: what an item is, without whose it is."""
+    return f"{item['pk']['S'].split('#', 1)[0]}/{item['sk']['S'].split('#', 1)[0]}"
+
+
+@pytest.fixture
+def people(env: Env) -> dict[str, User]:
+    return add_cast(env)
+
+
+def one_of_everything(env: Env, people: dict[str, User]) -> User:
+    bob, ada = people["bob"], people["admin"]
+    assert env.call(UPDATE, "PATCH", "/me", as_user=bob, body={"firstName": "Robert"}).status == 200
+    assert env.call(UPDATE, "PATCH", "/me", as_user=bob, body={"email": "rob@new.example"}).status == 200
+    assert env.call(RESET, "POST", f"/users/{bob.id}/password-reset", as_user=ada).status == 202
+    user = env.user(bob.id)
+    assert user is not None and set(user.links) == {"verify", "cancel", "reset"}
+    return user
+
+
+def test_an_export_holds_every_kind_of_item_a_deletion_erases(env: Env, people: dict[str, User]) -> None:
+    bob, ada = one_of_everything(env, people), people["admin"]
+    r = env.call(EXPORT, "GET", "/me/export", as_user=bob)
+    assert r.status == 200, r
+    document = r.json()
+    from usermgmt.schemas import UserExport
+
+    UserExport.model_validate(document)  # the shape docs/openapi.json describes
+    before = {json.dumps(i, sort_keys=True): i for i in env.scan()}
+    r = env.call(DELETE, "DELETE", f"/users/{bob.id}", as_user=ada)
+    assert r.status in (202, 204), r
+    env.run_sync()
+    # erased: items whose key is gone (an account's counts only move: an aggregate, nobody's data)
+    remaining = {(i["pk"]["S"], i["sk"]["S"]) for i in env.scan()}
+    erased = [i for i in before.values() if (i["pk"]["S"], i["sk"]["S"]) not in remaining]
+    kinds = {kind(i) for i in erased}
+    assert {"USER/PROFILE", "LINK/LINK", "USER/AUDIT"} <= kinds  # the deletion did its work
+    missing = sorted(k for k in kinds if k not in EXPORT_SECTION or EXPORT_SECTION[k] not in document)
+    assert not missing, (
+        f"a deletion erases these kinds of items, but the export does not carry them: {missing}"
+    )
+    # and each erased item is there: every link, every audit entry (the export's own one included)
+    links = [i for i in erased if kind(i) == "LINK/LINK"]
+    assert sorted(x["kind"] for x in document["links"]) == sorted(i["purpose"]["S"] for i in links)
+    audits = [i for i in erased if kind(i) == "USER/AUDIT"]
+    assert len(document["audit"]) == len(audits)
+    assert document["user"]["email"] == "bob@acme.example"
+    assert document["user"]["pendingEmail"] == "rob@new.example"
+
+
+def test_an_export_is_an_audited_attachment_with_no_token_and_nothing_of_another_user(
+    env: Env, people: dict[str, User]
+) -> None:
+    bob = one_of_everything(env, people)
+    tokens = re.findall(
+        r"/(?:email-verification|email-change|password-reset)/([A-Za-z0-9_-]{20,})",
+        "".join(m.text for m in env.mailer.sent),
+    )
+    assert tokens
+    r = env.call(EXPORT, "GET", f"/users/{bob.id}/export", as_user=people["admin"])
+    assert r.status == 200, r
+    assert r.headers["content-disposition"].startswith("attachment")
+    assert r.headers["content-type"].startswith("application/json")
+    text = r.text
+    for token in tokens:
+        assert token not in text
+    assert not [h for h in bob.links.values() if h in text]  # nor their hashes
+    for other in ("dana", "carol", "gus"):
+        assert people[other].email not in text and people[other].id not in text
+        assert people[other].last_name not in text
+    audit = env.call(UPDATE, "GET", f"/users/{bob.id}/audit", as_user=people["admin"]).json()["items"]
+    assert audit[0]["action"] == "user.exported" and audit[0]["actor"] == people["admin"].id
+    assert r.json()["audit"][0]["action"] == "user.exported"
+
+
+@pytest.mark.parametrize(
+    ("caller", "target", "status"),
+    [
+        ("admin", "bob", 200),
+        ("admin", "admin", 200),
+        ("dana", "bob", 403),  # a delegated administrator in scope
+        ("dana", "gus", 404),
+        ("bob", "carol", 404),
+    ],
+)
+def test_who_may_export_whom(
+    env: Env, people: dict[str, User], caller: str, target: str, status: int
+) -> None:
+    before = env.scan()
+    r = env.call(EXPORT, "GET", f"/users/{people[target].id}/export", as_user=people[caller])
+    assert r.status == status, r
+    if status != 200:
+        assert env.scan() == before
+    assert env.call(EXPORT, "GET", "/me/export", as_user=people[caller]).status == 200
