@@ -25,7 +25,14 @@ PASSWORD = "E2e-Races-Pass1"
 NAMES = ["admin", "pat", "sus", "rst", "eva", "evb", "ifm"]
 USERS = {n: SeedLogin(n, f"{n}.race@initech.example", PASSWORD, n.title(), "Race") for n in NAMES}
 SEED = seed_of(USERS, {"initech": "Initech", "umbrella": "Umbrella"})
-ENV = {"LOCAL_LAMBDA_CONCURRENCY": "4", "RESET_LIMIT_PER_ADDRESS": "1000", "RESET_LIMIT_PER_IP": "1000"}
+ENV = {
+    "LOCAL_LAMBDA_CONCURRENCY": "4",
+    "RESET_LIMIT_PER_ADDRESS": "1000",
+    "RESET_LIMIT_PER_ADDRESS_AUTHENTICATED": "1000",
+    "RESET_LIMIT_PER_IP": "1000",
+    "VERIFY_LIMIT_PER_USER": "1000",
+    "VERIFY_LIMIT_PER_ADDRESS": "1000",
+}
 ROUNDS_LINKS = 10
 RETRIES = 20  # a client retries 503 "being changed by others", as the answer asks
 
