@@ -24,11 +24,9 @@ from usermgmt import container, pages
 from usermgmt.api import empty_response, json_body, json_response, make_resolver, media_type, request_ctx
 from usermgmt.errors import (
     DependencyUnavailable,
-    FieldProblem,
     InvitationNotFound,
     LinkGone,
     PasswordTooWeak,
-    RateLimited,
     ValidationFailed,
 )
 from usermgmt.events import (
@@ -125,7 +123,9 @@ def accept(token: str) -> Response[str]:
     password: str | None = None
     try:
         if checked.new_user:
-            password = _new_password(fields, from_form=media_type(app) == pages.FORM)
+            password = pages.new_password(
+                fields, from_form=media_type(app) == pages.FORM, prompt="Choose a password"
+            )
         service.accept(token, password, ctx.request_id, checked)
     except LinkGone as err:
         return pages.gone(app, err, renew_action=_renew_action(token))
@@ -144,47 +144,15 @@ def accept(token: str) -> Response[str]:
 @app.post("/invitations/<token>/renew")
 def renew(token: str) -> Response[str]:
     service = _service()
-    ctx = request_ctx(app)
-    try:
-        service.check_ip(ctx.source_ip)
-    except RateLimited as err:
-        return pages.error(app, err, "Too many requests")
-    service.renew(token, ctx.request_id)
-    if pages.wants_html(app):
-        return pages.page(
-            "Check your email",
-            pages.paragraph(
-                "If this invitation can be renewed, a new link is on its way to the invited address."
-                " Only the newest link works."
-            ),
-            status=202,
-        )
-    return pages.json_answer(202, {"status": "accepted"})
+    return pages.renewed(
+        app, service.check_ip, service.renew, token, "a new link is on its way to the invited address"
+    )
 
 
 def _masked(email: str) -> str:
     from usermgmt.emails import mask
 
     return mask(email)
-
-
-def _new_password(fields: dict[str, Any], *, from_form: bool) -> str:
-    """``newPassword`` (never trimmed: Auth0 judges it as typed) and, from the form, its confirmation."""
-    password = fields.get("newPassword")
-    if not isinstance(password, str) or not password:
-        raise ValidationFailed("Choose a password", errors=[FieldProblem("newPassword", "is required")])
-    if len(password) > MAX_PASSWORD_CHARS:
-        raise ValidationFailed(
-            "The password is too long",
-            errors=[FieldProblem("newPassword", f"must be at most {MAX_PASSWORD_CHARS} characters")],
-        )
-    confirm = fields.get("confirmPassword")
-    if (from_form or confirm is not None) and confirm != password:
-        raise ValidationFailed(
-            "The two passwords do not match",
-            errors=[FieldProblem("confirmPassword", "must match the new password")],
-        )
-    return password
 
 
 def _renew_action(token: str) -> str:

@@ -23,10 +23,8 @@ from usermgmt import container, pages
 from usermgmt.api import json_body, json_response, make_resolver, media_type, path_user_id, request_ctx
 from usermgmt.errors import (
     DependencyUnavailable,
-    FieldProblem,
     LinkGone,
     PasswordTooWeak,
-    RateLimited,
     ValidationFailed,
 )
 from usermgmt.events import CORRELATION_PATH, detail_email, handle_storefront_event, http_or_storefront
@@ -69,22 +67,9 @@ def public_reset() -> Response:
 @app.post("/password-reset/<token>/renew")
 def renew(token: str) -> Response:
     service = _service()
-    ctx = request_ctx(app)
-    try:
-        service.check_ip(ctx.source_ip)
-    except RateLimited as err:
-        return pages.error(app, err, "Too many requests")
-    service.renew(token, ctx.request_id)
-    if pages.wants_html(app):
-        return pages.page(
-            "Check your email",
-            pages.paragraph(
-                "If this link can be renewed, a new one is on its way to the email address on file."
-                " Only the newest link works."
-            ),
-            status=202,
-        )
-    return _accepted()
+    return pages.renewed(
+        app, service.check_ip, service.renew, token, "a new one is on its way to the email address on file"
+    )
 
 
 def _accepted() -> Response:
@@ -109,7 +94,9 @@ def set_password(token: str) -> Response:
     service = _service()
     ctx = request_ctx(app)
     try:
-        password = _new_password(fields, from_form=media_type(app) == pages.FORM)
+        password = pages.new_password(
+            fields, from_form=media_type(app) == pages.FORM, prompt="Enter a new password"
+        )
     except ValidationFailed as err:
         try:
             service.check_link(token)  # a dead link answers 410 before a field problem
@@ -127,25 +114,6 @@ def set_password(token: str) -> Response:
     return pages.done(
         app, "password_changed", "Password changed", "Your password was changed. You can sign in with it now."
     )
-
-
-def _new_password(fields: dict[str, Any], *, from_form: bool) -> str:
-    """``newPassword`` (never trimmed: Auth0 judges it as typed) and, from the form, its confirmation."""
-    password = fields.get("newPassword")
-    if not isinstance(password, str) or not password:
-        raise ValidationFailed("Enter a new password", errors=[FieldProblem("newPassword", "is required")])
-    if len(password) > MAX_PASSWORD_CHARS:
-        raise ValidationFailed(
-            "The password is too long",
-            errors=[FieldProblem("newPassword", f"must be at most {MAX_PASSWORD_CHARS} characters")],
-        )
-    confirm = fields.get("confirmPassword")
-    if (from_form or confirm is not None) and confirm != password:
-        raise ValidationFailed(
-            "The two passwords do not match",
-            errors=[FieldProblem("confirmPassword", "must match the new password")],
-        )
-    return password
 
 
 def _renew_action(token: str) -> str:

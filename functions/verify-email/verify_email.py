@@ -23,7 +23,7 @@ from aws_lambda_powertools.event_handler import Response
 from usermgmt import container, pages
 from usermgmt.api import json_response, make_resolver, path_user_id, request_ctx
 from usermgmt.emails import mask
-from usermgmt.errors import DependencyUnavailable, EmailImmutable, EmailTaken, LinkGone, RateLimited
+from usermgmt.errors import DependencyUnavailable, EmailImmutable, EmailTaken, LinkGone
 from usermgmt.events import CORRELATION_PATH, handle_storefront_event, http_or_storefront, parse_user_or_email
 from usermgmt.observability import lambda_entry
 from usermgmt.service.verification import VerificationService
@@ -54,22 +54,13 @@ def self_send() -> Response:
 def renew(token: str) -> Response:
     """The same answer whether or not a link was sent (and whatever the token is)."""
     service = _service()
-    ctx = request_ctx(app)
-    try:
-        service.check_ip(ctx.source_ip)
-    except RateLimited as err:
-        return pages.error(app, err, "Too many requests")
-    service.renew(token, ctx.request_id)
-    if pages.wants_html(app):
-        return pages.page(
-            "Check your email",
-            pages.paragraph(
-                "If this link can be renewed, a new one is on its way to the address waiting for"
-                " confirmation. Only the newest link works."
-            ),
-            status=202,
-        )
-    return pages.json_answer(202, {"status": "accepted"})
+    return pages.renewed(
+        app,
+        service.check_ip,
+        service.renew,
+        token,
+        "a new one is on its way to the address waiting for confirmation",
+    )
 
 
 # ------------------------------------------------------------------------------------------------ verify link

@@ -7,6 +7,7 @@ response carries ``Cache-Control: no-store`` and ``Referrer-Policy: no-referrer`
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from html import escape
 from typing import Any
 from urllib.parse import parse_qs
@@ -21,8 +22,18 @@ from usermgmt.api import (
     json_response,
     media_type,
     problem_response,
+    request_ctx,
 )
-from usermgmt.errors import ApiError, InvalidJson, LinkGone, UnsupportedMediaType
+from usermgmt.errors import (
+    ApiError,
+    FieldProblem,
+    InvalidJson,
+    LinkGone,
+    RateLimited,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from usermgmt.service.passwords import MAX_PASSWORD_CHARS
 
 FORM = "application/x-www-form-urlencoded"
 PAGE_HEADERS = {
@@ -128,3 +139,54 @@ def form_or_json(app: APIGatewayHttpResolver) -> dict[str, str]:
             raise InvalidJson("The body must be a JSON object")
         return {str(k): v for k, v in data.items()}
     raise UnsupportedMediaType("The body must be JSON or a form")
+
+
+# ------------------------------------------------------------------------------------------------
+# what several link routes share
+# ------------------------------------------------------------------------------------------------
+def new_password(fields: dict[str, Any], *, from_form: bool, prompt: str) -> str:
+    """``newPassword`` (never trimmed: Auth0 judges it as typed) and, from the form, its confirmation.
+
+    Raises ``ValidationFailed`` (``prompt`` is its detail when the password is missing).
+    """
+    password = fields.get("newPassword")
+    if not isinstance(password, str) or not password:
+        raise ValidationFailed(prompt, errors=[FieldProblem("newPassword", "is required")])
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise ValidationFailed(
+            "The password is too long",
+            errors=[FieldProblem("newPassword", f"must be at most {MAX_PASSWORD_CHARS} characters")],
+        )
+    confirm = fields.get("confirmPassword")
+    if (from_form or confirm is not None) and confirm != password:
+        raise ValidationFailed(
+            "The two passwords do not match",
+            errors=[FieldProblem("confirmPassword", "must match the new password")],
+        )
+    return password
+
+
+def renewed(
+    app: APIGatewayHttpResolver,
+    check_ip: Callable[[str], None],
+    renew: Callable[[str, str], None],
+    token: str,
+    what: str,
+) -> Response[str]:
+    """A renew route (from an expired link's page): the per-IP limit, then the same 202 whatever happened.
+
+    ``what`` finishes the page's sentence: where a new link goes, if the link could be renewed.
+    """
+    ctx = request_ctx(app)
+    try:
+        check_ip(ctx.source_ip)
+    except RateLimited as err:
+        return error(app, err, "Too many requests")
+    renew(token, ctx.request_id)
+    if wants_html(app):
+        return page(
+            "Check your email",
+            paragraph(f"If this link can be renewed, {what}. Only the newest link works."),
+            status=202,
+        )
+    return json_answer(202, {"status": "accepted"})
