@@ -139,9 +139,12 @@ class Config:
         return self.passthrough.get("PUBLIC_BASE_URL", self.api_url)
 
 
-def template_parameters(config: Config, secret_arn: str, declared: Mapping[str, Any]) -> dict[str, str]:
+def template_parameters(
+    config: Config, secret_arn: str, declared: Mapping[str, Any], machine_clients: str = ""
+) -> dict[str, str]:
     """Local values of the template's parameters (only those the template declares)."""
     values = {
+        "MachineClientIds": machine_clients,
         "Auth0Domain": f"{config.host}:{config.auth0_port}",
         "ApiAudience": config.audience,
         "Auth0ClientId": M2M_CLIENT_ID,
@@ -218,7 +221,9 @@ class LocalStack:
         declared = load_template(config.template).get("Parameters") or {}
         stack = load_stack(
             config.template,
-            parameters=template_parameters(config, secret_arn, declared),
+            parameters=template_parameters(
+                config, secret_arn, declared, ",".join(c.clientId for c in seed.machineClients)
+            ),
             region=REGION,
             sqs_endpoint=self.aws.endpoint,
         )
@@ -239,6 +244,8 @@ class LocalStack:
             m2m_client_secret=m2m_secret,
             connection=connection,
         )
+        for client in seed.machineClients:
+            self.auth0.add_machine_client(client.clientId, client.clientSecret, client.scopes)
         self._servers.append(serve_auth0(self.auth0, config.host, config.auth0_port))
 
         store = DynamoStore(self.aws.client("dynamodb"), _table_name(stack))

@@ -310,7 +310,10 @@ class Env:
         headers: dict[str, str] | None = None,
         query: dict[str, str] | None = None,
         source_ip: str = "203.0.113.10",
+        claims: dict[str, str] | None = None,
     ) -> Response:
+        """``claims`` adds to (or replaces) the verified token's claims (``gty``, ``scope``, ...)."""
+        extra_claims = dict(claims or {})
         event = http_event(
             method, path, body=body, raw_body=raw_body, headers=headers, query=query, source_ip=source_ip
         )
@@ -321,6 +324,7 @@ class Env:
             claims = event["requestContext"]["authorizer"]["jwt"]["claims"]
             claims["sub"] = sub
             claims["iat"] = str(int(self.clock.now() if iat is None else iat))
+            claims.update(extra_claims)
         result = self.handler(function).lambda_handler(event, LambdaContext(function))
         return Response(result)
 

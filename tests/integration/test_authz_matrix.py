@@ -302,3 +302,123 @@ def test_every_route_of_the_matrix_and_the_public_list_is_deployed() -> None:
     # A route the handler serves but the template does not route is unreachable in AWS.
     absent = (PUBLIC_ROUTES | {(r.method, r.path) for r in ROUTES.values()}) - _template_routes()
     assert not absent, f"routes missing from template.yaml: {sorted(absent)}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Machine callers (SPEC section 3): a client-credentials token acts with platform-administrator reach
+# limited by its scopes; /me routes refuse it; a client id not in MACHINE_CLIENT_IDS is refused.
+# route -> (the scope it needs, status with that scope on the "in" user)
+MACHINE_CLIENT = "m2m-script"
+MACHINE_MATRIX: dict[str, tuple[str | None, int]] = {
+    "get_user": ("read:users", 200),
+    "patch_user": ("update:users", 200),
+    "audit": ("read:users", 200),
+    "suspend": ("suspend:users", 200),
+    "enable": ("suspend:users", 200),
+    "delete": ("delete:users", 204),
+    "reset": ("update:users", 202),
+    "verify": ("update:users", 409),
+    "get_me": (None, 403),
+    "patch_me": (None, 403),
+    "reset_me": (None, 403),
+    "verify_me": (None, 403),
+}
+ALL_SCOPES = "read:users update:users suspend:users delete:users create:users bulk:users"
+
+
+def machine_claims(scope: str, client_id: str = MACHINE_CLIENT) -> dict[str, str]:
+    return {"gty": "client-credentials", "scope": scope, "azp": client_id}
+
+
+def test_every_route_has_a_machine_row() -> None:
+    assert set(MACHINE_MATRIX) == set(ROUTES)
+
+
+@pytest.mark.parametrize("route_name", sorted(MACHINE_MATRIX))
+def test_machine_with_the_scope(env: Env, cast: dict[str, User], route_name: str) -> None:
+    env.configure(machine_client_ids=f"other,{MACHINE_CLIENT}")
+    route = ROUTES[route_name]
+    scope, expected = MACHINE_MATRIX[route_name]
+    target = None if route.path.startswith("/me") else cast["in"]
+    before = _snapshot(env)
+    r = env.call(
+        route.function,
+        route.method,
+        _path(route, target),
+        as_user=f"{MACHINE_CLIENT}@clients",
+        body=route.body,
+        claims=machine_claims(scope or ALL_SCOPES),
+    )
+    assert r.status == expected, r
+    if expected == 403:
+        assert r.json()["code"] == "forbidden"
+        assert _snapshot(env) == before
+
+
+@pytest.mark.parametrize("route_name", sorted(n for n, (s, _) in MACHINE_MATRIX.items() if s))
+def test_machine_without_the_scope(env: Env, cast: dict[str, User], route_name: str) -> None:
+    env.configure(machine_client_ids=MACHINE_CLIENT)
+    route = ROUTES[route_name]
+    needed, _ = MACHINE_MATRIX[route_name]
+    others = " ".join(s for s in ALL_SCOPES.split() if s != needed)
+    before = _snapshot(env)
+    r = env.call(
+        route.function,
+        route.method,
+        _path(route, cast["in"]),
+        as_user=f"{MACHINE_CLIENT}@clients",
+        body=route.body,
+        claims=machine_claims(others),
+    )
+    assert r.status == 403, r
+    assert r.json()["code"] == "insufficient_scope"
+    assert _snapshot(env) == before
+
+
+@pytest.mark.parametrize("allowed", ["", "someone-else"])
+def test_machine_not_allowed_is_refused(env: Env, cast: dict[str, User], allowed: str) -> None:
+    env.configure(machine_client_ids=allowed)
+    before = _snapshot(env)
+    r = env.call(
+        "suspend-user",
+        "POST",
+        _path(ROUTES["suspend"], cast["in"]),
+        as_user=f"{MACHINE_CLIENT}@clients",
+        claims=machine_claims(ALL_SCOPES),
+    )
+    assert r.status == 401, r
+    assert r.json()["code"] == "token_revoked"
+    assert _snapshot(env) == before
+
+
+def test_machine_is_audited_and_evented_as_a_client(env: Env, cast: dict[str, User]) -> None:
+    env.configure(machine_client_ids=MACHINE_CLIENT)
+    r = env.call(
+        "suspend-user",
+        "POST",
+        _path(ROUTES["suspend"], cast["in"]),
+        as_user=f"{MACHINE_CLIENT}@clients",
+        claims=machine_claims("suspend:users"),
+    )
+    assert r.status == 200, r
+    audit = env.call(
+        "update-user", "GET", _path(ROUTES["audit"], cast["in"]), as_user=cast["platform"]
+    ).json()["items"]
+    assert audit[0]["action"] == "user.suspended"
+    assert audit[0]["actor"] == MACHINE_CLIENT
+    env.publish()
+    (event,) = [e for e in env.bus.of(cast["in"].id) if e["type"] == "user.suspended"]
+    assert event["data"]["actor"] == {"type": "client", "id": MACHINE_CLIENT}
+
+
+def test_a_machine_gets_404_for_a_user_that_does_not_exist(env: Env, cast: dict[str, User]) -> None:
+    env.configure(machine_client_ids=MACHINE_CLIENT)
+    r = env.call(
+        "suspend-user",
+        "POST",
+        "/users/auth0%7Cffffffffffffffffffffffff/suspend",
+        as_user=f"{MACHINE_CLIENT}@clients",
+        claims=machine_claims("suspend:users"),
+    )
+    assert r.status == 404
+    assert r.json()["code"] == "user_not_found"

@@ -139,12 +139,30 @@ def request_ctx(app: APIGatewayHttpResolver) -> RequestCtx:
     except (KeyError, TypeError, ValueError):
         iat = None
     sub = claims.get("sub")
+    gty = claims.get("gty")
     return RequestCtx(
         sub=str(sub) if sub else None,
         iat=iat,
         request_id=rc.request_id or "",
         source_ip=rc.http.source_ip or "",
+        gty=str(gty) if gty else None,
+        scopes=token_scopes(claims),
     )
+
+
+def token_scopes(claims: dict[str, Any]) -> frozenset[str]:
+    """What the token grants: ``scope`` (space-separated) and Auth0's ``permissions`` (RBAC).
+
+    API Gateway hands claims over as strings; an array claim arrives as ``[a b c]``.
+    """
+    found: set[str] = set()
+    for name in ("scope", "permissions"):
+        value = claims.get(name)
+        if isinstance(value, list):
+            found.update(str(v) for v in value)
+        elif value:
+            found.update(str(value).strip("[]").replace(",", " ").split())
+    return frozenset(found)
 
 
 def path_user_id(raw: str) -> str:

@@ -68,6 +68,14 @@ class Settings:
     cleanup_grace_seconds: int = 86400
     cleanup_max_items: int = 1000
 
+    # machine callers (client-credentials tokens) allowed at all: comma-separated client ids
+    machine_client_ids: str = ""
+    # bulk jobs (SPEC section 14)
+    bulk_queue_url: str = ""
+    bulk_max_active_jobs: int = 5
+    bulk_retention_days: int = 30
+    bulk_max_targets: int = 10000
+
     def __post_init__(self) -> None:
         for name, (low, high) in _RANGES.items():
             value = getattr(self, name)
@@ -87,6 +95,10 @@ class Settings:
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
+
+    @property
+    def machine_clients(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.machine_client_ids.split(",") if c.strip())
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -127,6 +139,9 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "outbox_sweep_batch": (1, 1000),
     "cleanup_grace_seconds": (0, None),
     "cleanup_max_items": (1, None),
+    "bulk_max_active_jobs": (1, 1000),
+    "bulk_retention_days": (1, 365),
+    "bulk_max_targets": (1, 10000),
 }
 
 

@@ -46,6 +46,7 @@ class AuditEntry:
     changes: tuple[dict[str, Any], ...] = ()
     # the version the entry records; part of the key so no two entries of a user ever collide
     seq: int = 0
+    job_id: str | None = None  # the bulk job the change was an item of
 
 
 @dataclass

@@ -260,6 +260,7 @@ def _audit_item(entry: AuditEntry) -> dict[str, Any]:
         "action": {"S": entry.action},
         "requestId": {"S": entry.request_id},
         "changes": _to_av(list(entry.changes)),
+        **({"jobId": {"S": entry.job_id}} if entry.job_id else {}),
     }
 
 
@@ -425,6 +426,7 @@ class DynamoStore:
                     "action": i["action"],
                     "changes": i.get("changes", []),
                     "requestId": i.get("requestId"),
+                    **({"jobId": i["jobId"]} if i.get("jobId") else {}),
                 }
                 for i in items
             ],

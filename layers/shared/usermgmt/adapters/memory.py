@@ -142,6 +142,7 @@ class MemoryStore:
                         "action": e.action,
                         "changes": [dict(c) for c in e.changes],
                         "requestId": e.request_id,
+                        **({"jobId": e.job_id} if e.job_id else {}),
                     }
                     for e in entries
                 ],
