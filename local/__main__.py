@@ -44,6 +44,7 @@ from local.busview import BusView
 from local.gateway import Gateway, ServerHandle
 from local.gateway import serve as serve_gateway
 from local.lambda_runtime import DEFAULT_CONCURRENCY, WorkerPoolRuntime
+from local.queues import QueuePoller
 from local.seed import SeededUser, SeedError, apply_seed, load_seed
 from local.streams import StreamPoller
 from local.template import Stack, TemplateError, load_stack, load_template
@@ -200,6 +201,7 @@ class LocalStack:
         self.auth0: LocalAuth0 | None = None
         self.gateway: Gateway | None = None
         self.streams: StreamPoller | None = None
+        self.queues: QueuePoller | None = None
         self.seeded: list[SeededUser] = []
         self._servers: list[ServerHandle | Any] = []
         self._aws_started = False
@@ -264,6 +266,9 @@ class LocalStack:
         # the template's DynamoDB stream mappings (publish-events) and the product bus's view and rules
         self.streams = StreamPoller(stack, self.gateway.invoke)
         self.streams.start()
+        # the template's SQS event source mappings (bulk-worker on the bulk jobs' queue)
+        self.queues = QueuePoller(stack, self.aws.client("sqs"), self.gateway.invoke)
+        self.queues.start()
         self.gateway.bus_view.start()
         self.gateway.mark_ready()
 
@@ -272,6 +277,8 @@ class LocalStack:
             self.gateway.ready = False
         if self.streams is not None:
             self.streams.stop()
+        if self.queues is not None:
+            self.queues.stop()
         if self.gateway is not None and self.gateway.bus_view is not None:
             self.gateway.bus_view.stop()
         while self._servers:

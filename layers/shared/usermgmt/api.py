@@ -186,7 +186,7 @@ def is_json(media: str) -> bool:
     return media == JSON or (media.startswith("application/") and media.endswith("+json"))
 
 
-def body_bytes(app: APIGatewayHttpResolver) -> bytes:
+def body_bytes(app: APIGatewayHttpResolver, limit: int = MAX_BODY_BYTES) -> bytes:
     """The request body as sent (413 beyond ``MAX_BODY_BYTES``).
 
     API Gateway base64-encodes bodies it does not take for text; they are decoded here, never by
@@ -201,8 +201,8 @@ def body_bytes(app: APIGatewayHttpResolver) -> bytes:
             raw = base64.b64decode(body, validate=False)
         except (binascii.Error, ValueError):
             raw = body.encode()
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"The body must be at most {MAX_BODY_BYTES} bytes")
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"The body must be at most {limit} bytes")
     return raw
 
 
@@ -214,9 +214,10 @@ def body_text(raw: bytes, *, not_utf8: ApiError) -> str:
         raise not_utf8 from None
 
 
-def json_body(app: APIGatewayHttpResolver) -> Any:
-    """The parsed JSON body (None when empty): 413, 415 for another media type, 400 for bad JSON."""
-    raw = body_bytes(app)
+def json_body(app: APIGatewayHttpResolver, limit: int = MAX_BODY_BYTES) -> Any:
+    """The parsed JSON body (None when empty): 413 beyond ``limit``, 415 for another media type, 400
+    for bad JSON."""
+    raw = body_bytes(app, limit)
     if not is_json(media_type(app)):
         raise UnsupportedMediaType()
     text = body_text(raw, not_utf8=InvalidJson("The body must be JSON in UTF-8"))

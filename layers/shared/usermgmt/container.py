@@ -17,7 +17,8 @@ from usermgmt.settings import Settings
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
 
-    from usermgmt.ports import Clock, Deps, EventBus, IdentityProvider, Mailer
+    from usermgmt.ports import Clock, Deps, EventBus, IdentityProvider, JobQueue, Mailer
+    from usermgmt.service.bulk import BulkService
     from usermgmt.service.cleanup import CleanupService
     from usermgmt.service.deliverability import DeliverabilityService
     from usermgmt.service.lifecycle import LifecycleService
@@ -50,6 +51,7 @@ class Container:
         mailer: Mailer | None = None,
         clock: Clock | None = None,
         bus: EventBus | None = None,
+        queue: JobQueue | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self._store = store
@@ -57,6 +59,7 @@ class Container:
         self._mailer = mailer
         self._clock = clock
         self._bus = bus
+        self._queue = queue
 
     # ------------------------------------------------------------------------------ adapters
     @cached_property
@@ -144,10 +147,11 @@ class Container:
 
     @cached_property
     def writer(self) -> Writer:
+        from usermgmt.service.bulk import BulkItems
         from usermgmt.service.outbox import Outbox
         from usermgmt.service.writes import Writer
 
-        return Writer(self.deps, self.sync, derived=[Outbox(self.deps)])
+        return Writer(self.deps, self.sync, derived=[Outbox(self.deps), BulkItems(self.deps)])
 
     @cached_property
     def bus(self) -> EventBus:
@@ -199,6 +203,28 @@ class Container:
         from usermgmt.service.cleanup import CleanupService
 
         return CleanupService(self.deps, self.writer)
+
+    @cached_property
+    def queue(self) -> JobQueue:
+        if self._queue is not None:
+            return self._queue
+        from usermgmt.adapters.sqs import SqsQueue
+
+        return SqsQueue(lambda: aws_client("sqs"), self.settings.bulk_queue_url)
+
+    @cached_property
+    def bulk(self) -> BulkService:
+        from usermgmt.service.bulk import BulkService, ScanTargets
+
+        return BulkService(
+            self.deps,
+            self.queue,
+            users=self.users,
+            lifecycle=self.lifecycle,
+            passwords=self.passwords,
+            # the users list service (GET /users) takes over once merged: docs/decisions.md
+            targets=ScanTargets(self.deps),
+        )
 
 
 _current: Container | None = None

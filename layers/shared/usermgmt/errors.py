@@ -64,6 +64,10 @@ class PasswordTooWeak(ApiError):
     status, code, title = 400, "password_too_weak", "The password does not meet the password policy"
 
 
+class InvalidFilter(ApiError):
+    status, code, title = 400, "invalid_filter", "The filter is not valid"
+
+
 class Unauthenticated(ApiError):
     status, code, title = 401, "unauthenticated", "Authentication is required"
 
