@@ -37,6 +37,7 @@ class Route:
     method: str
     path: str
     body: Any = None
+    headers: dict[str, str] | None = None
 
 
 ROUTES = {
@@ -52,6 +53,17 @@ ROUTES = {
     "patch_me": Route("update-user", "PATCH", "/me", {"firstName": "Changed"}),
     "reset_me": Route("reset-password", "POST", "/me/password-reset"),
     "verify_me": Route("verify-email", "POST", "/me/verification-email"),
+    "bulk_start": Route(
+        "bulk-jobs",
+        "POST",
+        "/bulk-jobs",
+        {"action": "enable", "userIds": ["auth0|ffffffffffffffffffffffff"]},
+        {"Idempotency-Key": "matrix"},
+    ),
+    "bulk_list": Route("bulk-jobs", "GET", "/bulk-jobs"),
+    "bulk_get": Route("bulk-jobs", "GET", "/bulk-jobs/{jobId}"),
+    "bulk_items": Route("bulk-jobs", "GET", "/bulk-jobs/{jobId}/items"),
+    "bulk_cancel": Route("bulk-jobs", "POST", "/bulk-jobs/{jobId}/cancel"),
 }
 
 # Relations of the target to the caller on /users/{userId} routes.
@@ -177,6 +189,13 @@ MATRIX: dict[str, dict[tuple[str, str], int]] = {
     "patch_me": {("platform", "me"): 200, ("delegated", "me"): 200, ("user", "me"): 200},
     "reset_me": {("platform", "me"): 202, ("delegated", "me"): 202, ("user", "me"): 202},
     "verify_me": {("platform", "me"): 409, ("delegated", "me"): 409, ("user", "me"): 409},
+    # bulk jobs: administrators only (someone who administers nothing: 403); a job that is not the
+    # caller's (here: none exists) is 404 job_not_found
+    "bulk_start": {("platform", "me"): 202, ("delegated", "me"): 202, ("user", "me"): 403},
+    "bulk_list": {("platform", "me"): 200, ("delegated", "me"): 200, ("user", "me"): 403},
+    "bulk_get": {("platform", "me"): 404, ("delegated", "me"): 404, ("user", "me"): 403},
+    "bulk_items": {("platform", "me"): 404, ("delegated", "me"): 404, ("user", "me"): 403},
+    "bulk_cancel": {("platform", "me"): 404, ("delegated", "me"): 404, ("user", "me"): 403},
 }
 # Callers that are refused before any rule applies, on every authenticated route.
 REFUSED_CALLERS = ("suspended", "stale_token", "unknown")
@@ -230,7 +249,8 @@ def _target(cast: dict[str, User], caller: str, relation: str) -> User:
 
 
 def _path(route: Route, target: User | None) -> str:
-    return route.path.replace("{userId}", target.id.replace("|", "%7C")) if target else route.path
+    path = route.path.replace("{jobId}", "no-such-job")
+    return path.replace("{userId}", target.id.replace("|", "%7C")) if target else path
 
 
 def _snapshot(env: Env) -> tuple[int, int, int]:
@@ -247,10 +267,18 @@ def test_matrix(
     route = ROUTES[route_name]
     target = None if relation == "me" else _target(cast, caller, relation)
     before = _snapshot(env)
-    r = env.call(route.function, route.method, _path(route, target), as_user=cast[caller], body=route.body)
+    r = env.call(
+        route.function,
+        route.method,
+        _path(route, target),
+        as_user=cast[caller],
+        body=route.body,
+        headers=route.headers,
+    )
     assert r.status == expected, r
     if expected in (403, 404):
-        assert r.json()["code"] == ("forbidden" if expected == 403 else "user_not_found")
+        not_found = "job_not_found" if "{jobId}" in route.path else "user_not_found"
+        assert r.json()["code"] == ("forbidden" if expected == 403 else not_found)
         assert _snapshot(env) == before, "a refused request changed something"
 
 
@@ -270,7 +298,13 @@ def test_refused_callers(env: Env, cast: dict[str, User], route_name: str, calle
         iat = env.clock.now()
     before = _snapshot(env)
     r = env.call(
-        route.function, route.method, _path(route, cast["in"]), as_user=who, iat=iat, body=route.body
+        route.function,
+        route.method,
+        _path(route, cast["in"]),
+        as_user=who,
+        iat=iat,
+        body=route.body,
+        headers=route.headers,
     )
     assert r.status == 401, r
     assert r.json()["code"] == "token_revoked"
@@ -322,6 +356,11 @@ MACHINE_MATRIX: dict[str, tuple[str | None, int]] = {
     "patch_me": (None, 403),
     "reset_me": (None, 403),
     "verify_me": (None, 403),
+    "bulk_start": (None, 202),  # bulk:users and the action's scope: tests/integration/test_bulk_jobs.py
+    "bulk_list": ("bulk:users", 200),
+    "bulk_get": ("bulk:users", 404),
+    "bulk_items": ("bulk:users", 404),
+    "bulk_cancel": ("bulk:users", 404),
 }
 ALL_SCOPES = "read:users update:users suspend:users delete:users create:users bulk:users"
 
@@ -347,6 +386,7 @@ def test_machine_with_the_scope(env: Env, cast: dict[str, User], route_name: str
         _path(route, target),
         as_user=f"{MACHINE_CLIENT}@clients",
         body=route.body,
+        headers=route.headers,
         claims=machine_claims(scope or ALL_SCOPES),
     )
     assert r.status == expected, r
@@ -368,6 +408,7 @@ def test_machine_without_the_scope(env: Env, cast: dict[str, User], route_name: 
         _path(route, cast["in"]),
         as_user=f"{MACHINE_CLIENT}@clients",
         body=route.body,
+        headers=route.headers,
         claims=machine_claims(others),
     )
     assert r.status == 403, r
