@@ -25,6 +25,8 @@ def start(
     claims: dict[str, str] | None = None,
 ) -> Response:
     headers = {"idempotency-key": key} if key else {}
+    if claims is None and isinstance(caller, User):
+        claims = {"gty": "password"}  # as Auth0 issues a person's token (the job must not keep it)
     return env.call(
         "bulk-jobs", "POST", "/bulk-jobs", as_user=caller, body=body, headers=headers, claims=claims
     )

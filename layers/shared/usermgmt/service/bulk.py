@@ -395,7 +395,7 @@ class BulkService:
             sub=c.get("sub"),
             # the creator's own tokens are long gone: the job acts as they did when they started it,
             # and their record is checked again for every item (a suspended creator stops the job)
-            iat=2**62 if c.get("gty") is None else None,
+            iat=2**62,
             request_id=job.request_id,
             gty=c.get("gty"),
             scopes=frozenset(c.get("scopes") or ()),
