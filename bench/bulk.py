@@ -44,7 +44,9 @@ def run(n: int) -> dict[str, Any]:
         client.meta.events.register("before-call.*.*", lambda model, **_: calls.update([model.name]))
         with wired_env(DynamoStore(client, TABLE), client) as env:
             admin = env.add_user("ada@example.com", profile="administrator")
-            singles = [env.add_user(f"s{i:05d}@acme.example", memberships={"acme": ["Buyer"]}) for i in range(n)]
+            singles = [
+                env.add_user(f"s{i:05d}@acme.example", memberships={"acme": ["Buyer"]}) for i in range(n)
+            ]
             bulk = [env.add_user(f"b{i:05d}@acme.example", memberships={"acme": ["Buyer"]}) for i in range(n)]
             env.handler("suspend-user")
             env.handler("bulk-jobs")
