@@ -399,7 +399,7 @@ def test_a_bulk_job_its_key_items_counts_and_lists(store: UserStore) -> None:
     assert set(found) == {"auth0|a", "auth0|b"}
     page, cursor = store.job_items_page("j1", None, 1, None)
     assert [i.user_id for i in page] == ["auth0|a"] and cursor
-    rest, end = store.job_items_page("j1", None, 1, cursor)
+    rest, _end = store.job_items_page("j1", None, 1, cursor)
     assert [i.user_id for i in rest] == ["auth0|b"]
     failed, _ = store.job_items_page("j1", "failed", 10, None)
     assert [i.user_id for i in failed] == ["auth0|b"]
