@@ -44,6 +44,7 @@ from local.busview import BusView
 from local.gateway import Gateway, ServerHandle
 from local.gateway import serve as serve_gateway
 from local.lambda_runtime import DEFAULT_CONCURRENCY, WorkerPoolRuntime
+from local.queues import QueuePoller
 from local.seed import SeededUser, SeedError, apply_seed, load_seed
 from local.streams import StreamPoller
 from local.template import Stack, TemplateError, load_stack, load_template
@@ -139,9 +140,12 @@ class Config:
         return self.passthrough.get("PUBLIC_BASE_URL", self.api_url)
 
 
-def template_parameters(config: Config, secret_arn: str, declared: Mapping[str, Any]) -> dict[str, str]:
+def template_parameters(
+    config: Config, secret_arn: str, declared: Mapping[str, Any], machine_clients: str = ""
+) -> dict[str, str]:
     """Local values of the template's parameters (only those the template declares)."""
     values = {
+        "MachineClientIds": machine_clients,
         "Auth0Domain": f"{config.host}:{config.auth0_port}",
         "ApiAudience": config.audience,
         "Auth0ClientId": M2M_CLIENT_ID,
@@ -198,6 +202,7 @@ class LocalStack:
         self.auth0: LocalAuth0 | None = None
         self.gateway: Gateway | None = None
         self.streams: StreamPoller | None = None
+        self.queues: QueuePoller | None = None
         self.seeded: list[SeededUser] = []
         self._servers: list[ServerHandle | Any] = []
         self._aws_started = False
@@ -219,7 +224,9 @@ class LocalStack:
         declared = load_template(config.template).get("Parameters") or {}
         stack = load_stack(
             config.template,
-            parameters=template_parameters(config, secret_arn, declared),
+            parameters=template_parameters(
+                config, secret_arn, declared, ",".join(c.clientId for c in seed.machineClients)
+            ),
             region=REGION,
             sqs_endpoint=self.aws.endpoint,
         )
@@ -240,6 +247,8 @@ class LocalStack:
             m2m_client_secret=m2m_secret,
             connection=connection,
         )
+        for client in seed.machineClients:
+            self.auth0.add_machine_client(client.clientId, client.clientSecret, client.scopes)
         self._servers.append(serve_auth0(self.auth0, config.host, config.auth0_port))
 
         store = DynamoStore(self.aws.client("dynamodb"), _table_name(stack))
@@ -258,6 +267,9 @@ class LocalStack:
         # the template's DynamoDB stream mappings (publish-events) and the product bus's view and rules
         self.streams = StreamPoller(stack, self.gateway.invoke)
         self.streams.start()
+        # the template's SQS event source mappings (bulk-worker on the bulk jobs' queue)
+        self.queues = QueuePoller(stack, self.aws.client("sqs"), self.gateway.invoke)
+        self.queues.start()
         self.gateway.bus_view.start()
         self.gateway.mark_ready()
 
@@ -266,6 +278,8 @@ class LocalStack:
             self.gateway.ready = False
         if self.streams is not None:
             self.streams.stop()
+        if self.queues is not None:
+            self.queues.stop()
         if self.gateway is not None and self.gateway.bus_view is not None:
             self.gateway.bus_view.stop()
         while self._servers:

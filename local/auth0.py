@@ -34,7 +34,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -270,6 +270,8 @@ class LocalAuth0:
         self._tickets: dict[str, _Ticket] = {}
         self._faults: list[_Fault] = []
         self._tokens_issued: dict[str, int] = {}
+        # machine clients of the API (client id -> secret, scopes), from the seed's machineClients
+        self._machines: dict[str, tuple[str, tuple[str, ...]]] = {}
         # A plain list so callers may read (or clear) it directly; appended under the lock.
         self.request_log: list[dict[str, Any]] = []
 
@@ -522,6 +524,42 @@ class LocalAuth0:
             self._tokens_issued[grant] = self._tokens_issued.get(grant, 0) + 1
         return _json(body, 200, {"Cache-Control": "no-store", "Pragma": "no-cache"})
 
+    def add_machine_client(self, client_id: str, secret: str, scopes: Sequence[str]) -> None:
+        """A machine-to-machine application with a client grant to the API for ``scopes``."""
+        with self._lock:
+            self._machines[client_id] = (secret, tuple(scopes))
+
+    def _machine_token(self, client_id: str, secret: object, audience: object) -> dict[str, Any]:
+        """A client-credentials token for the API audience, as Auth0 issues it to a machine client."""
+        known, scopes = self._machines[client_id]
+        if not isinstance(secret, str) or not hmac.compare_digest(secret.encode(), known.encode()):
+            raise oauth_error(401, "access_denied", "Unauthorized")
+        if audience != self.api_audience:
+            raise oauth_error(
+                403,
+                "access_denied",
+                f'Client is not authorized to access "{audience}". You need to create a "client-grant" '
+                "associated to this API.",
+            )
+        now = int(self._clock())
+        claims = {
+            "iss": self.issuer,
+            "sub": f"{client_id}@clients",
+            "aud": self.api_audience,
+            "iat": now,
+            "exp": now + self.token_ttl,
+            "scope": " ".join(scopes),
+            "permissions": list(scopes),
+            "gty": "client-credentials",
+            "azp": client_id,
+        }
+        return {
+            "access_token": self.sign(claims),
+            "token_type": "Bearer",
+            "expires_in": self.token_ttl,
+            "scope": " ".join(scopes),
+        }
+
     def _client_credentials(self, request: Request, params: Mapping[str, Any]) -> dict[str, Any]:
         client_id = params.get("client_id")
         secret = params.get("client_secret")
@@ -534,6 +572,10 @@ class LocalAuth0:
             raise oauth_error(
                 403, "unauthorized_client", "Grant type 'client_credentials' not allowed for the client."
             )
+        with self._lock:
+            is_machine = client_id in self._machines
+        if is_machine:
+            return self._machine_token(str(client_id), secret, params.get("audience"))
         if (
             client_id != self.m2m_client_id
             or not isinstance(secret, str)

@@ -215,7 +215,8 @@ def create_stack_resources(
         created.tables[table.logical_id] = table.name
 
     sqs = aws("sqs")
-    for queue in stack.queues.values():
+    # a dead-letter queue must exist before the queue whose RedrivePolicy names it
+    for queue in sorted(stack.queues.values(), key=lambda q: "RedrivePolicy" in q.properties):
         attributes = {
             k: _attribute_text(queue.properties[k]) for k in _QUEUE_ATTRIBUTES if k in queue.properties
         }

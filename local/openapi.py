@@ -35,7 +35,7 @@ from usermgmt import schemas as models
 from usermgmt.models import ROLES
 from usermgmt.service.linkcheck import MESSAGES as LINK_MESSAGES
 from usermgmt.service.passwords import MAX_PASSWORD_CHARS
-from usermgmt.settings import MAX_BODY_BYTES, MAX_USER_ID_BYTES
+from usermgmt.settings import MAX_BODY_BYTES, MAX_BULK_BODY_BYTES, MAX_USER_ID_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -507,9 +507,67 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         (Ok(200, models.AccountResource, "The account"),),
         ("account_not_found", *STORE),
     ),
+    ("POST", "/bulk-jobs"): Operation(
+        "startBulkJob",
+        "bulk",
+        "Start a bulk job",
+        "Platform and delegated administrators, machine callers with bulk:users (and the action's"
+        " scope). One action for up to 10,000 userIds, or for the users a list filter matches under the"
+        " caller's scope; each item is the single-user operation by the same caller. Idempotency-Key is"
+        " required: the same key and body answer the first job again, another body is 409."
+        f" The body may be up to {MAX_BULK_BODY_BYTES} bytes.",
+        (Ok(202, models.BulkJobOut, "The job (Location: /bulk-jobs/{jobId})"),),
+        (
+            *WRITE,
+            "invalid_filter",
+            "forbidden",
+            "insufficient_scope",
+            "idempotency_key_reused",
+            "too_many_jobs",
+            *STORE,
+        ),
+        body="json:BulkJobIn",
+        body_required=True,
+        query=("idempotency-key",),
+    ),
+    ("GET", "/bulk-jobs"): Operation(
+        "listBulkJobs",
+        "bulk",
+        "List bulk jobs",
+        "The caller's jobs, newest first (platform administrators: everyone's).",
+        (Ok(200, models.BulkJobList, "One page of jobs"),),
+        ("validation_failed", "forbidden", "insufficient_scope", *STORE),
+        query=("page", "cursor"),
+    ),
+    ("GET", "/bulk-jobs/{jobId}"): Operation(
+        "getBulkJob",
+        "bulk",
+        "Read a bulk job",
+        "Its creator and platform administrators; anyone else 404.",
+        (Ok(200, models.BulkJobOut, "The job"),),
+        ("forbidden", "insufficient_scope", "job_not_found", *STORE),
+    ),
+    ("GET", "/bulk-jobs/{jobId}/items"): Operation(
+        "getBulkJobItems",
+        "bulk",
+        "Read a bulk job's items",
+        "Each target's status and, for a skipped or failed one, the code of SPEC section 9.",
+        (Ok(200, models.BulkItemList, "One page of items"),),
+        ("validation_failed", "forbidden", "insufficient_scope", "job_not_found", *STORE),
+        query=("status", "page", "cursor"),
+    ),
+    ("POST", "/bulk-jobs/{jobId}/cancel"): Operation(
+        "cancelBulkJob",
+        "bulk",
+        "Cancel a bulk job",
+        "Items not yet started end skipped (cancelled); a finished job is 409.",
+        (Ok(200, models.BulkJobOut, "The cancelled job"),),
+        ("forbidden", "insufficient_scope", "job_not_found", "job_finished", *STORE),
+    ),
 }
 
 TAGS = {
+    "bulk": "Bulk jobs: one request for many users",
     "users": "Administrators acting on a user",
     "lifecycle": "Suspend, enable, delete",
     "me": "The caller acting on themselves",
@@ -529,6 +587,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     models.CreateUserBody,
     models.InvitationBody,
     models.AcceptInvitation,
+    models.BulkJobIn,
 )
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     models.UserResource,
@@ -548,6 +607,9 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     models.Problem,
     models.GatewayUnauthorized,
     models.UserExport,
+    models.BulkJobOut,
+    models.BulkJobList,
+    models.BulkItemList,
 )
 
 
@@ -647,9 +709,9 @@ def component_schemas() -> dict[str, Any]:
     confirm.pop("anyOf", None)
     confirm.update({"type": "string", "maxLength": MAX_PASSWORD_CHARS})
     for name in REQUEST_MODELS:
+        limit = MAX_BULK_BODY_BYTES if name is models.BulkJobIn else MAX_BODY_BYTES
         schemas[name.__name__]["description"] = (
-            schemas[name.__name__].get("description", "")
-            + f" The body is at most {MAX_BODY_BYTES} bytes of UTF-8."
+            schemas[name.__name__].get("description", "") + f" The body is at most {limit} bytes of UTF-8."
         ).strip()
     return dict(sorted(schemas.items()))
 
@@ -767,6 +829,28 @@ def _parameters(path: str, op: Operation) -> list[dict[str, Any]]:
         )
     if "list-filters" in op.query:
         params += _list_filters("accountId" in op.query)
+    if "{jobId}" in path:
+        params.append({"$ref": "#/components/parameters/jobId"})
+    if "idempotency-key" in op.query:
+        params.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": True,
+                "description": "The caller's key for this job (1 to 255 characters)",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            }
+        )
+    if "status" in op.query:
+        params.append(
+            {
+                "name": "status",
+                "in": "query",
+                "required": False,
+                "description": "only items with this status",
+                "schema": {"type": "string", "enum": ["pending", "succeeded", "skipped", "failed"]},
+            }
+        )
     if "page" in op.query:
         params.append(
             {
@@ -910,6 +994,13 @@ def _components() -> dict[str, Any]:
                 "required": True,
                 "description": "The token of the link in the email (43 URL-safe characters).",
                 "schema": {"type": "string", "minLength": 1},
+            },
+            "jobId": {
+                "name": "jobId",
+                "in": "path",
+                "required": True,
+                "description": "The id of a bulk job.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 64},
             },
             "If-Match": {
                 "name": "If-Match",

@@ -6,11 +6,14 @@ The file (``local/seed.json`` or ``$SEED_FILE``)::
      "users": [{"email": "admin@example.com", "password": "...", "firstName": "Ada", "lastName": "Admin",
                 "profile": "administrator", "emailVerified": true,
                 "memberships": [{"accountId": "acme", "roles": ["Administrator"]}],
-                "defaultAccountId": "acme", "accountNumber": null, "status": "ACTIVE"}]}
+                "defaultAccountId": "acme", "accountNumber": null, "status": "ACTIVE"}],
+     "machineClients": [{"clientId": "ops-script", "clientSecret": "...", "scopes": ["bulk:users"]}]}
 
 Unknown keys are rejected, names and emails follow the user resource's rules, memberships must name
 seeded accounts, ``defaultAccountId`` one of the user's accounts, and passwords must meet Auth0's "fair"
-policy. User ids are deterministic: ``"auth0|" + sha256(email.lower()).hexdigest()[:24]``, so a restart
+policy. ``machineClients`` are the local Auth0's machine-to-machine applications of the API (client
+credentials with those scopes; the stack allows them in ``MACHINE_CLIENT_IDS``).
+User ids are deterministic: ``"auth0|" + sha256(email.lower()).hexdigest()[:24]``, so a restart
 keeps them.
 """
 
@@ -90,11 +93,27 @@ class SeedUser(BaseModel):
         return self
 
 
+MachineScope = Literal[
+    "read:users", "update:users", "suspend:users", "delete:users", "create:users", "bulk:users"
+]
+
+
+class SeedMachineClient(BaseModel):
+    """A machine-to-machine application with a client grant to the API (SPEC section 3)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    clientId: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    clientSecret: Annotated[str, Field(min_length=16, max_length=128)]
+    scopes: list[MachineScope] = Field(default_factory=list)
+
+
 class SeedFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     accounts: list[SeedAccount] = Field(default_factory=list)
     users: list[SeedUser] = Field(default_factory=list)
+    machineClients: list[SeedMachineClient] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> SeedFile:
@@ -104,6 +123,9 @@ class SeedFile(BaseModel):
         emails = [u.email for u in self.users]
         if len(emails) != len(set(emails)):
             raise ValueError("users: an email appears twice")
+        clients = [c.clientId for c in self.machineClients]
+        if len(clients) != len(set(clients)):
+            raise ValueError("machineClients: a clientId appears twice")
         known = set(account_ids)
         for index, user in enumerate(self.users):
             for membership in user.memberships:

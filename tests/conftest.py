@@ -165,6 +165,25 @@ class RecordingBus:
         return [e["detail"] for e in self.events if e["detail"]["subject"] == user_id]
 
 
+class RecordingQueue:
+    """The bulk jobs' queue: messages kept in order; ``drain`` delivers them as the event source
+    mapping would (batches of ``batch`` messages, failed ones back at the end)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.down = False
+        self._ids = 0
+
+    def send(self, bodies: list[dict[str, Any]]) -> None:
+        from usermgmt.ports import QueueUnavailable
+
+        if self.down:
+            raise QueueUnavailable("down")
+        for body in bodies:
+            self._ids += 1
+            self.messages.append({"messageId": f"m-{self._ids}", "body": json.dumps(body)})
+
+
 @functools.cache
 def table_definition() -> dict[str, Any]:
     """The table exactly as template.yaml defines it (never a hand copy)."""
@@ -205,6 +224,7 @@ class Env:
     clock: FakeClock
     dynamodb: Any
     bus: RecordingBus = field(default_factory=RecordingBus)
+    queue: RecordingQueue = field(default_factory=RecordingQueue)
     handlers: dict[str, ModuleType] = field(default_factory=dict)
 
     @property
@@ -221,6 +241,7 @@ class Env:
             mailer=self.mailer,
             clock=self.clock,
             bus=self.bus,
+            queue=self.queue,
         )
         container_module.override(self.container)
 
@@ -236,6 +257,21 @@ class Env:
         """One publish-events sweep (whatever waits in the outbox)."""
         self.clock.advance(self.container.settings.outbox_sweep_grace_seconds + 0.001)
         return self.container.publisher.sweep()
+
+    def drain_bulk(self, *, batch: int = 10, max_rounds: int = 1000) -> int:
+        """Deliver the bulk queue to bulk-worker until it is empty, as the event source mapping would;
+        returns the number of deliveries. A failed message goes back to the end of the queue."""
+        deliveries = 0
+        for _ in range(max_rounds):
+            if not self.queue.messages:
+                return deliveries
+            records = self.queue.messages[:batch]
+            del self.queue.messages[:batch]
+            result = self.send_event("bulk-worker", {"Records": records})
+            deliveries += len(records)
+            failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
+            self.queue.messages.extend(r for r in records if r["messageId"] in failed)
+        raise AssertionError("the bulk queue never drained")
 
     def run_sync(self) -> dict[str, Any]:
         """One sync-identity run."""
@@ -316,7 +352,10 @@ class Env:
         headers: dict[str, str] | None = None,
         query: dict[str, str] | None = None,
         source_ip: str = "203.0.113.10",
+        claims: dict[str, str] | None = None,
     ) -> Response:
+        """``claims`` adds to (or replaces) the verified token's claims (``gty``, ``scope``, ...)."""
+        extra_claims = dict(claims or {})
         event = http_event(
             method, path, body=body, raw_body=raw_body, headers=headers, query=query, source_ip=source_ip
         )
@@ -331,6 +370,7 @@ class Env:
             # ("absent": a token without the claim)
             if auth_time != "absent":
                 claims["auth_time"] = str(int(float(claims["iat"] if auth_time is None else auth_time)))
+            claims.update(extra_claims)
         result = self.handler(function).lambda_handler(event, LambdaContext(function))
         return Response(result)
 
@@ -430,9 +470,12 @@ def wired_env(store: Any, dynamodb: Any) -> Iterator[Env]:
         table_name=TABLE, public_base_url="https://users.example.com", auth0_domain="tenant.example"
     )
     idp, mailer, clock, bus = FakeIdentityProvider(), RecordingMailer(), FakeClock(), RecordingBus()
-    c = container_module.Container(settings, idp=idp, mailer=mailer, clock=clock, store=store, bus=bus)
+    queue = RecordingQueue()
+    c = container_module.Container(
+        settings, idp=idp, mailer=mailer, clock=clock, store=store, bus=bus, queue=queue
+    )
     container_module.override(c)
-    e = Env(container=c, idp=idp, mailer=mailer, clock=clock, dynamodb=dynamodb, bus=bus)
+    e = Env(container=c, idp=idp, mailer=mailer, clock=clock, dynamodb=dynamodb, bus=bus, queue=queue)
     _ENVS.append(e)
     e.add_account("acme", "Acme Corp")
     e.add_account("globex", "Globex Inc")

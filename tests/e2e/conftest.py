@@ -95,6 +95,14 @@ SEED = {
             "status": "SUSPENDED",
         },
     ],
+    "machineClients": [
+        {
+            "clientId": "e2e-bulk-script",
+            "clientSecret": "e2e-bulk-script-secret-1",
+            "scopes": ["read:users", "suspend:users", "bulk:users"],
+        },
+        {"clientId": "e2e-reader", "clientSecret": "e2e-reader-secret-0001", "scopes": ["read:users"]},
+    ],
 }
 
 

@@ -41,6 +41,7 @@ class Route:
     method: str
     path: str
     body: Any = None
+    headers: dict[str, str] | None = None
 
 
 ROUTES = {
@@ -64,6 +65,17 @@ ROUTES = {
     "revoke_me": Route("suspend-user", "POST", "/me/sessions/revoke"),
     "export": Route("export-user", "GET", "/users/{userId}/export"),
     "export_me": Route("export-user", "GET", "/me/export"),
+    "bulk_start": Route(
+        "bulk-jobs",
+        "POST",
+        "/bulk-jobs",
+        {"action": "enable", "userIds": ["auth0|ffffffffffffffffffffffff"]},
+        {"Idempotency-Key": "matrix"},
+    ),
+    "bulk_list": Route("bulk-jobs", "GET", "/bulk-jobs"),
+    "bulk_get": Route("bulk-jobs", "GET", "/bulk-jobs/{jobId}"),
+    "bulk_items": Route("bulk-jobs", "GET", "/bulk-jobs/{jobId}/items"),
+    "bulk_cancel": Route("bulk-jobs", "POST", "/bulk-jobs/{jobId}/cancel"),
 }
 # List routes: relation "all" (no target), or the account in the path: "in" = acme (the delegated
 # administrator's), "out" = globex.
@@ -240,6 +252,13 @@ MATRIX: dict[str, dict[tuple[str, str], int]] = {
     },
     "revoke_me": {("platform", "me"): 200, ("delegated", "me"): 200, ("user", "me"): 200},
     "export_me": {("platform", "me"): 200, ("delegated", "me"): 200, ("user", "me"): 200},
+    # bulk jobs: administrators only (someone who administers nothing: 403); a job that is not the
+    # caller's (here: none exists) is 404 job_not_found
+    "bulk_start": {("platform", "me"): 202, ("delegated", "me"): 202, ("user", "me"): 403},
+    "bulk_list": {("platform", "me"): 200, ("delegated", "me"): 200, ("user", "me"): 403},
+    "bulk_get": {("platform", "me"): 404, ("delegated", "me"): 404, ("user", "me"): 403},
+    "bulk_items": {("platform", "me"): 404, ("delegated", "me"): 404, ("user", "me"): 403},
+    "bulk_cancel": {("platform", "me"): 404, ("delegated", "me"): 404, ("user", "me"): 403},
 }
 # Callers that are refused before any rule applies, on every authenticated route.
 REFUSED_CALLERS = ("suspended", "stale_token", "unknown")
@@ -302,6 +321,7 @@ def _target(cast: dict[str, User], caller: str, relation: str) -> User:
 
 def _path(route: Route, target: User | None, relation: str = "in") -> str:
     path = route.path.replace("{accountId}", ACCOUNT_OF.get(relation, "acme"))
+    path = path.replace("{jobId}", "no-such-job")
     return path.replace("{userId}", target.id.replace("|", "%7C")) if target else path
 
 
@@ -322,11 +342,22 @@ def test_matrix(
     )
     before = _snapshot(env)
     r = env.call(
-        route.function, route.method, _path(route, target, relation), as_user=cast[caller], body=route.body
+        route.function,
+        route.method,
+        _path(route, target, relation),
+        as_user=cast[caller],
+        body=route.body,
+        headers=route.headers,
     )
     assert r.status == expected, r
     if expected in (403, 404):
-        not_found = "account_not_found" if "{accountId}" in route.path else "user_not_found"
+        not_found = (
+            "account_not_found"
+            if "{accountId}" in route.path
+            else "job_not_found"
+            if "{jobId}" in route.path
+            else "user_not_found"
+        )
         assert r.json()["code"] == ("forbidden" if expected == 403 else not_found)
         assert _snapshot(env) == before, "a refused request changed something"
 
@@ -347,7 +378,13 @@ def test_refused_callers(env: Env, cast: dict[str, User], route_name: str, calle
         iat = env.clock.now()
     before = _snapshot(env)
     r = env.call(
-        route.function, route.method, _path(route, cast["in"]), as_user=who, iat=iat, body=route.body
+        route.function,
+        route.method,
+        _path(route, cast["in"]),
+        as_user=who,
+        iat=iat,
+        body=route.body,
+        headers=route.headers,
     )
     assert r.status == 401, r
     assert r.json()["code"] == "token_revoked"
@@ -472,3 +509,175 @@ def test_create_routes_refuse_callers(env: Env, cast: dict[str, User], route_nam
     r = env.call(route.function, route.method, path, as_user=who, iat=iat, body=route.body)
     assert r.status == 401 and r.json()["code"] == "token_revoked", r
     assert _snapshot(env) == before
+
+
+# Machine callers (SPEC section 3): a client-credentials token acts with platform-administrator reach
+# limited by its scopes; /me routes refuse it; a client id not in MACHINE_CLIENT_IDS is refused.
+# route -> (the scope it needs, status with that scope on the "in" user)
+MACHINE_CLIENT = "m2m-script"
+MACHINE_MATRIX: dict[str, tuple[str | None, int]] = {
+    "get_user": ("read:users", 200),
+    "patch_user": ("update:users", 200),
+    "audit": ("read:users", 200),
+    "suspend": ("suspend:users", 200),
+    "enable": ("suspend:users", 200),
+    "delete": ("delete:users", 204),
+    "reset": ("update:users", 202),
+    "verify": ("update:users", 409),
+    "get_me": (None, 403),
+    "patch_me": (None, 403),
+    "reset_me": (None, 403),
+    "verify_me": (None, 403),
+    "list_users": ("read:users", 200),
+    "list_account_users": ("read:users", 200),
+    "list_accounts": ("read:users", 200),
+    "get_account": ("read:users", 200),
+    "revoke": ("update:users", 200),
+    "revoke_me": (None, 403),
+    "export": ("read:users", 200),
+    "export_me": (None, 403),
+    "bulk_start": (None, 202),  # bulk:users and the action's scope: tests/integration/test_bulk_jobs.py
+    "bulk_list": ("bulk:users", 200),
+    "bulk_get": ("bulk:users", 404),
+    "bulk_items": ("bulk:users", 404),
+    "bulk_cancel": ("bulk:users", 404),
+}
+ALL_SCOPES = "read:users update:users suspend:users delete:users create:users bulk:users"
+
+
+def machine_claims(scope: str, client_id: str = MACHINE_CLIENT) -> dict[str, str]:
+    return {"gty": "client-credentials", "scope": scope, "azp": client_id}
+
+
+def test_every_route_has_a_machine_row() -> None:
+    assert set(MACHINE_MATRIX) == set(ROUTES)
+
+
+@pytest.mark.parametrize("route_name", sorted(MACHINE_MATRIX))
+def test_machine_with_the_scope(env: Env, cast: dict[str, User], route_name: str) -> None:
+    env.configure(machine_client_ids=f"other,{MACHINE_CLIENT}")
+    route = ROUTES[route_name]
+    scope, expected = MACHINE_MATRIX[route_name]
+    target = None if route.path.startswith("/me") else cast["in"]
+    before = _snapshot(env)
+    r = env.call(
+        route.function,
+        route.method,
+        _path(route, target),
+        as_user=f"{MACHINE_CLIENT}@clients",
+        body=route.body,
+        headers=route.headers,
+        claims=machine_claims(scope or ALL_SCOPES),
+    )
+    assert r.status == expected, r
+    if expected == 403:
+        assert r.json()["code"] == "forbidden"
+        assert _snapshot(env) == before
+
+
+@pytest.mark.parametrize("route_name", sorted(n for n, (s, _) in MACHINE_MATRIX.items() if s))
+def test_machine_without_the_scope(env: Env, cast: dict[str, User], route_name: str) -> None:
+    env.configure(machine_client_ids=MACHINE_CLIENT)
+    route = ROUTES[route_name]
+    needed, _ = MACHINE_MATRIX[route_name]
+    others = " ".join(s for s in ALL_SCOPES.split() if s != needed)
+    before = _snapshot(env)
+    r = env.call(
+        route.function,
+        route.method,
+        _path(route, cast["in"]),
+        as_user=f"{MACHINE_CLIENT}@clients",
+        body=route.body,
+        headers=route.headers,
+        claims=machine_claims(others),
+    )
+    assert r.status == 403, r
+    assert r.json()["code"] == "insufficient_scope"
+    assert _snapshot(env) == before
+
+
+@pytest.mark.parametrize("allowed", ["", "someone-else"])
+def test_machine_not_allowed_is_refused(env: Env, cast: dict[str, User], allowed: str) -> None:
+    env.configure(machine_client_ids=allowed)
+    before = _snapshot(env)
+    r = env.call(
+        "suspend-user",
+        "POST",
+        _path(ROUTES["suspend"], cast["in"]),
+        as_user=f"{MACHINE_CLIENT}@clients",
+        claims=machine_claims(ALL_SCOPES),
+    )
+    assert r.status == 401, r
+    assert r.json()["code"] == "token_revoked"
+    assert _snapshot(env) == before
+
+
+def test_machine_is_audited_and_evented_as_a_client(env: Env, cast: dict[str, User]) -> None:
+    env.configure(machine_client_ids=MACHINE_CLIENT)
+    r = env.call(
+        "suspend-user",
+        "POST",
+        _path(ROUTES["suspend"], cast["in"]),
+        as_user=f"{MACHINE_CLIENT}@clients",
+        claims=machine_claims("suspend:users"),
+    )
+    assert r.status == 200, r
+    audit = env.call(
+        "update-user", "GET", _path(ROUTES["audit"], cast["in"]), as_user=cast["platform"]
+    ).json()["items"]
+    assert audit[0]["action"] == "user.suspended"
+    assert audit[0]["actor"] == MACHINE_CLIENT
+    env.publish()
+    (event,) = [e for e in env.bus.of(cast["in"].id) if e["type"] == "user.suspended"]
+    assert event["data"]["actor"] == {"type": "client", "id": MACHINE_CLIENT}
+
+
+def test_a_machine_gets_404_for_a_user_that_does_not_exist(env: Env, cast: dict[str, User]) -> None:
+    env.configure(machine_client_ids=MACHINE_CLIENT)
+    r = env.call(
+        "suspend-user",
+        "POST",
+        "/users/auth0%7Cffffffffffffffffffffffff/suspend",
+        as_user=f"{MACHINE_CLIENT}@clients",
+        claims=machine_claims("suspend:users"),
+    )
+    assert r.status == 404
+    assert r.json()["code"] == "user_not_found"
+
+
+# the create-user routes (SPEC section 13) for a machine: create:users creates and invites, read:users lists
+MACHINE_CREATE: dict[str, tuple[str, int]] = {
+    "create_user": ("create:users", 201),
+    "invite": ("create:users", 202),
+    "list_invitations": ("read:users", 200),
+    "resend": ("create:users", 202),
+    "revoke": ("create:users", 204),
+}
+
+
+def test_every_create_route_has_a_machine_row() -> None:
+    assert set(MACHINE_CREATE) == set(CREATE_ROUTES)
+
+
+@pytest.mark.parametrize("with_scope", [True, False])
+@pytest.mark.parametrize("route_name", sorted(MACHINE_CREATE))
+def test_machine_on_create_routes(env: Env, cast: dict[str, User], route_name: str, with_scope: bool) -> None:
+    env.configure(machine_client_ids=MACHINE_CLIENT)
+    route = CREATE_ROUTES[route_name]
+    needed, expected = MACHINE_CREATE[route_name]
+    path = _create_path(env, cast, route, "globex")
+    scope = needed if with_scope else " ".join(s for s in ALL_SCOPES.split() if s != needed)
+    before = _snapshot(env)
+    r = env.call(
+        route.function,
+        route.method,
+        path,
+        as_user=f"{MACHINE_CLIENT}@clients",
+        body=route.body,
+        claims=machine_claims(scope),
+    )
+    if with_scope:
+        assert r.status == expected, r
+    else:
+        assert (r.status, r.json()["code"]) == (403, "insufficient_scope"), r
+        assert _snapshot(env) == before

@@ -707,3 +707,21 @@ def test_tokens_issued_counter(app: LocalAuth0, client: Client) -> None:
     password_login(client)
     assert app.tokens_issued() == 2
     assert app.tokens_issued("password") == 1
+
+
+def test_machine_clients_get_api_tokens_with_their_scopes(app: LocalAuth0, client: Client) -> None:
+    import jwt as pyjwt
+
+    app.add_machine_client("ops-script", "ops-script-secret-value", ["read:users", "bulk:users"])
+    body = {"grant_type": "client_credentials", "client_id": "ops-script", "audience": API_AUD}
+    r = client.post("/oauth/token", json={**body, "client_secret": "ops-script-secret-value"})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    claims = pyjwt.decode(j(r)["access_token"], options={"verify_signature": False})
+    assert claims["sub"] == "ops-script@clients"
+    assert claims["aud"] == API_AUD
+    assert claims["gty"] == "client-credentials"
+    assert claims["scope"] == "read:users bulk:users"
+    assert claims["permissions"] == ["read:users", "bulk:users"]
+    assert client.post("/oauth/token", json={**body, "client_secret": "wrong"}).status_code == 401
+    wrong_audience = {**body, "client_secret": "ops-script-secret-value", "audience": MGMT_AUD}
+    assert client.post("/oauth/token", json=wrong_audience).status_code == 403

@@ -509,3 +509,81 @@ def test_the_active_administrator_count_never_drops_below_one(store: UserStore) 
     assert store.active_admin_count() == 2
     store.put_user(user(1, profile="administrator", status="SUSPENDED"))
     assert store.active_admin_count() == 1
+
+
+def _job(job_id: str, created_by: str = "auth0|creator", at: str = "2026-12-02T10:00:00.000Z") -> Any:
+    from usermgmt.store import BulkJob
+
+    return BulkJob(
+        id=job_id,
+        action="suspend",
+        status="queued",
+        dry_run=False,
+        created_by=created_by,
+        actor={"type": "platform_admin", "id": created_by},
+        created_at=at,
+        total=2,
+        params={},
+        caller={"sub": created_by, "gty": None, "scopes": []},
+        request_id="r1",
+        expires_at=2_000_000_000,
+        idempotency_key="k",
+        body_hash="h",
+    )
+
+
+def test_a_bulk_job_its_key_items_counts_and_lists(store: UserStore) -> None:
+    from usermgmt.store import (
+        BulkItem,
+        ClaimJobKey,
+        PutJob,
+        PutJobEntry,
+        SetJobStatus,
+        finish_item_ops,
+    )
+
+    job = _job("j1")
+    store.put_job_items(job, ["auth0|a", "auth0|b"])
+    store.transact(
+        [PutJob(job), ClaimJobKey(job.created_by, "k", job.id, 2_000_000_000), PutJobEntry("*", job)]
+    )
+    with pytest.raises(ConditionFailed) as reused:
+        store.transact([PutJob(_job("j2")), ClaimJobKey(job.created_by, "k", "j2", 2_000_000_000)])
+    assert reused.value.label == "idempotency-key"
+    assert store.get_job("j2") is None
+    assert store.job_for_key(job.created_by, "k") == "j1"
+    assert store.get_job("j1") == job
+    # an item is decided once; its counts move with it
+    store.transact(finish_item_ops(BulkItem("j1", "auth0|a", "succeeded"), job.expires_at))
+    with pytest.raises(ConditionFailed) as twice:
+        store.transact(finish_item_ops(BulkItem("j1", "auth0|a", "failed", "x", "y"), job.expires_at))
+    assert twice.value.label == "bulk-item"
+    store.transact(
+        finish_item_ops(BulkItem("j1", "auth0|b", "failed", "user_not_found", "User not found"), 1)
+    )
+    assert store.job_counts("j1") == {"succeeded": 1, "failed": 1}
+    found = store.job_items("j1", ["auth0|a", "auth0|b", "auth0|c"])
+    assert found["auth0|b"] == BulkItem("j1", "auth0|b", "failed", "user_not_found", "User not found")
+    assert set(found) == {"auth0|a", "auth0|b"}
+    page, cursor = store.job_items_page("j1", None, 1, None)
+    assert [i.user_id for i in page] == ["auth0|a"] and cursor
+    rest, _end = store.job_items_page("j1", None, 1, cursor)
+    assert [i.user_id for i in rest] == ["auth0|b"]
+    failed, _ = store.job_items_page("j1", "failed", 10, None)
+    assert [i.user_id for i in failed] == ["auth0|b"]
+    # status moves only from the statuses named
+    store.transact([SetJobStatus("j1", "running", ("queued",), "2026-12-02T10:00:01.000Z")])
+    with pytest.raises(ConditionFailed):
+        store.transact([SetJobStatus("j1", "running", ("queued",), "2026-12-02T10:00:02.000Z")])
+    store.transact([SetJobStatus("j1", "succeeded", ("queued", "running"), "2026-12-02T10:00:03.000Z")])
+    done = store.get_job("j1")
+    assert done is not None and done.status == "succeeded"
+    assert (done.started_at, done.finished_at) == ("2026-12-02T10:00:01.000Z", "2026-12-02T10:00:03.000Z")
+    later = _job("j3", at="2026-12-02T11:00:00.000Z")
+    store.transact([PutJob(later), PutJobEntry("*", later)])
+    jobs, next_cursor = store.jobs_page(None, 1, None)
+    assert [j.id for j in jobs] == ["j3"]
+    older, _ = store.jobs_page(None, 1, next_cursor)
+    assert [j.id for j in older] == ["j1"]
+    with pytest.raises(ValueError):
+        store.jobs_page("auth0|someone", 1, next_cursor)

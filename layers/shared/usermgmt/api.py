@@ -142,12 +142,15 @@ def request_ctx(app: APIGatewayHttpResolver) -> RequestCtx:
         claims = {}
     iat = _int_claim(claims, "iat")
     sub = claims.get("sub")
+    gty = claims.get("gty")
     return RequestCtx(
         sub=str(sub) if sub else None,
         iat=iat,
         request_id=rc.request_id or "",
         source_ip=rc.http.source_ip or "",
         auth_time=_int_claim(claims, _auth_time_claim()),
+        gty=str(gty) if gty else None,
+        scopes=token_scopes(claims),
     )
 
 
@@ -163,6 +166,21 @@ def _int_claim(claims: dict[str, Any], name: str) -> int | None:
         return int(float(str(claims[name])))
     except (KeyError, TypeError, ValueError, OverflowError):
         return None
+
+
+def token_scopes(claims: dict[str, Any]) -> frozenset[str]:
+    """What the token grants: ``scope`` (space-separated) and Auth0's ``permissions`` (RBAC).
+
+    API Gateway hands claims over as strings; an array claim arrives as ``[a b c]``.
+    """
+    found: set[str] = set()
+    for name in ("scope", "permissions"):
+        value = claims.get(name)
+        if isinstance(value, list):
+            found.update(str(v) for v in value)
+        elif value:
+            found.update(str(value).strip("[]").replace(",", " ").split())
+    return frozenset(found)
 
 
 def path_user_id(raw: str) -> str:
@@ -186,7 +204,7 @@ def is_json(media: str) -> bool:
     return media == JSON or (media.startswith("application/") and media.endswith("+json"))
 
 
-def body_bytes(app: APIGatewayHttpResolver) -> bytes:
+def body_bytes(app: APIGatewayHttpResolver, limit: int = MAX_BODY_BYTES) -> bytes:
     """The request body as sent (413 beyond ``MAX_BODY_BYTES``).
 
     API Gateway base64-encodes bodies it does not take for text; they are decoded here, never by
@@ -201,8 +219,8 @@ def body_bytes(app: APIGatewayHttpResolver) -> bytes:
             raw = base64.b64decode(body, validate=False)
         except (binascii.Error, ValueError):
             raw = body.encode()
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"The body must be at most {MAX_BODY_BYTES} bytes")
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"The body must be at most {limit} bytes")
     return raw
 
 
@@ -214,9 +232,10 @@ def body_text(raw: bytes, *, not_utf8: ApiError) -> str:
         raise not_utf8 from None
 
 
-def json_body(app: APIGatewayHttpResolver) -> Any:
-    """The parsed JSON body (None when empty): 413, 415 for another media type, 400 for bad JSON."""
-    raw = body_bytes(app)
+def json_body(app: APIGatewayHttpResolver, limit: int = MAX_BODY_BYTES) -> Any:
+    """The parsed JSON body (None when empty): 413 beyond ``limit``, 415 for another media type, 400
+    for bad JSON."""
+    raw = body_bytes(app, limit)
     if not is_json(media_type(app)):
         raise UnsupportedMediaType()
     text = body_text(raw, not_utf8=InvalidJson("The body must be JSON in UTF-8"))

@@ -7,10 +7,18 @@ from token claims.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from usermgmt.errors import Forbidden, ReauthenticationRequired, TokenRevoked, Unauthenticated, UserNotFound
+from usermgmt.errors import (
+    Forbidden,
+    InsufficientScope,
+    ReauthenticationRequired,
+    TokenRevoked,
+    Unauthenticated,
+    UserNotFound,
+)
 from usermgmt.models import ACTIVE, User
 
 CallerKind = Literal["platform", "delegated", "self"]
@@ -46,9 +54,37 @@ def system(job: str) -> Actor:
     return Actor("system", job)
 
 
+# Scopes a machine caller's token carries (SPEC section 3): what each route needs.
+READ_USERS = "read:users"
+UPDATE_USERS = "update:users"
+SUSPEND_USERS = "suspend:users"
+DELETE_USERS = "delete:users"
+CREATE_USERS = "create:users"
+BULK_USERS = "bulk:users"
+CLIENT_CREDENTIALS = "client-credentials"  # the ``gty`` claim of a client-credentials token
+MACHINE_SUFFIX = "@clients"
+
+
+@dataclass
+class JobItem:
+    """The bulk job an item is done for (SPEC section 14): named in its audit entry and event.
+
+    ``dry_run`` decides without committing; the write path records the item's ``outcome``:
+    ``changed``, ``unchanged`` (a no-op) or ``would_change`` (a dry run that would have changed it).
+    """
+
+    job_id: str
+    dry_run: bool = False
+    outcome: str = ""
+
+
 @dataclass(frozen=True)
 class RequestCtx:
-    """What a handler knows about the request: verified claims, request id, source address."""
+    """What a handler knows about the request: verified claims, request id, source address.
+
+    ``gty`` and ``scopes`` tell a machine caller (a client-credentials token) and what Auth0 granted
+    it; ``job`` is set when a bulk job's worker acts for the job's creator (one item).
+    """
 
     sub: str | None
     iat: int | None
@@ -56,11 +92,38 @@ class RequestCtx:
     source_ip: str = ""
     # when the person behind the token signed in (the AUTH_TIME_CLAIM claim; None: the token has none)
     auth_time: int | None = None
+    gty: str | None = None
+    scopes: frozenset[str] = frozenset()
+    job: JobItem | None = None
 
     def require_sub(self) -> str:
         if not self.sub:
             raise Unauthenticated("The token has no subject")
         return self.sub
+
+    @property
+    def is_machine(self) -> bool:
+        """A client-credentials token: ``gty`` says so, or its subject is ``<client_id>@clients``."""
+        return self.gty == CLIENT_CREDENTIALS or (self.sub or "").endswith(MACHINE_SUFFIX)
+
+    @property
+    def client_id(self) -> str:
+        sub = self.sub or ""
+        return sub[: -len(MACHINE_SUFFIX)] if sub.endswith(MACHINE_SUFFIX) else sub
+
+
+def machine_caller(ctx: RequestCtx, allowed: frozenset[str], scope: str) -> User:
+    """A machine caller as a caller record with platform-administrator reach (it has no user record).
+
+    Refused like an unknown caller (401 ``token_revoked``) when its client id is not allowed at all;
+    403 ``insufficient_scope`` when its token lacks ``scope``.
+    """
+    sub = ctx.require_sub()
+    if not sub.endswith(MACHINE_SUFFIX) or ctx.client_id not in allowed:
+        raise TokenRevoked()
+    if scope not in ctx.scopes:
+        raise InsufficientScope(f"This call needs the scope {scope}")
+    return User(id=sub, email="", first_name="", last_name="", profile="administrator")
 
 
 @dataclass(frozen=True)
@@ -72,9 +135,13 @@ class Access:
     target: User
     # accounts whose memberships the caller may see and edit (None: all)
     accounts: frozenset[str] | None
+    # a machine caller (platform-administrator reach within its scopes): its client id
+    client_id: str | None = None
 
     @property
     def actor(self) -> Actor:
+        if self.client_id is not None:
+            return Actor("client", self.client_id)
         return Actor(_ACTOR_OF_KIND[self.kind], self.caller.id)
 
 
@@ -85,6 +152,23 @@ def authenticate(ctx: RequestCtx, caller: User | None) -> User:
     if ctx.iat is None or ctx.iat < caller.tokens_valid_after:
         raise TokenRevoked()
     return caller
+
+
+def resolve_caller(
+    ctx: RequestCtx, read_user: Callable[[str], User | None], machines: frozenset[str], scope: str
+) -> User:
+    """The caller of a route that takes people and machines: a person's record (``authenticate``), or a
+    machine's in-memory record when its client id is allowed and its token carries ``scope``."""
+    if ctx.is_machine:
+        return machine_caller(ctx, machines, scope)
+    return authenticate(ctx, read_user(ctx.require_sub()))
+
+
+def actor_of(caller: User) -> Actor:
+    """How audit entries and events name an administrator, or a machine caller (``machine_caller``)."""
+    if caller.id.endswith(MACHINE_SUFFIX):
+        return Actor("client", caller.id[: -len(MACHINE_SUFFIX)])
+    return Actor("platform_admin" if caller.is_platform_admin else "delegated_admin", caller.id)
 
 
 def require_recent_sign_in(ctx: RequestCtx, max_age: int, now: float) -> None:

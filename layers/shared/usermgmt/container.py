@@ -17,7 +17,8 @@ from usermgmt.settings import Settings
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
 
-    from usermgmt.ports import Clock, Deps, EventBus, IdentityProvider, Mailer
+    from usermgmt.ports import Clock, Deps, EventBus, IdentityProvider, JobQueue, Mailer
+    from usermgmt.service.bulk import BulkService
     from usermgmt.service.cleanup import CleanupService
     from usermgmt.service.deliverability import DeliverabilityService
     from usermgmt.service.export import ExportService
@@ -53,6 +54,7 @@ class Container:
         mailer: Mailer | None = None,
         clock: Clock | None = None,
         bus: EventBus | None = None,
+        queue: JobQueue | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self._store = store
@@ -60,6 +62,7 @@ class Container:
         self._mailer = mailer
         self._clock = clock
         self._bus = bus
+        self._queue = queue
 
     # ------------------------------------------------------------------------------ adapters
     @cached_property
@@ -148,13 +151,17 @@ class Container:
     @cached_property
     def writer(self) -> Writer:
         from usermgmt.service.admins import AdminCounter
+        from usermgmt.service.bulk import BulkItems
         from usermgmt.service.lists import ListIndex
         from usermgmt.service.outbox import Outbox
         from usermgmt.service.writes import Writer
 
         # derived writers: asked for their ops with every commit (the outbox event, membership entries
-        # and account counts of the users list, the count of active platform administrators)
-        return Writer(self.deps, self.sync, [Outbox(self.deps), ListIndex(), AdminCounter()])
+        # and account counts of the users list, the count of active platform administrators, the
+        # result of a bulk job's item)
+        return Writer(
+            self.deps, self.sync, [Outbox(self.deps), ListIndex(), AdminCounter(), BulkItems(self.deps)]
+        )
 
     @cached_property
     def bus(self) -> EventBus:
@@ -224,6 +231,27 @@ class Container:
         from usermgmt.service.export import ExportService
 
         return ExportService(self.deps, self.writer)
+
+    @cached_property
+    def queue(self) -> JobQueue:
+        if self._queue is not None:
+            return self._queue
+        from usermgmt.adapters.sqs import SqsQueue
+
+        return SqsQueue(lambda: aws_client("sqs"), self.settings.bulk_queue_url)
+
+    @cached_property
+    def bulk(self) -> BulkService:
+        from usermgmt.service.bulk import BulkService, ListTargets
+
+        return BulkService(
+            self.deps,
+            self.queue,
+            users=self.users,
+            lifecycle=self.lifecycle,
+            passwords=self.passwords,
+            targets=ListTargets(self.lists),
+        )
 
 
 _current: Container | None = None

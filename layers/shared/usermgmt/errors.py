@@ -84,6 +84,10 @@ class Forbidden(ApiError):
     status, code, title = 403, "forbidden", "This action is not allowed"
 
 
+class InsufficientScope(ApiError):
+    status, code, title = 403, "insufficient_scope", "The token lacks the scope this call needs"
+
+
 class UserNotFound(ApiError):
     status, code, title = 404, "user_not_found", "User not found"
 
@@ -154,6 +158,25 @@ class LinkGone(ApiError):
         self.title = detail
         self.can_renew = can_renew
         super().__init__(detail)
+
+
+class JobNotFound(ApiError):
+    status, code, title = 404, "job_not_found", "Bulk job not found"
+
+
+class JobFinished(ApiError):
+    status, code, title = 409, "job_finished", "The bulk job has finished"
+
+
+class IdempotencyKeyReused(ApiError):
+    status, code, title = 409, "idempotency_key_reused", "This Idempotency-Key was used with another request"
+
+
+class TooManyJobs(ApiError):
+    status, code, title = 429, "too_many_jobs", "Too many bulk jobs are queued or running"
+
+    def __init__(self, retry_after: int = 60, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, int(retry_after)))})
 
 
 class VersionMismatch(ApiError):

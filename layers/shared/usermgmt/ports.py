@@ -137,6 +137,16 @@ class EventBus(Protocol):
         ...
 
 
+class QueueUnavailable(Exception):
+    """The queue could not be reached or refused messages."""
+
+
+class JobQueue(Protocol):
+    def send(self, bodies: list[dict[str, Any]]) -> None:
+        """Queue these messages (any number). Raises ``QueueUnavailable``."""
+        ...
+
+
 @dataclass(frozen=True)
 class Deps:
     """What every service is built from: settings, time and the ports (never the container)."""

@@ -423,3 +423,144 @@ class AccountResource(_Body):
 class AccountPage(_Body):
     items: list[AccountResource]
     nextCursor: Annotated[str | None, Field(description="pass as cursor for the next page; null: no more")]
+
+
+# ------------------------------------------------------------------------------------------------
+# Bulk jobs (SPEC section 14)
+# ------------------------------------------------------------------------------------------------
+
+BulkAction = Literal[
+    "suspend",
+    "enable",
+    "delete",
+    "password-reset",
+    "revoke-sessions",
+    "set-fields",
+    "add-roles",
+    "remove-roles",
+]
+
+
+class SetFieldsParams(_Body):
+    """``set-fields``: a merge patch of these fields, applied to every user as a PATCH would."""
+
+    firstName: Name | None = None
+    lastName: Name | None = None
+    profile: Profile | None = None
+    accountNumber: AccountNumber | None = None
+
+
+class RolesParams(_Body):
+    """``add-roles`` / ``remove-roles``: storefront roles in one account."""
+
+    accountId: AccountId
+    roles: Annotated[list[Role], Field(min_length=1, max_length=len(ROLES))]
+
+
+class BulkJobIn(_Body):
+    """``POST /bulk-jobs``: an action for ``userIds`` or for the users a list ``filter`` matches."""
+
+    action: BulkAction
+    userIds: (
+        Annotated[list[Annotated[str, Field(min_length=1, max_length=512)]], Field(min_length=1)] | None
+    ) = None
+    filter: Annotated[dict[str, Any], Field(description="the list filters of GET /users")] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    dryRun: bool = False
+
+
+def parse_bulk_job(body: object, max_targets: int) -> dict[str, Any]:
+    """Validate a bulk job request; returns it with its ``params`` checked for the action."""
+    if not isinstance(body, dict):
+        raise ValidationFailed(
+            "The body must be a JSON object", errors=[FieldProblem("", "must be an object")]
+        )
+    problems: list[FieldProblem] = []
+    try:
+        job = BulkJobIn.model_validate(body)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False, include_input=False, include_context=False):
+            problems.append(FieldProblem(".".join(str(p) for p in err["loc"]), _message(err["msg"])))
+        raise ValidationFailed(errors=problems) from None
+    if (job.userIds is None) == (job.filter is None):
+        raise ValidationFailed(errors=[FieldProblem("userIds", "give either userIds or filter")])
+    if job.userIds is not None and len(set(job.userIds)) > max_targets:
+        raise ValidationFailed(errors=[FieldProblem("userIds", f"at most {max_targets} users")])
+    params: dict[str, Any] = {}
+    models: dict[str, type[_Body]] = {
+        "set-fields": SetFieldsParams,
+        "add-roles": RolesParams,
+        "remove-roles": RolesParams,
+    }
+    model = models.get(job.action)
+    if model is None:
+        if job.params:
+            problems.append(FieldProblem("params", f"{job.action} takes no params"))
+    else:
+        present = {k: v for k, v in job.params.items()}
+        if model is SetFieldsParams:
+            for key, value in present.items():
+                if value is None and key != "accountNumber":
+                    problems.append(FieldProblem(f"params.{key}", "must not be null"))
+            if not present:
+                problems.append(FieldProblem("params", "name at least one field"))
+        try:
+            parsed = model.model_validate(present)
+            params = (
+                parsed.model_dump(include=set(present)) if model is SetFieldsParams else parsed.model_dump()
+            )
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False, include_input=False, include_context=False):
+                loc = ".".join(str(p) for p in err["loc"])
+                problems.append(FieldProblem(f"params.{loc}", _message(err["msg"])))
+    if problems:
+        raise ValidationFailed(errors=problems)
+    return {
+        "action": job.action,
+        "userIds": job.userIds,
+        "filter": job.filter,
+        "params": params,
+        "dryRun": job.dryRun,
+    }
+
+
+class BulkJobCounts(_Body):
+    total: int
+    pending: int
+    succeeded: int
+    skipped: int
+    failed: int
+
+
+class ActorOut(_Body):
+    type: Literal["platform_admin", "delegated_admin", "client"]
+    id: str
+
+
+class BulkJobOut(_Body):
+    id: str
+    action: BulkAction
+    status: Literal["queued", "running", "succeeded", "completed_with_errors", "cancelled"]
+    dryRun: bool
+    counts: BulkJobCounts
+    createdBy: ActorOut
+    createdAt: str
+    startedAt: str | None
+    finishedAt: str | None
+
+
+class BulkJobList(_Body):
+    items: list[BulkJobOut]
+    nextCursor: str | None
+
+
+class BulkItemOut(_Body):
+    userId: str
+    status: Literal["pending", "succeeded", "skipped", "failed"]
+    code: str | None
+    detail: str | None
+
+
+class BulkItemList(_Body):
+    items: list[BulkItemOut]
+    nextCursor: str | None

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_BODY_BYTES = 16 * 1024
+# POST /bulk-jobs: up to 10,000 user ids (about 33 bytes each as JSON) do not fit in 16 KiB
+MAX_BULK_BODY_BYTES = 1024 * 1024
 # Longer than any Auth0 user id ("provider|id"), well under DynamoDB's 2048-byte key limit.
 MAX_USER_ID_BYTES = 512
 
@@ -85,6 +87,13 @@ class Settings:
     # template; empty: derived from the table name, for local runs and tests only)
     list_cursor_key: str = ""
     list_cursor_ttl_seconds: int = 3600
+    # machine callers (client-credentials tokens) allowed at all: comma-separated client ids
+    machine_client_ids: str = ""
+    # bulk jobs (SPEC section 14)
+    bulk_queue_url: str = ""
+    bulk_max_active_jobs: int = 5
+    bulk_retention_days: int = 30
+    bulk_max_targets: int = 10000
 
     def __post_init__(self) -> None:
         for name, (low, high) in _RANGES.items():
@@ -108,6 +117,10 @@ class Settings:
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
+
+    @property
+    def machine_clients(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.machine_client_ids.split(",") if c.strip())
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -172,6 +185,9 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "cleanup_grace_seconds": (0, None),
     "cleanup_max_items": (1, None),
     "list_cursor_ttl_seconds": (1, 7 * 86400),
+    "bulk_max_active_jobs": (1, 1000),
+    "bulk_retention_days": (1, 365),
+    "bulk_max_targets": (1, 10000),
 }
 
 

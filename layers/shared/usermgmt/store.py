@@ -48,6 +48,7 @@ class AuditEntry:
     changes: tuple[dict[str, Any], ...] = ()
     # the version the entry records; part of the key so no two entries of a user ever collide
     seq: int = 0
+    job_id: str | None = None  # the bulk job the change was an item of
 
 
 @dataclass
@@ -109,6 +110,49 @@ class OutboxEvent:
     event: dict[str, Any]
     created_at: float
     attempts: int = 0
+
+
+@dataclass(frozen=True)
+class BulkJob:
+    """A bulk job (SPEC section 14). ``caller`` is what rebuilds the creator's request context for
+    each item (``sub``, ``gty``, ``scopes``); ``created_by`` is the creator's ``sub``."""
+
+    id: str
+    action: str
+    status: str  # queued | running | succeeded | completed_with_errors | cancelled
+    dry_run: bool
+    created_by: str
+    actor: dict[str, str]  # {"type", "id"} as audit and events name the creator
+    created_at: str
+    total: int
+    params: dict[str, Any]
+    caller: dict[str, Any]
+    request_id: str
+    expires_at: int  # epoch seconds: the job and its items are dropped after (DynamoDB TTL)
+    idempotency_key: str
+    body_hash: str
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+@dataclass(frozen=True)
+class BulkItem:
+    """One target of a job: ``pending`` until decided once, then ``succeeded``/``skipped``/``failed``."""
+
+    job_id: str
+    user_id: str
+    status: str = "pending"
+    code: str | None = None
+    detail: str | None = None
+
+
+BULK_COUNT_SHARDS = 16  # a job's counts are split so concurrent items rarely touch the same counter
+
+
+def bulk_shard(user_id: str) -> int:
+    import hashlib
+
+    return int(hashlib.sha256(user_id.encode()).hexdigest()[:8], 16) % BULK_COUNT_SHARDS
 
 
 @dataclass(frozen=True)
@@ -331,6 +375,73 @@ class AdjustAdminCount:
     label: str = "last-admin"
 
 
+@dataclass(frozen=True)
+class PutJob:
+    """A new bulk job (fails when the id is taken)."""
+
+    job: BulkJob
+    label: str = "job"
+
+
+@dataclass(frozen=True)
+class ClaimJobKey:
+    """The creator's ``Idempotency-Key`` for the job; fails when the creator used the key already."""
+
+    created_by: str
+    key: str
+    job_id: str
+    expires_at: int
+    label: str = "idempotency-key"
+
+
+@dataclass(frozen=True)
+class PutJobEntry:
+    """The job in a list of jobs, newest first: its creator's (``owner`` = creator) or everyone's (``*``)."""
+
+    owner: str
+    job: BulkJob
+    label: str = "job-entry"
+
+
+@dataclass(frozen=True)
+class FinishItem:
+    """Decide a job item once: from ``pending`` to its status (fails when it is decided already)."""
+
+    item: BulkItem
+    expires_at: int
+    label: str = "bulk-item"
+
+
+@dataclass(frozen=True)
+class CountItem:
+    """One more decided item of ``status`` in the job's counts (goes with its ``FinishItem``)."""
+
+    job_id: str
+    user_id: str
+    status: str
+    expires_at: int
+    label: str = "bulk-count"
+
+
+@dataclass(frozen=True)
+class SetJobStatus:
+    """Move a job to ``status`` while it is in one of ``current``; ``at`` is its start or finish time."""
+
+    job_id: str
+    status: str
+    current: tuple[str, ...]
+    at: str
+    label: str = "job"
+
+
+def finish_item_ops(item: BulkItem, expires_at: int) -> list[Op]:
+    """The ops that decide one item: its status and the job's counts, in one transaction."""
+    return [
+        FinishItem(item, expires_at),
+        CountItem(item.job_id, item.user_id, item.status, expires_at),
+    ]
+
+
 Op = (
     UpdateUser
     | CreateUser
@@ -351,6 +462,12 @@ Op = (
     | DeleteMember
     | AdjustCounts
     | AdjustAdminCount
+    | PutJob
+    | ClaimJobKey
+    | PutJobEntry
+    | FinishItem
+    | CountItem
+    | SetJobStatus
 )
 
 # ------------------------------------------------------------------------------------------------ the port
@@ -459,6 +576,35 @@ class UserStore(Protocol):
 
     def account_invitations(self, account_id: str, limit: int) -> list[Invitation]:
         """At most ``limit`` of the account's invitations (expired ones too), oldest first."""
+        ...
+
+    # bulk jobs (SPEC section 14)
+    def put_job_items(self, job: BulkJob, user_ids: Sequence[str]) -> None:
+        """Write a job's items (pending), before the job itself (``PutJob``); idempotent."""
+        ...
+
+    def get_job(self, job_id: str) -> BulkJob | None: ...
+
+    def job_for_key(self, created_by: str, key: str) -> str | None:
+        """The id of the job ``created_by`` started with ``Idempotency-Key`` ``key``."""
+        ...
+
+    def jobs_page(
+        self, created_by: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[BulkJob], str | None]:
+        """Newest first: one creator's jobs, or everyone's (``None``). ``ValueError`` for a bad cursor."""
+        ...
+
+    def job_counts(self, job_id: str) -> dict[str, int]:
+        """Decided items so far: ``succeeded``, ``skipped``, ``failed`` (strongly consistent)."""
+        ...
+
+    def job_items(self, job_id: str, user_ids: Sequence[str]) -> dict[str, BulkItem]: ...
+
+    def job_items_page(
+        self, job_id: str, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[BulkItem], str | None]:
+        """In user id order. ``ValueError`` for a bad cursor."""
         ...
 
     # seeding

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from usermgmt.errors import ConditionFailed, StoreError, StoreUnavailable
 from usermgmt.models import Membership, User
 from usermgmt.store import (
+    BULK_COUNT_SHARDS,
     COUNTED_STATUSES,
     LIST_ALL,
     Account,
@@ -30,7 +31,11 @@ from usermgmt.store import (
     AdjustAdminCount,
     AdjustCounts,
     AuditEntry,
+    BulkItem,
+    BulkJob,
     ClaimEmail,
+    ClaimJobKey,
+    CountItem,
     CreateUser,
     DeleteExpiredLink,
     DeleteInvitation,
@@ -40,6 +45,7 @@ from usermgmt.store import (
     DueWork,
     ExpiredLinkRef,
     ExpiredPage,
+    FinishItem,
     Invitation,
     Link,
     ListEntry,
@@ -50,14 +56,18 @@ from usermgmt.store import (
     PutAudit,
     PutEvent,
     PutInvitation,
+    PutJob,
+    PutJobEntry,
     PutLink,
     PutMember,
     PutTombstone,
     ReleaseEmail,
+    SetJobStatus,
     SyncState,
     UpdateUser,
     UseLink,
     account_scope,
+    bulk_shard,
     count_buckets,
     index_ops,
     key_user_id,
@@ -402,6 +412,7 @@ def _audit_item(entry: AuditEntry) -> dict[str, Any]:
         "action": {"S": entry.action},
         "requestId": {"S": entry.request_id},
         "changes": _to_av(list(entry.changes)),
+        **({"jobId": {"S": entry.job_id}} if entry.job_id else {}),
     }
 
 
@@ -464,6 +475,52 @@ def _outbox_event(item: dict[str, Any]) -> OutboxEvent:
         event=json.loads(data["event"]),
         created_at=float(data["createdAt"]),
         attempts=int(data.get("attempts", 0)),
+    )
+
+
+# ------------------------------------------------------------------------------------------- bulk jobs
+# JOB#<id> / JOB: the job; JOB#<id> / ITEM#<userId>: its items; JOB#<id> / COUNT#<nn>: its counts,
+# split in shards; JOBKEY#<creator> / KEY#<key>: an Idempotency-Key; JOBS#<owner> / <createdAt>#<id>:
+# the lists of jobs (a creator's, and everyone's under "*"). Every one carries ``ttl`` (retention).
+_JOB_MUTABLE = ("status", "started_at", "finished_at")
+
+
+def _job_key(job_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}}
+
+
+def _job_item_key(job_id: str, user_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": f"ITEM#{user_id}"}}
+
+
+def _job_record(job: BulkJob) -> dict[str, Any]:
+    fixed = {k: v for k, v in job.__dict__.items() if k not in _JOB_MUTABLE}
+    item: dict[str, Any] = {
+        **_job_key(job.id),
+        "job": {"S": json.dumps(fixed, separators=(",", ":"), sort_keys=True)},
+        "status": {"S": job.status},
+        "ttl": {"N": str(job.expires_at)},
+    }
+    return item
+
+
+def _job_from(item: dict[str, Any]) -> BulkJob:
+    fixed = json.loads(item["job"]["S"])
+    return BulkJob(
+        **fixed,
+        status=item["status"]["S"],
+        started_at=item["startedAt"]["S"] if "startedAt" in item else None,
+        finished_at=item["finishedAt"]["S"] if "finishedAt" in item else None,
+    )
+
+
+def _bulk_item(item: dict[str, Any]) -> BulkItem:
+    return BulkItem(
+        job_id=item["pk"]["S"].removeprefix("JOB#"),
+        user_id=item["sk"]["S"].removeprefix("ITEM#"),
+        status=item["status"]["S"],
+        code=item["code"]["S"] if "code" in item else None,
+        detail=item["detail"]["S"] if "detail" in item else None,
     )
 
 
@@ -570,6 +627,7 @@ class DynamoStore:
                     "action": i["action"],
                     "changes": i.get("changes", []),
                     "requestId": i.get("requestId"),
+                    **({"jobId": i["jobId"]} if i.get("jobId") else {}),
                 }
                 for i in items
             ],
@@ -727,6 +785,90 @@ class DynamoStore:
                 return {"Update": _adjust_counts(t, op)}
             case AdjustAdminCount(delta=delta):
                 return {"Update": _adjust_admin_count(t, delta)}
+            case PutJob(job=job):
+                return {
+                    "Put": {
+                        "TableName": t,
+                        "Item": _job_record(job),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            case ClaimJobKey(created_by=created_by, key=key, job_id=job_id, expires_at=expires_at):
+                return {
+                    "Put": {
+                        "TableName": t,
+                        "Item": {
+                            "pk": {"S": f"JOBKEY#{created_by}"},
+                            "sk": {"S": f"KEY#{key}"},
+                            "jobId": {"S": job_id},
+                            "ttl": {"N": str(expires_at)},
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            case PutJobEntry(owner=owner, job=job):
+                return {
+                    "Put": {
+                        "TableName": t,
+                        "Item": {
+                            "pk": {"S": f"JOBS#{owner}"},
+                            "sk": {"S": f"{job.created_at}#{job.id}"},
+                            "jobId": {"S": job.id},
+                            "ttl": {"N": str(job.expires_at)},
+                        },
+                    }
+                }
+            case FinishItem(item=item):
+                item_values: dict[str, Any] = {":s": {"S": item.status}, ":pending": {"S": "pending"}}
+                sets = ["#s = :s"]
+                for name in ("code", "detail"):
+                    field_value = getattr(item, name)
+                    if field_value is not None:
+                        item_values[f":{name}"] = {"S": field_value}
+                        sets.append(f"{name} = :{name}")
+                return {
+                    "Update": {
+                        "TableName": t,
+                        "Key": _job_item_key(item.job_id, item.user_id),
+                        "UpdateExpression": "SET " + ", ".join(sets),
+                        "ConditionExpression": "#s = :pending",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": item_values,
+                    }
+                }
+            case CountItem(job_id=job_id, user_id=user_id, status=status, expires_at=expires_at):
+                return {
+                    "Update": {
+                        "TableName": t,
+                        "Key": {
+                            "pk": {"S": f"JOB#{job_id}"},
+                            "sk": {"S": f"COUNT#{bulk_shard(user_id):02d}"},
+                        },
+                        "UpdateExpression": "ADD #n :one SET #ttl = if_not_exists(#ttl, :ttl)",
+                        "ExpressionAttributeNames": {"#n": status, "#ttl": "ttl"},
+                        "ExpressionAttributeValues": {":one": {"N": "1"}, ":ttl": {"N": str(expires_at)}},
+                    }
+                }
+            case SetJobStatus(job_id=job_id, status=status, current=current, at=at):
+                names = {"#s": "status"}
+                job_values: dict[str, Any] = {":s": {"S": status}, ":at": {"S": at}}
+                allowed = []
+                for i, value in enumerate(current):
+                    job_values[f":c{i}"] = {"S": value}
+                    allowed.append(f":c{i}")
+                stamp = (
+                    "startedAt = if_not_exists(startedAt, :at)" if status == "running" else "finishedAt = :at"
+                )
+                return {
+                    "Update": {
+                        "TableName": t,
+                        "Key": _job_key(job_id),
+                        "UpdateExpression": f"SET #s = :s, {stamp}",
+                        "ConditionExpression": f"#s IN ({', '.join(allowed)})",
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": job_values,
+                    }
+                }
         raise TypeError(f"not an op of this store: {type(op).__name__}")
 
     # -------------------------------------------------------------------------------- invitations
@@ -757,6 +899,134 @@ class DynamoStore:
                 break
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
         return sorted(found, key=lambda inv: (inv.created_at, inv.id))
+
+    # -------------------------------------------------------------------------------- bulk jobs
+    def put_job_items(self, job: BulkJob, user_ids: Sequence[str]) -> None:
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        **_job_item_key(job.id, user_id),
+                        "status": {"S": "pending"},
+                        "ttl": {"N": str(job.expires_at)},
+                    }
+                }
+            }
+            for user_id in dict.fromkeys(user_ids)
+        ]
+        for start in range(0, len(requests), 25):
+            pending: dict[str, Any] = {self._table: requests[start : start + 25]}
+            for attempt in range(8):
+                resp = self._call("batch_write_item", RequestItems=pending)
+                pending = resp.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+                time.sleep(min(1.0, 0.05 * 2**attempt))
+            if pending:
+                raise StoreUnavailable("items not written")
+
+    def get_job(self, job_id: str) -> BulkJob | None:
+        resp = self._call("get_item", TableName=self._table, Key=_job_key(job_id), ConsistentRead=True)
+        item = resp.get("Item")
+        return _job_from(item) if item else None
+
+    def job_for_key(self, created_by: str, key: str) -> str | None:
+        resp = self._call(
+            "get_item",
+            TableName=self._table,
+            Key={"pk": {"S": f"JOBKEY#{created_by}"}, "sk": {"S": f"KEY#{key}"}},
+            ConsistentRead=True,
+        )
+        item = resp.get("Item")
+        return str(item["jobId"]["S"]) if item else None
+
+    def jobs_page(
+        self, created_by: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[BulkJob], str | None]:
+        pk = f"JOBS#{created_by or '*'}"
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": pk}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+            "ConsistentRead": True,
+        }
+        if cursor:
+            start = decode_cursor(cursor)
+            if start.get("pk", {}).get("S") != pk:
+                raise ValueError("invalid cursor")
+            kwargs["ExclusiveStartKey"] = start
+        resp = self._call("query", **kwargs)
+        ids = [str(i["jobId"]["S"]) for i in resp.get("Items", [])]
+        found: dict[str, BulkJob] = {}
+        request: dict[str, Any] = (
+            {self._table: {"Keys": [_job_key(i) for i in ids], "ConsistentRead": True}} if ids else {}
+        )
+        while request:
+            got = self._call("batch_get_item", RequestItems=request)
+            for item in got.get("Responses", {}).get(self._table, []):
+                job = _job_from(item)
+                found[job.id] = job
+            request = got.get("UnprocessedKeys") or {}
+        last = resp.get("LastEvaluatedKey")
+        return [found[i] for i in ids if i in found], (_encode_cursor(last) if last else None)
+
+    def job_counts(self, job_id: str) -> dict[str, int]:
+        resp = self._call(
+            "query",
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :count)",
+            ExpressionAttributeValues={":pk": {"S": f"JOB#{job_id}"}, ":count": {"S": "COUNT#"}},
+            ConsistentRead=True,
+            Limit=BULK_COUNT_SHARDS,
+        )
+        counts: dict[str, int] = {}
+        for item in resp.get("Items", []):
+            for name in ("succeeded", "skipped", "failed"):
+                if name in item:
+                    counts[name] = counts.get(name, 0) + int(item[name]["N"])
+        return counts
+
+    def job_items(self, job_id: str, user_ids: Sequence[str]) -> dict[str, BulkItem]:
+        found: dict[str, BulkItem] = {}
+        ids = list(dict.fromkeys(user_ids))
+        for start in range(0, len(ids), 100):
+            keys = [_job_item_key(job_id, u) for u in ids[start : start + 100]]
+            request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                resp = self._call("batch_get_item", RequestItems=request)
+                for item in resp.get("Responses", {}).get(self._table, []):
+                    bulk = _bulk_item(item)
+                    found[bulk.user_id] = bulk
+                request = resp.get("UnprocessedKeys") or {}
+        return found
+
+    def job_items_page(
+        self, job_id: str, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[BulkItem], str | None]:
+        pk = f"JOB#{job_id}"
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :item)",
+            "ExpressionAttributeValues": {":pk": {"S": pk}, ":item": {"S": "ITEM#"}},
+            "Limit": limit,
+            "ConsistentRead": True,
+        }
+        if status:
+            kwargs["FilterExpression"] = "#s = :s"
+            kwargs["ExpressionAttributeNames"] = {"#s": "status"}
+            kwargs["ExpressionAttributeValues"][":s"] = {"S": status}
+        if cursor:
+            start = decode_cursor(cursor)
+            if start.get("pk", {}).get("S") != pk or not str(start.get("sk", {}).get("S", "")).startswith(
+                "ITEM#"
+            ):
+                raise ValueError("invalid cursor")
+            kwargs["ExclusiveStartKey"] = start
+        resp = self._call("query", **kwargs)
+        last = resp.get("LastEvaluatedKey")
+        return [_bulk_item(i) for i in resp.get("Items", [])], (_encode_cursor(last) if last else None)
 
     # -------------------------------------------------------------------------------- seeding
     def put_account(self, account_id: str, name: str) -> None:

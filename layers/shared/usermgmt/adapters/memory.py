@@ -26,7 +26,11 @@ from usermgmt.store import (
     AdjustAdminCount,
     AdjustCounts,
     AuditEntry,
+    BulkItem,
+    BulkJob,
     ClaimEmail,
+    ClaimJobKey,
+    CountItem,
     CreateUser,
     DeleteExpiredLink,
     DeleteInvitation,
@@ -36,6 +40,7 @@ from usermgmt.store import (
     DueWork,
     ExpiredLinkRef,
     ExpiredPage,
+    FinishItem,
     Invitation,
     Link,
     ListEntry,
@@ -46,10 +51,13 @@ from usermgmt.store import (
     PutAudit,
     PutEvent,
     PutInvitation,
+    PutJob,
+    PutJobEntry,
     PutLink,
     PutMember,
     PutTombstone,
     ReleaseEmail,
+    SetJobStatus,
     SyncState,
     UpdateUser,
     UseLink,
@@ -125,6 +133,11 @@ class MemoryStore:
         self.members: dict[str, dict[str, User]] = {}
         self.account_counts: dict[str, dict[str, int]] = {}
         self.admin_count = 0
+        self.jobs: dict[str, BulkJob] = {}
+        self.job_keys: dict[tuple[str, str], str] = {}
+        self.job_entries: dict[str, dict[str, str]] = {}  # owner -> "<createdAt>#<id>" -> job id
+        self.job_item_records: dict[str, dict[str, BulkItem]] = {}
+        self.job_count_records: dict[str, dict[str, int]] = {}
 
     # -------------------------------------------------------------------------------- reads
     def get_user(self, user_id: str) -> User | None:
@@ -164,6 +177,7 @@ class MemoryStore:
                         "action": e.action,
                         "changes": [dict(c) for c in e.changes],
                         "requestId": e.request_id,
+                        **({"jobId": e.job_id} if e.job_id else {}),
                     }
                     for e in entries
                 ],
@@ -221,6 +235,18 @@ class MemoryStore:
                 return current is not None and current.token_hash == token_hash
             case AdjustAdminCount(delta=delta):
                 return delta >= 0 or self.admin_count + delta >= 1
+            case PutJob(job=job):
+                return job.id not in self.jobs
+            case ClaimJobKey(created_by=created_by, key=key):
+                return (created_by, key) not in self.job_keys
+            case PutJobEntry() | CountItem():
+                return True
+            case FinishItem(item=item):
+                decided = self.job_item_records.get(item.job_id, {}).get(item.user_id)
+                return decided is not None and decided.status == "pending"
+            case SetJobStatus(job_id=job_id, current=current_statuses):
+                found = self.jobs.get(job_id)
+                return found is not None and found.status in current_statuses
         raise TypeError(f"not an op of this store: {type(op).__name__}")
 
     def _apply(self, op: Op) -> None:
@@ -280,6 +306,78 @@ class MemoryStore:
                     counts[status] = counts.get(status, 0) + n
             case AdjustAdminCount(delta=delta):
                 self.admin_count += delta
+            case PutJob(job=job):
+                self.jobs[job.id] = job
+            case ClaimJobKey(created_by=created_by, key=key, job_id=job_id):
+                self.job_keys[(created_by, key)] = job_id
+            case PutJobEntry(owner=owner, job=job):
+                self.job_entries.setdefault(owner, {})[f"{job.created_at}#{job.id}"] = job.id
+            case FinishItem(item=item):
+                self.job_item_records[item.job_id][item.user_id] = item
+            case CountItem(job_id=job_id, status=status):
+                counts = self.job_count_records.setdefault(job_id, {})
+                counts[status] = counts.get(status, 0) + 1
+            case SetJobStatus(job_id=job_id, status=status, at=at):
+                job = self.jobs[job_id]
+                if status == "running":
+                    self.jobs[job_id] = replace(job, status=status, started_at=job.started_at or at)
+                else:
+                    self.jobs[job_id] = replace(job, status=status, finished_at=at)
+
+    # -------------------------------------------------------------------------------- bulk jobs
+    def put_job_items(self, job: BulkJob, user_ids: Sequence[str]) -> None:
+        with self._lock:
+            items = self.job_item_records.setdefault(job.id, {})
+            for user_id in user_ids:
+                items.setdefault(user_id, BulkItem(job.id, user_id))
+
+    def get_job(self, job_id: str) -> BulkJob | None:
+        with self._lock:
+            return self.jobs.get(job_id)
+
+    def job_for_key(self, created_by: str, key: str) -> str | None:
+        with self._lock:
+            return self.job_keys.get((created_by, key))
+
+    def jobs_page(
+        self, created_by: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[BulkJob], str | None]:
+        with self._lock:
+            entries = self.job_entries.get(created_by or "*", {})
+            keys = sorted(entries, reverse=True)
+            if cursor:
+                start = _decode_cursor(cursor)
+                if start not in entries:
+                    raise ValueError("invalid cursor")
+                keys = [k for k in keys if k < start]
+            page = keys[:limit]
+            more = len(keys) > limit
+            return [self.jobs[entries[k]] for k in page], (_encode_cursor(page[-1]) if more else None)
+
+    def job_counts(self, job_id: str) -> dict[str, int]:
+        with self._lock:
+            return dict(self.job_count_records.get(job_id, {}))
+
+    def job_items(self, job_id: str, user_ids: Sequence[str]) -> dict[str, BulkItem]:
+        with self._lock:
+            items = self.job_item_records.get(job_id, {})
+            return {u: items[u] for u in user_ids if u in items}
+
+    def job_items_page(
+        self, job_id: str, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[BulkItem], str | None]:
+        with self._lock:
+            items = self.job_item_records.get(job_id, {})
+            keys = sorted(items)
+            if cursor:
+                start = _decode_cursor(cursor)
+                if start not in items:
+                    raise ValueError("invalid cursor")
+                keys = [k for k in keys if k > start]
+            page = keys[:limit]
+            more = len(keys) > limit
+            found = [items[k] for k in page if status is None or items[k].status == status]
+            return found, (_encode_cursor(page[-1]) if more else None)
 
     # -------------------------------------------------------------------------------- link claims
     def claim_link(self, token_hash: str, claim: str, now: int, until: int) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from usermgmt.auth import Access, RequestCtx, require_platform
+from usermgmt.auth import READ_USERS, Access, RequestCtx, require_platform
 from usermgmt.clock import rfc3339
 from usermgmt.models import User, user_view
 from usermgmt.ports import Deps
@@ -41,7 +41,7 @@ class ExportService:
         def plan(access: Access, now: float) -> Plan:
             return Plan(after=access.target, action=EXPORTED_ACTION)
 
-        written = self.w.write(ctx, target_id, None, plan, access_check=check)
+        written = self.w.write(ctx, target_id, None, plan, access_check=check, scope=READ_USERS)
         return self.document(written.user)
 
     def document(self, user: User) -> dict[str, Any]:

@@ -23,7 +23,16 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from usermgmt.auth import PUBLIC, STOREFRONT, Actor, RequestCtx, authenticate
+from usermgmt.auth import (
+    CREATE_USERS,
+    PUBLIC,
+    READ_USERS,
+    STOREFRONT,
+    Actor,
+    RequestCtx,
+    actor_of,
+    resolve_caller,
+)
 from usermgmt.clock import rfc3339
 from usermgmt.emails import invitation as invitation_email
 from usermgmt.emails import mask
@@ -152,17 +161,17 @@ class InvitationService:
         self.limiter = RateLimiter(deps.store, deps.settings.rate_limit_window_seconds)
 
     # ------------------------------------------------------------------------------ callers
-    def _caller(self, ctx: RequestCtx) -> User:
-        sub = ctx.require_sub()
-        return authenticate(ctx, self.d.store.get_users([sub]).get(sub))
+    def _caller(self, ctx: RequestCtx, scope: str = CREATE_USERS) -> User:
+        """A person, or a machine caller with ``scope`` (platform reach)."""
+        return resolve_caller(ctx, self.d.store.get_user, self.d.settings.machine_clients, scope)
 
     @staticmethod
     def _actor(caller: User) -> Actor:
-        return Actor("platform_admin" if caller.is_platform_admin else "delegated_admin", caller.id)
+        return actor_of(caller)
 
-    def _account_admin(self, ctx: RequestCtx, account_id: str) -> User:
+    def _account_admin(self, ctx: RequestCtx, account_id: str, scope: str = CREATE_USERS) -> User:
         """Platform administrators and administrators of ``account_id``; else 404 account_not_found."""
-        caller = self._caller(ctx)
+        caller = self._caller(ctx, scope)
         if caller.is_platform_admin or account_id in caller.administered_accounts():
             return caller
         raise AccountNotFound()
@@ -330,7 +339,7 @@ class InvitationService:
         return sent[0]
 
     def list_pending(self, ctx: RequestCtx, account_id: str) -> dict[str, Any]:
-        self._account_admin(ctx, account_id)
+        self._account_admin(ctx, account_id, READ_USERS)
         now = self.d.clock.now()
         invitations = self.d.store.account_invitations(account_id, MAX_LISTED)
         users = self.d.store.get_users({inv.user_id for inv in invitations}) if invitations else {}

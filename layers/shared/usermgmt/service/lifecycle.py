@@ -13,7 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from usermgmt.auth import Access, RequestCtx, forbid_self, require_platform, require_recent_sign_in
+from usermgmt.auth import (
+    DELETE_USERS,
+    SUSPEND_USERS,
+    Access,
+    RequestCtx,
+    forbid_self,
+    require_platform,
+    require_recent_sign_in,
+)
 from usermgmt.clock import revocation_second
 from usermgmt.emails import account_deleted, account_suspended, greeting_name
 from usermgmt.models import ACTIVE, INVITED, SUSPENDED, user_view
@@ -52,14 +60,21 @@ class LifecycleService:
         self, ctx: RequestCtx, target_id: str, expected_version: int | None
     ) -> tuple[dict[str, Any], int]:
         """Status SUSPENDED, every token issued so far refused, every outstanding link dead, Auth0 blocked."""
-        written = self.w.write(ctx, target_id, expected_version, _plan_suspend, access_check=_no_self_suspend)
+        written = self.w.write(
+            ctx,
+            target_id,
+            expected_version,
+            _plan_suspend,
+            access_check=_no_self_suspend,
+            scope=SUSPEND_USERS,
+        )
         return user_view(written.user, written.access.accounts), written.user.version
 
     def enable(
         self, ctx: RequestCtx, target_id: str, expected_version: int | None
     ) -> tuple[dict[str, Any], int]:
         """Status ACTIVE and Auth0 unblocked; tokens issued before the suspension stay refused."""
-        written = self.w.write(ctx, target_id, expected_version, _plan_enable)
+        written = self.w.write(ctx, target_id, expected_version, _plan_enable, scope=SUSPEND_USERS)
         return user_view(written.user, written.access.accounts), written.user.version
 
     def revoke_sessions(self, ctx: RequestCtx, target_id: str | None) -> tuple[dict[str, Any], int]:
@@ -88,7 +103,9 @@ class LifecycleService:
 
     def delete(self, ctx: RequestCtx, target_id: str, expected_version: int | None) -> Deleted:
         """Remove the user at once, erase their personal data, and delete them in Auth0 (now or later)."""
-        written = self.w.write(ctx, target_id, expected_version, _plan_delete, access_check=_may_delete)
+        written = self.w.write(
+            ctx, target_id, expected_version, _plan_delete, access_check=_may_delete, scope=DELETE_USERS
+        )
         return Deleted(written.user.id, written.user.idp_sync)
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from usermgmt.auth import RequestCtx, authenticate
+from usermgmt.auth import READ_USERS, RequestCtx, resolve_caller
 from usermgmt.errors import AccountNotFound, Forbidden, InvalidCursor, InvalidFilter
 from usermgmt.models import ROLES, User, user_view
 from usermgmt.ports import Deps
@@ -320,8 +320,8 @@ class ListService:
 
     # ------------------------------------------------------------------------------ callers
     def _caller(self, ctx: RequestCtx) -> User:
-        sub = ctx.require_sub()
-        return authenticate(ctx, self.d.store.get_user(sub))
+        """A person, or a machine caller with ``read:users`` (platform reach)."""
+        return resolve_caller(ctx, self.d.store.get_user, self.d.settings.machine_clients, READ_USERS)
 
     def _scope(self, caller: User, account_id: str | None) -> _Scope:
         if caller.is_platform_admin:
@@ -343,7 +343,13 @@ class ListService:
     def list_users(
         self, ctx: RequestCtx, params: Mapping[str, str], path_account: str | None = None
     ) -> dict[str, Any]:
-        caller = self._caller(ctx)
+        return self.list_for(self._caller(ctx), params, path_account)
+
+    def list_for(
+        self, caller: User, params: Mapping[str, str], path_account: str | None = None
+    ) -> dict[str, Any]:
+        """A page of the users ``caller`` may see (``list_users`` once the caller is known; bulk jobs'
+        filters)."""
         if (
             path_account is not None
             and not caller.is_platform_admin

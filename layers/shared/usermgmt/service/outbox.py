@@ -53,6 +53,7 @@ EVENT_TYPES: dict[str, str | None] = {
     "user.verification_email_sent": "user.updated",
     "user.invitation_revoked": "user.updated",  # a new link: every version has its event
 }
+BULK_JOB_FINISHED = "bulk_job.finished"  # not a user's change: written by the bulk service
 IDP_SYNC_FAILED = "user.idp_sync_failed"
 
 
@@ -138,6 +139,7 @@ class Outbox:
             fields=fields,
             actor=change.actor,
             request_id=change.request_id,
+            job_id=change.job_id,
         )
         event = OutboxEvent(user_id, outbox_key(change.version), detail_type, detail, self.d.clock.now())
         return [PutEvent(event)]

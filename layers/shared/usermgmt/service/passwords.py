@@ -135,6 +135,8 @@ class PasswordService:
                 raise UserSuspended("No reset link is sent to a suspended user")
             if mail_blocked(target, target.email):
                 raise EmailUndeliverable()
+            if ctx.job is not None and ctx.job.dry_run:
+                taken[target.email] = (True, 0)  # a dry run decides; it takes no slot of the limit
             if target.email not in taken:  # a re-plan after a write conflict takes no second slot
                 taken[target.email] = self._take_address(target.email, now, authenticated=True)
             allowed, retry_after = taken[target.email]

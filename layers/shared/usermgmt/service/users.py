@@ -21,7 +21,7 @@ from usermgmt.errors import (
     ValidationFailed,
 )
 from usermgmt.links import CANCEL, VERIFY
-from usermgmt.models import ADMIN_ROLE, Membership, User, user_view
+from usermgmt.models import ADMIN_ROLE, ROLES, Membership, User, user_view
 from usermgmt.observability import count
 from usermgmt.ports import Deps, Email
 from usermgmt.ratelimit import VERIFY_PER_ADDRESS, VERIFY_PER_USER, RateLimiter
@@ -131,6 +131,45 @@ class UserService:
             return self._plan_patch(access, fields, now, take)
 
         written = self.w.write(ctx, target_id, expected_version, plan)
+        return user_view(written.user, written.access.accounts), written.user.version
+
+    def change_roles(
+        self, ctx: RequestCtx, target_id: str, account_id: str, roles: list[str], *, add: bool
+    ) -> tuple[dict[str, Any], int]:
+        """Add or remove storefront roles in one account (a bulk job's ``add-roles``/``remove-roles``).
+
+        The same PATCH of ``memberships`` a caller would send, computed from the user as read in the
+        write path (so a concurrent change is never overwritten): a platform administrator's replaces
+        the list, a delegated administrator's names only that account. The user must be a member of
+        the account (422 otherwise); a membership left without roles is a 422 as in a PATCH.
+        """
+        from usermgmt.schemas import parse_patch
+
+        take = self.limiter.once_per_request()
+
+        def plan(access: Access, now: float) -> Plan | None:
+            t = access.target
+            current = {m.account_id: m for m in t.memberships}
+            visible = access.accounts is None or account_id in access.accounts
+            if account_id not in current or not visible:
+                raise ValidationFailed(
+                    errors=[FieldProblem("params.accountId", "the user is not a member of this account")]
+                )
+            old = set(current[account_id].roles)
+            new = old | set(roles) if add else old - set(roles)
+            entry = {"accountId": account_id, "roles": [r for r in ROLES if r in new]}
+            if access.kind == "platform":
+                entries = [
+                    entry
+                    if m.account_id == account_id
+                    else {"accountId": m.account_id, "roles": list(m.roles)}
+                    for m in t.memberships
+                ]
+            else:
+                entries = [entry]
+            return self._plan_patch(access, parse_patch(access.kind, {"memberships": entries}), now, take)
+
+        written = self.w.write(ctx, target_id, None, plan)
         return user_view(written.user, written.access.accounts), written.user.version
 
     def _plan_patch(self, access: Access, fields: dict[str, Any], now: float, take: Take) -> Plan | None:

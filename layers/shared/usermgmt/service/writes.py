@@ -24,9 +24,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from usermgmt.auth import Access, Actor, RequestCtx, admin_access, authenticate, self_access
+from usermgmt.auth import (
+    READ_USERS,
+    UPDATE_USERS,
+    Access,
+    Actor,
+    RequestCtx,
+    admin_access,
+    authenticate,
+    machine_caller,
+    self_access,
+)
 from usermgmt.clock import rfc3339
-from usermgmt.errors import ConditionFailed, DependencyUnavailable, MailNotSent, VersionMismatch
+from usermgmt.errors import ConditionFailed, DependencyUnavailable, Forbidden, MailNotSent, VersionMismatch
 from usermgmt.links import address_hash, link_url, new_token
 from usermgmt.models import User, mail_blocked
 from usermgmt.observability import count, logger
@@ -137,6 +147,7 @@ class Change:
     request_id: str
     at: str  # RFC 3339 time of the change
     version: int  # the user's version after it
+    job_id: str | None = None  # the bulk job this change is an item of
 
 
 class Derived(Protocol):
@@ -164,8 +175,20 @@ class Writer:
         self.derived = tuple(derived)
 
     # ------------------------------------------------------------------------------ access
-    def access(self, ctx: RequestCtx, target_id: str | None) -> Access:
-        """Caller and target in one strongly consistent round trip; ``None`` target = ``/me``."""
+    def access(self, ctx: RequestCtx, target_id: str | None, scope: str = READ_USERS) -> Access:
+        """Caller and target in one strongly consistent round trip; ``None`` target = ``/me``.
+
+        A machine caller (client-credentials token) has no record: it is allowed by client id, needs
+        ``scope`` (what the route asks of a machine), reaches users as a platform administrator, and
+        is refused every ``/me`` route.
+        """
+        if ctx.is_machine:
+            caller = machine_caller(ctx, self.d.settings.machine_clients, scope)
+            if target_id is None:
+                raise Forbidden("A machine caller has no /me")
+            target = self.d.store.get_user(target_id)
+            found = admin_access(caller, target)
+            return Access(found.kind, caller, found.target, None, client_id=ctx.client_id)
         sub = ctx.require_sub()
         ids = [sub] if target_id in (None, sub) else [sub, target_id]
         users = self.d.store.get_users(ids)
@@ -183,9 +206,10 @@ class Writer:
         planner: Planner,
         *,
         access_check: Callable[[Access], None] | None = None,
+        scope: str = UPDATE_USERS,
     ) -> Written:
         for _attempt in range(MAX_CONFLICT_RETRIES):
-            access = self.access(ctx, target_id)
+            access = self.access(ctx, target_id, scope)
             if access_check:
                 access_check(access)
             before = access.target
@@ -193,11 +217,26 @@ class Writer:
                 raise VersionMismatch(f"The user is at version {before.version}")
             now = self.d.clock.now()
             plan = planner(access, now)
+            job = ctx.job
             if plan is None:
+                if job is not None:
+                    job.outcome = "unchanged"
                 return Written(before, access, None)
-            committed = self.commit(before, plan, now, actor=access.actor, request_id=ctx.request_id)
+            if job is not None and job.dry_run:
+                job.outcome = "would_change"  # decided by the same rules; nothing is committed
+                return Written(before, access, None)
+            committed = self.commit(
+                before,
+                plan,
+                now,
+                actor=access.actor,
+                request_id=ctx.request_id,
+                job_id=job.job_id if job else None,
+            )
             if committed is None:
                 continue  # someone else wrote first: read again and re-apply
+            if job is not None:
+                job.outcome = "changed"
             return Written(self.complete(committed, plan), access, plan)
         raise DependencyUnavailable("The user is being changed by others; try again")
 
@@ -223,7 +262,14 @@ class Writer:
         raise DependencyUnavailable("The user is being changed by others; try again")
 
     def commit(
-        self, before: User | None, plan: Plan, now: float, *, actor: Actor, request_id: str
+        self,
+        before: User | None,
+        plan: Plan,
+        now: float,
+        *,
+        actor: Actor,
+        request_id: str,
+        job_id: str | None = None,
     ) -> Committed | None:
         """Commit ``plan`` over ``before`` in one transaction. ``None``: someone else changed the user first
         (for a creation: the id was taken; the planner picks another).
@@ -265,10 +311,11 @@ class Writer:
                 request_id=request_id or new_id(),
                 changes=() if plan.delete else tuple(plan.changes),
                 seq=version,
+                job_id=job_id,
             )
             ops.append(PutAudit(entry, keep=plan.delete))
         ops.extend(plan.ops)
-        change = Change(before, None if plan.delete else after, plan, actor, request_id, at, version)
+        change = Change(before, None if plan.delete else after, plan, actor, request_id, at, version, job_id)
         for derived in self.derived:
             ops.extend(derived.ops(change))
         try:
