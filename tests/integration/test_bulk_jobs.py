@@ -383,7 +383,9 @@ def test_a_filter_over_many_pages_finds_every_user_once(env: Env, cast: dict[str
 def test_revoke_sessions_signs_every_target_out(env: Env, cast: dict[str, User]) -> None:
     issued = env.clock.now()
     env.clock.advance(2)
-    r = start(env, cast["admin"], {"action": "revoke-sessions", "userIds": [cast["bob"].id, cast["carol"].id]})
+    r = start(
+        env, cast["admin"], {"action": "revoke-sessions", "userIds": [cast["bob"].id, cast["carol"].id]}
+    )
     assert r.status == 202, r
     env.drain_bulk()
     final = job(env, cast["admin"], r.json()["id"]).json()
