@@ -4,7 +4,8 @@
 the cleanup-cost benchmark, which seeds a 100,000-item table (about 3 more minutes). `python -m bench
 load [options]` runs only the load run against a local stack it starts (see bench/load.py), and
 `python -m bench events [--changes N]` only the commit-to-bus latency of lifecycle events
-(bench/events_latency.py); `cleanup` and `list` (bench/list_cost.py;
+(bench/events_latency.py), `python -m bench bulk [--users N]` only a bulk job against single calls on a
+local stack (bench/bulk_stack.py); `cleanup` and `list` (bench/list_cost.py;
 sizes with its own --small/--big) add those cost benchmarks.
 """
 
@@ -21,6 +22,12 @@ def main(argv: list[str]) -> None:
 
         print("## Lifecycle events: commit to bus\n")
         events_latency.main(argv[1:])
+        return
+    if argv[:1] == ["bulk"]:
+        from bench import bulk_stack
+
+        print("## Bulk job on the local stack\n")
+        bulk_stack.main(argv[1:])
         return
     if argv[:1] == ["load"]:
         from bench import load

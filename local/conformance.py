@@ -16,8 +16,8 @@ Bounded and repeatable: a fixed seed, deterministic generation, at most ``--max-
 operation and phase. Exit status 1 when any run reports a failure; the reports (JUnit XML and
 schemathesis' own output) go to ``--report-dir``.
 
-Machine callers (client-credentials tokens) do not exist in this product yet: their run is added with
-them.
+The machine caller (``machine``) is a client-credentials token of the seed's machine client with every
+scope (SPEC section 3): platform reach through scopes, ``/me`` refused.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -126,16 +127,24 @@ PEOPLE = {
         status="SUSPENDED",
     ),
 }
+MACHINE_CLIENT = {
+    "clientId": "conformance-script",
+    "clientSecret": "conformance-script-secret-1",
+    "scopes": ["read:users", "update:users", "suspend:users", "delete:users", "create:users", "bulk:users"],
+}
 SEED = {
     "accounts": [{"id": "initech", "name": "Initech"}, {"id": "umbrella", "name": "Umbrella"}],
     "users": [p.seed_entry() for p in PEOPLE.values()],
+    "machineClients": [MACHINE_CLIENT],
 }
+MACHINE = "@machine"  # not a person: the seed's machine client
 # The callers, each run on a fresh stack; None logs nobody in.
 CALLERS: dict[str, str | None] = {
     "no-token": None,
     "user": "user",
     "delegated-admin": "delegate",
     "platform-admin": "admin",
+    "machine": MACHINE,
 }
 
 
@@ -149,6 +158,22 @@ class Stack:
         return password_login(
             self.auth0_url, person.email, person.password, audience=AUDIENCE, client_id=LOGIN_CLIENT_ID
         )
+
+    def machine_login(self) -> str:
+        """A client-credentials token of the seed's machine client, as a script gets one from Auth0."""
+        body = json.dumps(
+            {
+                "grant_type": "client_credentials",
+                "client_id": MACHINE_CLIENT["clientId"],
+                "client_secret": MACHINE_CLIENT["clientSecret"],
+                "audience": AUDIENCE,
+            }
+        ).encode()
+        request = urllib.request.Request(  # noqa: S310 - loopback only
+            f"{self.auth0_url}/oauth/token", data=body, headers={"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback only
+            return str(json.loads(answer.read())["access_token"])
 
 
 @contextmanager
@@ -234,7 +259,7 @@ def run_caller(
     with tempfile.TemporaryDirectory(prefix=f"conformance-{name}-") as tmp:
         workdir = Path(tmp)
         with local_stack(workdir) as stack:
-            token = stack.login(PEOPLE[who]) if who else None
+            token = stack.machine_login() if who == MACHINE else stack.login(PEOPLE[who]) if who else None
             command = schemathesis_command(
                 document, stack.api_url, token, max_examples=max_examples, seed=seed, report_dir=report_dir
             )
