@@ -5,7 +5,8 @@ the cleanup-cost benchmark, which seeds a 100,000-item table (about 3 more minut
 load [options]` runs only the load run against a local stack it starts (see bench/load.py), and
 `python -m bench events [--changes N]` only the commit-to-bus latency of lifecycle events
 (bench/events_latency.py), `python -m bench bulk [--users N]` only a bulk job against single calls on a
-local stack (bench/bulk_stack.py); `cleanup` and `list` (bench/list_cost.py;
+local stack (bench/bulk_stack.py), `python -m bench public [--rounds N]` only the public reset's answer
+time per kind of address (bench/public_timing.py); `cleanup` and `list` (bench/list_cost.py;
 sizes with its own --small/--big) add those cost benchmarks.
 """
 
@@ -22,6 +23,12 @@ def main(argv: list[str]) -> None:
 
         print("## Lifecycle events: commit to bus\n")
         events_latency.main(argv[1:])
+        return
+    if argv[:1] == ["public"]:
+        from bench import public_timing
+
+        print("## Public reset: answer time per kind of address\n")
+        public_timing.main(argv[1:])
         return
     if argv[:1] == ["bulk"]:
         from bench import bulk_stack

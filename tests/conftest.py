@@ -165,12 +165,16 @@ class RecordingBus:
         return [e["detail"] for e in self.events if e["detail"]["subject"] == user_id]
 
 
+PUBLIC_MAX_RECEIVES = 5  # the public requests' queue's maxReceiveCount in template.yaml
+
+
 class RecordingQueue:
     """The bulk jobs' queue: messages kept in order; ``drain`` delivers them as the event source
     mapping would (batches of ``batch`` messages, failed ones back at the end)."""
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
+        self.dead: list[dict[str, Any]] = []  # what the redrive policy moved to the dead-letter queue
         self.down = False
         self._ids = 0
 
@@ -225,6 +229,11 @@ class Env:
     dynamodb: Any
     bus: RecordingBus = field(default_factory=RecordingBus)
     queue: RecordingQueue = field(default_factory=RecordingQueue)
+    # public requests (POST /password-reset, renew routes): by default delivered to public-requests as
+    # soon as the HTTP call that queued them returns, as the event source mapping does a moment later;
+    # ``public_auto = False`` keeps them queued (``drain_public``)
+    public_queue: RecordingQueue = field(default_factory=RecordingQueue)
+    public_auto: bool = True
     handlers: dict[str, ModuleType] = field(default_factory=dict)
 
     @property
@@ -242,6 +251,7 @@ class Env:
             clock=self.clock,
             bus=self.bus,
             queue=self.queue,
+            public_queue=self.public_queue,
         )
         container_module.override(self.container)
 
@@ -272,6 +282,27 @@ class Env:
             failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
             self.queue.messages.extend(r for r in records if r["messageId"] in failed)
         raise AssertionError("the bulk queue never drained")
+
+    def drain_public(self) -> int:
+        """Deliver the public requests' queue to public-requests (one batch at a time) until it is
+        empty; returns the number of deliveries. A failed message comes back, and after its fifth
+        delivery goes to ``public_queue.dead`` (the queue's redrive policy)."""
+        delivered = 0
+        received: dict[str, int] = {}
+        while self.public_queue.messages:
+            records = self.public_queue.messages[:10]
+            del self.public_queue.messages[:10]
+            for r in records:  # as SQS counts them
+                r["attributes"] = {"ApproximateReceiveCount": str(received.get(r["messageId"], 0) + 1)}
+            result = self.send_event("public-requests", {"Records": records})
+            delivered += len(records)
+            failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
+            for r in records:
+                if r["messageId"] in failed:
+                    received[r["messageId"]] = received.get(r["messageId"], 0) + 1
+                    again = received[r["messageId"]] < PUBLIC_MAX_RECEIVES
+                    (self.public_queue.messages if again else self.public_queue.dead).append(r)
+        return delivered
 
     def run_sync(self) -> dict[str, Any]:
         """One sync-identity run."""
@@ -372,6 +403,8 @@ class Env:
                 claims["auth_time"] = str(int(float(claims["iat"] if auth_time is None else auth_time)))
             claims.update(extra_claims)
         result = self.handler(function).lambda_handler(event, LambdaContext(function))
+        if self.public_auto and self.public_queue.messages:
+            self.drain_public()
         return Response(result)
 
 
@@ -470,12 +503,28 @@ def wired_env(store: Any, dynamodb: Any) -> Iterator[Env]:
         table_name=TABLE, public_base_url="https://users.example.com", auth0_domain="tenant.example"
     )
     idp, mailer, clock, bus = FakeIdentityProvider(), RecordingMailer(), FakeClock(), RecordingBus()
-    queue = RecordingQueue()
+    queue, public_queue = RecordingQueue(), RecordingQueue()
     c = container_module.Container(
-        settings, idp=idp, mailer=mailer, clock=clock, store=store, bus=bus, queue=queue
+        settings,
+        idp=idp,
+        mailer=mailer,
+        clock=clock,
+        store=store,
+        bus=bus,
+        queue=queue,
+        public_queue=public_queue,
     )
     container_module.override(c)
-    e = Env(container=c, idp=idp, mailer=mailer, clock=clock, dynamodb=dynamodb, bus=bus, queue=queue)
+    e = Env(
+        container=c,
+        idp=idp,
+        mailer=mailer,
+        clock=clock,
+        dynamodb=dynamodb,
+        bus=bus,
+        queue=queue,
+        public_queue=public_queue,
+    )
     _ENVS.append(e)
     e.add_account("acme", "Acme Corp")
     e.add_account("globex", "Globex Inc")

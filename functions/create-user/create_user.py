@@ -145,7 +145,11 @@ def accept(token: str) -> Response[str]:
 def renew(token: str) -> Response[str]:
     service = _service()
     return pages.renewed(
-        app, service.check_ip, service.renew, token, "a new link is on its way to the invited address"
+        app,
+        service.check_ip,
+        lambda t, request_id: container.get().public.accept_renew("invite", t, request_id),
+        token,
+        "a new link is on its way to the invited address",
     )
 
 

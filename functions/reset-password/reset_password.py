@@ -29,7 +29,7 @@ from usermgmt.errors import (
 )
 from usermgmt.events import CORRELATION_PATH, detail_email, handle_storefront_event, http_or_storefront
 from usermgmt.observability import lambda_entry
-from usermgmt.service.passwords import MAX_PASSWORD_CHARS, PasswordService
+from usermgmt.service.passwords import MAX_PASSWORD_CHARS, PasswordService, reset_address
 
 RESET_REQUESTED = "PasswordResetRequested"
 
@@ -60,7 +60,8 @@ def public_reset() -> Response:
     ctx = request_ctx(app)
     service.check_ip(ctx.source_ip)
     body = json_body(app)  # 413/415/400 are about the request, not about an account
-    service.request_public(body, ctx.request_id)
+    # the account's work happens after the answer (service/public.py): the same work here for any address
+    container.get().public.accept_reset(reset_address(body), ctx.request_id)
     return _accepted()
 
 
@@ -68,7 +69,11 @@ def public_reset() -> Response:
 def renew(token: str) -> Response:
     service = _service()
     return pages.renewed(
-        app, service.check_ip, service.renew, token, "a new one is on its way to the email address on file"
+        app,
+        service.check_ip,
+        lambda t, request_id: container.get().public.accept_renew("reset", t, request_id),
+        token,
+        "a new one is on its way to the email address on file",
     )
 
 

@@ -57,7 +57,7 @@ def renew(token: str) -> Response:
     return pages.renewed(
         app,
         service.check_ip,
-        service.renew,
+        lambda t, request_id: container.get().public.accept_renew("verify", t, request_id),
         token,
         "a new one is on its way to the address waiting for confirmation",
     )

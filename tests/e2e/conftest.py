@@ -180,6 +180,30 @@ class LocalStackInfo:
         assert isinstance(token, str)
         return token
 
+    def settle_queues(self, timeout: float = 30.0) -> None:
+        """Wait until every queue of the local AWS is empty and nothing is in flight: the work queued by
+        public requests (reset, renew) and bulk jobs is done, as it is a moment later in AWS."""
+        import time
+
+        from local.aws import client as aws_client
+
+        sqs = aws_client("sqs", self.aws_url, "eu-central-1")
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while quiet < 2:  # twice in a row: a message received between two reads is not missed
+            busy = 0
+            for url in sqs.list_queues().get("QueueUrls", []):
+                if "dlq" in url.lower():
+                    continue
+                attributes = sqs.get_queue_attributes(
+                    QueueUrl=url,
+                    AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+                )["Attributes"]
+                busy += sum(int(v) for v in attributes.values())
+            quiet = quiet + 1 if busy == 0 else 0
+            assert time.monotonic() < deadline, "queued work did not finish"
+            time.sleep(0.1)
+
     def api(
         self,
         method: str,

@@ -18,8 +18,11 @@ from tests.e2e.test_bulk_http import machine_token
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "E2e-Bulk-Pass-01"
-TARGETS = [f"b{i:02d}" for i in range(30)]
-NAMES = ["admin", "delegate", *TARGETS, "g1", "g2"]
+# each test its own users: the tests of this module may run on different workers, each with its own stack
+TARGETS = [f"f{i:02d}" for i in range(30)]  # Auth0 faults
+SINGLES = [f"b{i:02d}" for i in range(10)]  # actions by each kind of caller
+CANCELLED = [f"c{i:02d}" for i in range(18)]  # cancel
+NAMES = ["admin", "delegate", *TARGETS, *SINGLES, *CANCELLED, "g1", "g2"]
 USERS = {
     n: SeedLogin(
         n,
@@ -158,7 +161,7 @@ def test_auth0_429_and_503_during_a_job_fail_no_item(stack: LocalStackInfo, ops:
 
     # the same users back through a filter (a users-list query), under the same kind of faults
     fault(stack, status=503, count=4, path_prefix="/api/v2/users")
-    back = {"accountId": "initech", "status": "SUSPENDED", "emailPrefix": "b"}
+    back = {"accountId": "initech", "status": "SUSPENDED", "emailPrefix": "f"}
     job = start(stack, ops, {"action": "enable", "filter": back}, "faults-enable")
     assert job["counts"]["total"] == 30
     done = finished(stack, ops, job["id"])
@@ -238,25 +241,19 @@ def test_machines_need_each_actions_scope(stack: LocalStackInfo, ops: str, admin
     )
     assert refused.status == 403 and refused.json()["code"] == "insufficient_scope"
     assert user(stack, admin, "b07")["status"] == "ACTIVE"
-    removed = start(
-        stack,
-        ops,
-        {
-            "action": "remove-roles",
-            "userIds": ids("b03"),
-            "params": {"accountId": "initech", "roles": ["Approver"]},
-        },
-        "m-remove",
-    )
-    assert finished(stack, ops, removed["id"])["counts"]["succeeded"] == 1
-    assert user(stack, admin, "b03")["memberships"][0]["roles"] == ["Buyer"]
-    gone = start(stack, ops, {"action": "delete", "userIds": ids("b29")}, "m-delete")
+    approver = {"accountId": "initech", "roles": ["Approver"]}
+    for action in ("add-roles", "remove-roles"):
+        job = start(stack, ops, {"action": action, "userIds": ids("b08"), "params": approver}, f"m-{action}")
+        assert finished(stack, ops, job["id"])["counts"]["succeeded"] == 1
+        roles = user(stack, admin, "b08")["memberships"][0]["roles"]
+        assert roles == (["Buyer", "Approver"] if action == "add-roles" else ["Buyer"])
+    gone = start(stack, ops, {"action": "delete", "userIds": ids("b09")}, "m-delete")
     assert finished(stack, ops, gone["id"])["counts"]["succeeded"] == 1
-    assert stack.api("GET", user_path(USERS["b29"]), admin).status == 404
+    assert stack.api("GET", user_path(USERS["b09"]), admin).status == 404
 
 
 def test_cancel_leaves_items_and_users_in_agreement(stack: LocalStackInfo, admin: str) -> None:
-    names = TARGETS[10:28]
+    names = CANCELLED
     # slow Auth0 down so the job is still running when the cancel arrives
     fault(stack, status=None, delay=0.3, count=-1, path_prefix="/api/v2/users")
     try:

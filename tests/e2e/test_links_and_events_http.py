@@ -49,6 +49,7 @@ def token_of(stack: LocalStackInfo, key: str) -> str:
 
 
 def mails(stack: LocalStackInfo, to: str) -> list[dict[str, Any]]:
+    stack.settle_queues()  # public requests are mailed after their answer
     return [m for m in stack.api("GET", "/_local/outbox").json() if to in m["to"]]
 
 

@@ -42,11 +42,16 @@ def stack(aws: Any) -> Stack:
     return stack
 
 
-def test_the_bulk_worker_mapping_comes_from_the_template(stack: Stack) -> None:
-    (source,) = queue_sources(stack)
-    assert (source.function, source.queue) == ("BulkWorkerFunction", "BulkJobsQueue")
-    assert source.batch_size == 10 and source.partial_failures
-    assert source.max_concurrency == 2  # the BulkWorkerMaxConcurrency parameter's default
+def test_the_queue_mappings_come_from_the_template(stack: Stack) -> None:
+    sources = {s.function: s for s in queue_sources(stack)}
+    assert {f: s.queue for f, s in sources.items()} == {
+        "BulkWorkerFunction": "BulkJobsQueue",
+        "PublicRequestsFunction": "PublicRequestsQueue",
+    }
+    bulk = sources["BulkWorkerFunction"]
+    assert bulk.batch_size == 10 and bulk.partial_failures
+    assert bulk.max_concurrency == 2  # the BulkWorkerMaxConcurrency parameter's default
+    assert sources["PublicRequestsFunction"].partial_failures
 
 
 def test_batches_partial_failures_and_redrive_to_the_dead_letter_queue(stack: Stack, aws: Any) -> None:
@@ -65,7 +70,7 @@ def test_batches_partial_failures_and_redrive_to_the_dead_letter_queue(stack: St
         return {"batchItemFailures": [{"itemIdentifier": m} for m in failing]}
 
     poller = QueuePoller(stack, sqs, invoke, retry_seconds=0)
-    (source,) = poller.sources
+    (source,) = [s for s in poller.sources if s.function == "BulkWorkerFunction"]
     for _ in range(20):
         poller.poll_once(source)
     assert max(len(batch) for batch in seen) <= 10
@@ -91,7 +96,7 @@ def test_a_failed_invocation_finishes_no_message(stack: Stack, aws: Any) -> None
         return {"batchItemFailures": []}
 
     poller = QueuePoller(stack, sqs, invoke, retry_seconds=0)
-    (source,) = poller.sources
+    (source,) = [s for s in poller.sources if s.function == "BulkWorkerFunction"]
     assert poller.poll_once(source) == 1
     assert poller.poll_once(source) == 1  # delivered again
     assert poller.poll_once(source) == 0

@@ -216,6 +216,12 @@ def test_public_route_degrades_gracefully_when_mail_fails(env: Env, people: dict
     env.mailer.failing = True
     r = public(env, {"email": "bob@acme.example"})
     assert _fingerprint(r) == _fingerprint(reference)
+    # after the answer the request was tried five times, then dead-lettered; re-driven, it is mailed
+    assert len(env.public_queue.dead) == 1 and resets(env, "bob@acme.example") == []
+    env.mailer.failing = False
+    env.public_queue.messages, env.public_queue.dead = env.public_queue.dead, []
+    env.drain_public()
+    assert len(resets(env, "bob@acme.example")) == 1
 
 
 def test_per_address_limit_counts_every_anonymous_entry_point(env: Env, people: dict[str, User]) -> None:
@@ -761,3 +767,66 @@ def test_template_wires_the_function_events_and_dead_letters() -> None:
         "sqs:SendMessage",
     }
     assert all("*" not in json.dumps(s["Resource"]) for s in statements)
+
+
+# --------------------------------------------------------------------- the same work in every request (M4)
+def _request_work(env: Env, send: Any) -> tuple[list[str], list[list[str]]]:
+    """The DynamoDB operations and the shapes of the queued messages of one request, nothing delivered."""
+    env.public_auto = False
+    calls: list[str] = []
+    record = lambda model, **_: calls.append(model.name)  # noqa: E731
+    env.dynamodb.meta.events.register("before-call.dynamodb.*", record)
+    try:
+        before = len(env.public_queue.messages)
+        r = send()
+        assert r.status == 202, r
+    finally:
+        env.dynamodb.meta.events.unregister("before-call.dynamodb.*", record)
+    queued = [sorted(json.loads(m["body"])) for m in env.public_queue.messages[before:]]
+    return calls, queued
+
+
+def test_public_reset_does_the_same_work_in_the_request_for_every_address(
+    env: Env, people: dict[str, User]
+) -> None:
+    invited = env.add_user("ivy@acme.example", first="Ivy", memberships={"acme": ["Buyer"]}, status="INVITED")
+    addresses = {
+        "active": "bob@acme.example",
+        "unknown": "nobody@acme.example",
+        "suspended": "sue@acme.example",
+        "invited": invited.email,
+    }
+    work = {
+        name: _request_work(env, lambda a=address, n=i: public(env, {"email": a}, ip=f"198.51.100.{n}"))
+        for i, (name, address) in enumerate(addresses.items())
+    }
+    # the per-IP counter (this window's, then the previous one's) and one queued message
+    assert work["active"] == (["UpdateItem", "GetItem"], [["email", "kind", "requestId"]])
+    assert all(w == work["active"] for w in work.values()), work
+    assert env.mailer.sent == []  # nothing done for any address yet: it happens after the answer
+    assert env.drain_public() == 4
+    assert sorted(e.to for e in env.mailer.sent) == ["bob@acme.example", invited.email]
+
+
+def test_renew_does_the_same_work_in_the_request_for_any_token(env: Env, people: dict[str, User]) -> None:
+    bob = people["bob"]
+    env.call(FN, "POST", "/me/password-reset", as_user=bob)
+    (token,) = resets(env, bob.email)
+    env.clock.advance(env.container.settings.reset_link_ttl_seconds + 1)
+    tokens = {"expired": token, "unknown": "A" * 43, "implausible": "x"}
+    work = {
+        name: _request_work(env, lambda t=t: env.call(FN, "POST", f"/password-reset/{t}/renew"))
+        for name, t in tokens.items()
+    }
+    assert all(w == work["expired"] for w in work.values()), work
+    assert work["expired"][1] == [["kind", "purpose", "requestId", "token"]]
+    env.drain_public()
+    assert len(resets(env, bob.email)) == 2  # only the expired link of a real user was renewed
+
+
+def test_a_queue_outage_leaves_the_public_answer_alike(env: Env, people: dict[str, User]) -> None:
+    reference = public(env, {"email": "nobody@acme.example"})
+    env.public_queue.down = True
+    r = public(env, {"email": "bob@acme.example"})
+    assert _fingerprint(r) == _fingerprint(reference)
+    assert resets(env, "bob@acme.example") == []

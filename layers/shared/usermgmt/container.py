@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from usermgmt.service.lists import ListService
     from usermgmt.service.outbox import EventPublisher
     from usermgmt.service.passwords import PasswordService
+    from usermgmt.service.public import PublicRequests
     from usermgmt.service.sync import SyncEngine
     from usermgmt.service.users import UserService
     from usermgmt.service.verification import VerificationService
@@ -55,6 +56,7 @@ class Container:
         clock: Clock | None = None,
         bus: EventBus | None = None,
         queue: JobQueue | None = None,
+        public_queue: JobQueue | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self._store = store
@@ -63,6 +65,7 @@ class Container:
         self._clock = clock
         self._bus = bus
         self._queue = queue
+        self._public_queue = public_queue
 
     # ------------------------------------------------------------------------------ adapters
     @cached_property
@@ -239,6 +242,29 @@ class Container:
         from usermgmt.adapters.sqs import SqsQueue
 
         return SqsQueue(lambda: aws_client("sqs"), self.settings.bulk_queue_url)
+
+    @cached_property
+    def public_queue(self) -> JobQueue:
+        if self._public_queue is not None:
+            return self._public_queue
+        from usermgmt.adapters.sqs import SqsQueue
+
+        return SqsQueue(lambda: aws_client("sqs"), self.settings.public_queue_url)
+
+    @cached_property
+    def public(self) -> PublicRequests:
+        from usermgmt.service.public import PublicRequests
+
+        # services are built when a queued request needs them (the routes only queue)
+        return PublicRequests(
+            self.public_queue,
+            lambda email, request_id, retry: self.passwords.request_public(email, request_id, retry),
+            {
+                "reset": lambda token, request_id, retry: self.passwords.renew(token, request_id, retry),
+                "verify": lambda token, request_id, retry: self.verification.renew(token, request_id, retry),
+                "invite": lambda token, request_id, retry: self.invitations.renew(token, request_id, retry),
+            },
+        )
 
     @cached_property
     def bulk(self) -> BulkService:

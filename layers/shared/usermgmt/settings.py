@@ -91,6 +91,8 @@ class Settings:
     machine_client_ids: str = ""
     # bulk jobs (SPEC section 14)
     bulk_queue_url: str = ""
+    # public requests (POST /password-reset, the renew routes): their account work after the answer
+    public_queue_url: str = ""
     bulk_max_active_jobs: int = 5
     bulk_retention_days: int = 30
     bulk_max_targets: int = 10000

@@ -49,13 +49,12 @@ from usermgmt.errors import (
     InvitationNotFound,
     PasswordTooWeak,
     RateLimited,
-    StoreUnavailable,
     ValidationFailed,
 )
 from usermgmt.links import INVITE, hash_token, plausible_token
 from usermgmt.models import ACTIVE, INVITED, ROLES, Membership, User, normalize_email, user_view
-from usermgmt.observability import count, logger
-from usermgmt.ports import Deps, MailUnavailable
+from usermgmt.observability import count
+from usermgmt.ports import Deps
 from usermgmt.ratelimit import RESET_PER_IP, RateLimiter
 from usermgmt.service import linkcheck
 from usermgmt.service.linkcheck import EXPIRED, INVALID, SUPERSEDED, USED
@@ -617,38 +616,31 @@ class InvitationService:
         if not allowed:
             raise RateLimited(retry_after, "Too many requests from this address; try again later")
 
-    def renew(self, token: str, request_id: str) -> None:
-        """``POST /invitations/{token}/renew``: a fresh link for an expired or superseded one. Never raises
-        for what it finds (the answer is the same generic 202)."""
+    def renew(self, token: str, request_id: str, retry: bool = False) -> None:
+        """``POST /invitations/{token}/renew``: a fresh link for an expired or superseded one, after the
+        answer (``service/public.py``): what it finds ends quietly, a failure raises and is retried."""
         if not plausible_token(token):
             return
         store = self.d.store
-        try:
-            link = store.get_link(hash_token(token))
-            if link is None or link.purpose != INVITE or link.status != "active":
-                return
-            user = store.get_user(link.user_id)
-            if user is None or user.status not in (INVITED, ACTIVE):
-                return
-            current = user.links.get(slot_of(link.ref))
-            if current is None or (current == link.token_hash and link.expires_at > self.d.clock.now()):
-                return  # revoked or accepted, or the link still works
+        link = store.get_link(hash_token(token))
+        if link is None or link.purpose != INVITE or link.status != "active":
+            return
+        user = store.get_user(link.user_id)
+        if user is None or user.status not in (INVITED, ACTIVE):
+            return
+        current = user.links.get(slot_of(link.ref))
+        if current is None or (current == link.token_hash and link.expires_at > self.d.clock.now()):
+            return  # revoked or accepted, or the link still works
+        if not retry:  # a delivery again of the same request took its slot already
             allowed, _ = self.limiter.take(
                 INVITE_PER_ADDRESS, user.email, self.d.settings.reset_limit_per_address, self.d.clock.now()
             )
             if not allowed:
                 return
-            if link.ref:
-                sent = self._reissue(link.ref, PUBLIC, request_id)
-                if sent is None:
-                    return
-            else:
-                if user.status != INVITED:
-                    return
-                self._send_welcome(user.id, PUBLIC, request_id)
-        except (StoreUnavailable, DependencyUnavailable, MailUnavailable) as exc:
-            logger.warning("invitation renewal not completed", extra={"error_type": type(exc).__name__})
-            count("InvitationRenewFailed")
+        if link.ref:
+            self._reissue(link.ref, PUBLIC, request_id)
+        elif user.status == INVITED:
+            self._send_welcome(user.id, PUBLIC, request_id)
 
     def _send_welcome(self, user_id: str, actor: Actor, request_id: str) -> None:
         def plan(now: float) -> tuple[User | None, Plan, float] | None:

@@ -151,18 +151,14 @@ class PasswordService:
         self.w.deliver_required(written.plan)
         return ResetRequested(sent_to=mask(written.user.email))
 
-    def request_public(self, body: object, request_id: str) -> None:
-        """``POST /password-reset``: the caller always gets the same answer, whatever happens here."""
-        email = _email_of(body)
-        if email is None:
-            count("ResetRequestIgnored")
-            return
-        try:
-            self._send_if_active(email, PUBLIC, request_id)
-        except (StoreUnavailable, DependencyUnavailable, MailUnavailable) as exc:
-            # Graceful degradation: an outage must not turn the generic answer into a different one.
-            logger.warning("reset request not completed", extra={"error_type": type(exc).__name__})
-            count("ResetRequestFailed")
+    def request_public(self, email: str, request_id: str, retry: bool = False) -> None:
+        """A ``POST /password-reset`` for ``email``, after its answer (queued: ``service/public.py``).
+
+        The caller got the same answer whatever happens here; a failure raises, so the message is
+        delivered again (then dead-lettered and alarmed); a ``retry`` takes no second slot of the
+        per-address limit.
+        """
+        self._send_if_active(email, PUBLIC, request_id, take_slot=not retry)
 
     def request_by_event(self, email: str, event_id: str) -> None:
         """A storefront ``PasswordResetRequested``: as the public route, but failures raise (and retry)."""
@@ -171,25 +167,21 @@ class PasswordService:
         except MailUnavailable:
             raise DeliveryFailed("reset email not sent") from None
 
-    def renew(self, token: str, request_id: str) -> None:
+    def renew(self, token: str, request_id: str, retry: bool = False) -> None:
         """``POST /password-reset/{token}/renew``: a fresh link for an expired or superseded one's user."""
         if not plausible_token(token):
             return
-        try:
-            renewable = linkcheck.renewable(self.d.store, token, RESET, self.d.clock.now())
-            if renewable is not None:
-                self._send_if_active(renewable.user.email, PUBLIC, request_id)
-        except (StoreUnavailable, DependencyUnavailable, MailUnavailable) as exc:
-            logger.warning("reset renewal not completed", extra={"error_type": type(exc).__name__})
-            count("ResetRequestFailed")
+        renewable = linkcheck.renewable(self.d.store, token, RESET, self.d.clock.now())
+        if renewable is not None:  # after the answer (service/public.py): a failure raises and retries
+            self._send_if_active(renewable.user.email, PUBLIC, request_id, take_slot=not retry)
 
-    def _send_if_active(self, email: str, actor: Actor, request_id: str) -> None:
+    def _send_if_active(self, email: str, actor: Actor, request_id: str, *, take_slot: bool = True) -> None:
         """Take the address's slot; when allowed and the address is an ACTIVE user's, issue and send a link.
 
         Raises ``MailUnavailable`` when the email could not be sent (the callers decide what it means).
+        ``take_slot`` False: a delivery again of a request that took its slot already.
         """
-        allowed, _ = self._take_address(email, self.d.clock.now())
-        if not allowed:
+        if take_slot and not self._take_address(email, self.d.clock.now())[0]:
             return
         user_id = self.d.store.user_id_for_email(email)
         if user_id is None:
@@ -383,7 +375,7 @@ class PasswordService:
         return applied.user if applied else None
 
 
-def _email_of(body: object) -> str | None:
+def reset_address(body: object) -> str | None:
     """The normalised address of a ``{"email"}`` body, or None for anything else (nothing is sent)."""
     if not isinstance(body, dict):
         return None

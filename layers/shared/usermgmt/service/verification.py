@@ -27,13 +27,12 @@ from usermgmt.errors import (
     EmailUndeliverable,
     NothingToVerify,
     RateLimited,
-    StoreUnavailable,
     UserSuspended,
 )
 from usermgmt.links import CANCEL, VERIFY
 from usermgmt.models import ACTIVE, User, mail_blocked
-from usermgmt.observability import count, logger
-from usermgmt.ports import Deps, MailUnavailable
+from usermgmt.observability import count
+from usermgmt.ports import Deps
 from usermgmt.ratelimit import RateLimiter
 from usermgmt.service import linkcheck
 from usermgmt.service.linkcheck import SUPERSEDED, USED, CheckedLink, verify_target
@@ -133,14 +132,15 @@ class VerificationService:
             count("VerifyRenewRateLimited")
             raise RateLimited(retry_after, "Too many requests from this address; try again later")
 
-    def renew(self, token: str, request_id: str) -> None:
+    def renew(self, token: str, request_id: str, retry: bool = False) -> None:
         """``POST /email-verification/{token}/renew``: a fresh link when the link's change is still waiting.
 
         Sends only when the link can be renewed (``linkcheck.renewable``) and no error happens; the
         caller answers the same whatever happened here.
         """
 
-        take = self.limiter.once_per_request()
+        # a delivery again of the same request took its slots already
+        take: Take = (lambda *_: (True, 0)) if retry else self.limiter.once_per_request()
 
         def plan(now: float) -> tuple[User, Plan, float] | None:
             renewable = linkcheck.renewable(self.d.store, token, VERIFY, now)
@@ -148,14 +148,10 @@ class VerificationService:
                 return None
             return self._plan_limited_send(renewable.user, now, take)
 
-        try:
-            applied = self.w.write_direct(PUBLIC, request_id, plan)
-            if applied is not None:
-                self.w.deliver_required(applied.plan)
-        except (StoreUnavailable, DependencyUnavailable, MailUnavailable) as exc:
-            # The answer stays the generic one; the person can ask again.
-            logger.warning("verification renewal not completed", extra={"error_type": type(exc).__name__})
-            count("VerifyRenewFailed")
+        # after the answer (service/public.py): a failure raises, and the request is delivered again
+        applied = self.w.write_direct(PUBLIC, request_id, plan)
+        if applied is not None:
+            self.w.deliver_required(applied.plan)
 
     def _plan_limited_send(self, user: User, now: float, take: Take) -> tuple[User, Plan, float] | None:
         """A send of an event or a renew: beyond the budgets nothing is sent, silently (counted)."""
