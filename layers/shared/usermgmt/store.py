@@ -211,6 +211,9 @@ class UpdateUser:
     sync: frozenset[str] = frozenset()
     lease: Lease | None = None
     label: str = "user"
+    # when ``sync`` is due (epoch seconds): the commit time, so the oldest due marker tells how long
+    # the oldest change has waited for its push (0: due since ever)
+    due: float = 0
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,7 @@ class CreateUser:
     label: str = "user"
     sync: frozenset[str] = frozenset()
     lease: Lease | None = None
+    due: float = 0  # as in ``UpdateUser``
 
 
 @dataclass(frozen=True)
@@ -513,6 +517,11 @@ class UserStore(Protocol):
 
     # sync markers
     def due_work(self, now: float, limit: int) -> list[DueWork]: ...
+
+    def oldest_due(self, now: float) -> float | None:
+        """When the oldest work due at ``now`` (a pending marker or a lapsed reset-link claim) became
+        due; None when nothing is due. A marker's due time is its commit, retry or re-drive time."""
+        ...
 
     def failed_syncs(self, limit: int) -> list[str]:
         """Users with fields Auth0 refused for good (for an operator's re-drive)."""

@@ -368,7 +368,7 @@ def _update_user(table: str, op: UpdateUser) -> dict[str, Any]:
         values.update(
             {
                 ":sync": {"S": SYNC_PK},
-                ":due": {"N": "0"},
+                ":due": {"N": repr(op.due)},
                 ":target": {"N": str(after.version)},
                 ":zero": {"N": "0"},
                 ":fields": {"SS": sorted(op.sync)},
@@ -442,7 +442,7 @@ def _tombstone_item(op: PutTombstone) -> dict[str, Any]:
         "deletedAt": {"S": op.deleted_at},
         "idpSync": {"S": "pending"},
         "syncPk": {"S": SYNC_PK},
-        "syncDue": {"N": "0"},
+        "syncDue": {"N": repr(op.lease.now)},  # due since the deletion
         "syncVersion": {"N": str(op.version)},
         "syncFields": {"SS": sorted(op.sync)},
         "syncAttempts": {"N": "0"},
@@ -667,13 +667,13 @@ class DynamoStore:
         match op:
             case UpdateUser():
                 return {"Update": _update_user(t, op)}
-            case CreateUser(user=user, sync=sync, lease=lease):
+            case CreateUser(user=user, sync=sync, lease=lease, due=due):
                 item = {**_user_key(user.id), **_user_item(user)}
                 if sync:  # the sync marker of a new user, as ``_update_user`` writes it
                     item.update(
                         {
                             "syncPk": {"S": SYNC_PK},
-                            "syncDue": {"N": "0"},
+                            "syncDue": {"N": repr(due)},
                             "syncVersion": {"N": str(user.version)},
                             "syncAttempts": {"N": "0"},
                             "syncFields": {"SS": sorted(sync)},
@@ -1416,6 +1416,22 @@ class DynamoStore:
                     work.append(DueWork("link", pk.removeprefix("LINK#")))
         return work
 
+    def oldest_due(self, now: float) -> float | None:
+        """The smallest ``syncDue`` at or before ``now`` of each partition: one item read per partition
+        (the SyncIndex is sorted by due time), whatever the backlog."""
+        found: list[float] = []
+        for partition in (SYNC_PK, CLAIM_PK):
+            resp = self._call(
+                "query",
+                TableName=self._table,
+                IndexName=SYNC_INDEX,
+                KeyConditionExpression="syncPk = :p AND syncDue <= :now",
+                ExpressionAttributeValues={":p": {"S": partition}, ":now": {"N": repr(now)}},
+                Limit=1,
+            )
+            found += [float(i["syncDue"]["N"]) for i in resp.get("Items", [])]
+        return min(found, default=None)
+
     def failed_syncs(self, limit: int) -> list[str]:
         resp = self._call(
             "query",
@@ -1441,7 +1457,7 @@ class DynamoStore:
                     TableName=self._table,
                     Key=key,
                     UpdateExpression=(
-                        "SET syncPk = :sync, syncDue = :zero, syncAttempts = :zero, idpSync = :pending,"
+                        "SET syncPk = :sync, syncDue = :now, syncAttempts = :zero, idpSync = :pending,"
                         " syncVersion = if_not_exists(syncVersion, :target)"
                         " ADD syncFields :f REMOVE syncFailed"
                     ),
@@ -1449,6 +1465,7 @@ class DynamoStore:
                     ExpressionAttributeValues={
                         ":sync": {"S": SYNC_PK},
                         ":zero": {"N": "0"},
+                        ":now": {"N": repr(now)},
                         ":pending": {"S": "pending"},
                         ":target": {"N": str(target)},
                         ":f": _to_av(failed),

@@ -251,21 +251,21 @@ class MemoryStore:
 
     def _apply(self, op: Op) -> None:
         match op:
-            case UpdateUser(after=after, sync=sync, lease=lease):
+            case UpdateUser(after=after, sync=sync, lease=lease, due=due):
                 record = self.users[after.id]
                 record.user = _stored(after)
                 m = record.marker
                 if sync:
-                    m.partition, m.due, m.version, m.attempts = SYNC, 0, after.version, 0
+                    m.partition, m.due, m.version, m.attempts = SYNC, due, after.version, 0
                     m.fields |= sync
                     m.failed -= sync
                 if lease is not None:
                     m.lease_owner, m.lease_until = lease.owner, lease.until
-            case CreateUser(user=user, sync=sync, lease=lease):
+            case CreateUser(user=user, sync=sync, lease=lease, due=due):
                 record = _Record(_stored(user))
                 if sync:
                     m = record.marker
-                    m.partition, m.due, m.version, m.attempts, m.fields = SYNC, 0, user.version, 0, set(sync)
+                    m.partition, m.due, m.version, m.attempts, m.fields = SYNC, due, user.version, 0, set(sync)
                 if lease is not None:
                     record.marker.lease_owner, record.marker.lease_until = lease.owner, lease.until
                 self.users[user.id] = record
@@ -286,7 +286,8 @@ class MemoryStore:
             case DeleteLink(token_hash=token_hash) | DeleteExpiredLink(token_hash=token_hash):
                 self.links.pop(token_hash, None)
             case PutTombstone():
-                marker = _Marker(SYNC, 0, op.version, set(op.sync), set(), 0, op.lease.owner, op.lease.until)
+                lease = op.lease
+                marker = _Marker(SYNC, lease.now, op.version, set(op.sync), set(), 0, lease.owner, lease.until)
                 self.tombstones[op.user_id] = _Tombstone(op.deleted_at, "pending", marker)
             case PutEvent(event=event):
                 self.outbox.setdefault(event.user_id, {})[event.key] = event
@@ -439,6 +440,13 @@ class MemoryStore:
             work += [DueWork("link", h) for _, h in claims][: limit - len(work)]
             return work
 
+    def oldest_due(self, now: float) -> float | None:
+        with self._lock:
+            markers = [r.marker for r in self.users.values()] + [t.marker for t in self.tombstones.values()]
+            due = [m.due for m in markers if m.partition == SYNC and m.due <= now]
+            due += [r.claim_due for r in self.links.values() if r.claim_due is not None and r.claim_due <= now]
+            return min(due, default=None)
+
     def failed_syncs(self, limit: int) -> list[str]:
         with self._lock:
             found = [u for u, r in self.users.items() if r.marker.partition == FAILED]
@@ -524,7 +532,7 @@ class MemoryStore:
                     continue
                 if not m.version:
                     m.version = self.users[user_id].user.version if not deleted else 0
-                m.partition, m.due, m.attempts = SYNC, 0, 0
+                m.partition, m.due, m.attempts = SYNC, now, 0
                 m.fields |= m.failed
                 m.failed = set()
                 if deleted:

@@ -287,7 +287,7 @@ class Writer:
                 after = after.evolve(idp_sync=PENDING)
                 if plan.push_inline:
                     lease = Lease(new_id(), now, now + s.sync_lease_seconds)
-            ops = [CreateUser(after, sync=plan.sync, lease=lease), ClaimEmail(after.email, after.id)]
+            ops = [CreateUser(after, sync=plan.sync, lease=lease, due=now), ClaimEmail(after.email, after.id)]
             before = None
         elif plan.delete:
             lease = Lease(new_id(), now, now + s.sync_lease_seconds)
@@ -301,7 +301,7 @@ class Writer:
                 after = after.evolve(idp_sync=PENDING)
                 if before.lease_until < now and plan.push_inline:
                     lease = Lease(new_id(), now, now + s.sync_lease_seconds)
-            ops = [UpdateUser(before, after, plan.sync, lease)]
+            ops = [UpdateUser(before, after, plan.sync, lease, due=now)]
         if plan.audit:
             entry = StoredAudit(
                 user_id=after.id,
