@@ -31,6 +31,7 @@ from usermgmt.store import (
     PutInvitation,
     PutLink,
     PutTombstone,
+    RecordLink,
     ReleaseEmail,
     UpdateUser,
     UseLink,
@@ -305,7 +306,8 @@ def test_the_oldest_due_time_is_that_of_the_oldest_waiting_work(store: UserStore
     assert store.oldest_due(NOW + 150) == NOW + 60
     # a deletion is due since it was committed; a re-drive since it was asked for
     lease = Lease("d", NOW + 40, NOW + 70)
-    store.transact([DeleteUser(c), PutTombstone(c.id, 2, "2026-12-01T00:00:00.000Z", frozenset({"delete"}), lease)])
+    tombstone = PutTombstone(c.id, 2, "2026-12-01T00:00:00.000Z", frozenset({"delete"}), lease)
+    store.transact([DeleteUser(c), tombstone])
     assert store.oldest_due(NOW + 150) == NOW + 40
     assert store.release_link_claim(link(7).token_hash, "c")
     state, _ = store.acquire_lease(c.id, "s", NOW + 150, NOW + 180, due_only=True) or (None, None)
@@ -378,6 +380,37 @@ def test_a_tombstone_carries_the_deletion_until_settled_and_erasure_keeps_its_au
     assert store.settle_sync(u.id, 2, "s", frozenset(), deleted=True)
     assert store.due_work(NOW + 100, 10) == [] and store.failed_syncs(10) == []
     assert [i["action"] for i in store.audit_page(u.id, 10, None).items] == ["user.deleted"]
+
+
+def test_erasure_deletes_every_link_recorded_for_the_user_not_only_current_ones(store: UserStore) -> None:
+    u, other = user(1), user(2)
+    store.put_user(u)
+    store.put_user(other)
+    ttl = int(NOW) + 9999
+    mine = [link(n, user_id=u.id) for n in (1, 2, 3)]
+    theirs = link(4, user_id=other.id)
+    for lk in [*mine, theirs]:
+        store.transact([PutLink(lk, ttl=ttl), RecordLink(lk.user_id, lk.token_hash, ttl)])
+    store.transact([UseLink(mine[1].token_hash, int(NOW))])  # used; mine[0] superseded, say
+    store.transact([PutAudit(audit(u.id, 2))])
+    assert store.erase_deleted_user(u.id) == 0  # the user still exists: nothing is erased
+    assert all(store.get_link(lk.token_hash) for lk in mine)
+    store.transact([DeleteUser(u), DeleteLink(mine[2].token_hash)])  # the current one goes with the user
+
+    assert store.erase_deleted_user(u.id) == 4  # one audit entry, three link records
+
+    assert [store.get_link(lk.token_hash) for lk in mine] == [None, None, None]
+    assert store.get_link(theirs.token_hash) == theirs
+    assert store.erase_deleted_user(u.id) == 0
+
+
+def test_counters_can_be_deleted(store: UserStore) -> None:
+    store.incr_counter("a", int(NOW) + 60)
+    store.incr_counter("b", int(NOW) + 60)
+
+    store.delete_counters(["a", "never-counted"])
+
+    assert (store.read_counter("a"), store.read_counter("b")) == (0, 1)
 
 
 def test_counters_count(store: UserStore) -> None:

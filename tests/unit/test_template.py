@@ -315,6 +315,7 @@ def test_an_alarm_watches_the_age_of_the_oldest_due_sync_work(raw: dict[str, Any
     ]
     assert len(alarms) == 1, alarms
     (alarm,) = alarms
-    assert alarm["Namespace"] == raw["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"]
+    variables = raw["Globals"]["Function"]["Environment"]["Variables"]
+    assert alarm["Namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"]
     assert alarm["Statistic"] == "Maximum" and alarm["ComparisonOperator"] == "GreaterThanThreshold"
     assert 0 < alarm["Threshold"] <= 900

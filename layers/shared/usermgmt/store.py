@@ -438,6 +438,18 @@ class SetJobStatus:
     label: str = "job"
 
 
+@dataclass(frozen=True)
+class RecordLink:
+    """Remember that ``user_id`` was issued the link ``token_hash`` (the hash only), until ``ttl``: so
+    erasure (``erase_deleted_user``) also finds the links the user no longer holds (superseded, used,
+    expired), not only those in ``user.links`` (security notes L15). Goes with every ``PutLink``."""
+
+    user_id: str
+    token_hash: str
+    ttl: int
+    label: str = "link-record"
+
+
 def finish_item_ops(item: BulkItem, expires_at: int) -> list[Op]:
     """The ops that decide one item: its status and the job's counts, in one transaction."""
     return [
@@ -472,6 +484,7 @@ Op = (
     | FinishItem
     | CountItem
     | SetJobStatus
+    | RecordLink
 )
 
 # ------------------------------------------------------------------------------------------------ the port
@@ -574,7 +587,14 @@ class UserStore(Protocol):
         ...
 
     # erasure and expiry
-    def erase_deleted_user(self, user_id: str) -> int: ...
+    def erase_deleted_user(self, user_id: str) -> int:
+        """Delete what is left of a deleted user but the tombstone and its audit entry: older audit
+        entries and every link recorded for them (``RecordLink``). Returns how many items went."""
+        ...
+
+    def delete_counters(self, counter_keys: Sequence[str]) -> None:
+        """Delete rate counters (missing ones are fine): a deleted user's, named from their addresses."""
+        ...
 
     def expired_links(self, cutoff: int, limit: int, start_key: Any = None) -> ExpiredPage: ...
 

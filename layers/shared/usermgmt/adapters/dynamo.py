@@ -61,6 +61,7 @@ from usermgmt.store import (
     PutLink,
     PutMember,
     PutTombstone,
+    RecordLink,
     ReleaseEmail,
     SetJobStatus,
     SyncState,
@@ -91,6 +92,8 @@ SYNC_INDEX = "SyncIndex"
 EXPIRY_INDEX = "ExpiryIndex"
 # marks the audit entry a deletion leaves behind (kept when the partition is erased)
 _KEEP_ATTR = "tombstone"
+# sort key prefix of a link's record in its user's partition (``RecordLink``)
+_LINK_RECORD = "LINKREF#"
 _BATCH_WRITE_MAX = 25
 _BATCH_WRITE_ATTEMPTS = 5
 
@@ -869,6 +872,14 @@ class DynamoStore:
                         "ExpressionAttributeValues": job_values,
                     }
                 }
+            case RecordLink(user_id=user_id, token_hash=token_hash, ttl=ttl):
+                # in the user's partition (erasure reads it), named by the link's hash only
+                item = {
+                    "pk": {"S": f"USER#{user_id}"},
+                    "sk": {"S": f"{_LINK_RECORD}{token_hash}"},
+                    "ttl": {"N": str(ttl)},
+                }
+                return {"Put": {"TableName": t, "Item": item}}
         raise TypeError(f"not an op of this store: {type(op).__name__}")
 
     # -------------------------------------------------------------------------------- invitations
@@ -1480,9 +1491,11 @@ class DynamoStore:
     def erase_deleted_user(self, user_id: str) -> int:
         """Delete every item left in a deleted user's partition but the tombstone and its audit entry.
 
-        Older audit entries hold emails and names, so they go too. Idempotent and resumable: a run
-        after a crash deletes what the previous one left. Does nothing while the user's record
-        exists (this only ever finishes a deletion). Returns how many items it deleted.
+        Older audit entries hold emails and names, so they go too, and so does every link recorded in
+        the partition (``RecordLink``): superseded, used and expired ones too, which ``user.links`` no
+        longer names. Idempotent and resumable: a run after a crash deletes what the previous one
+        left (a link is deleted before its record). Does nothing while the user's record exists (this
+        only ever finishes a deletion). Returns how many of the partition's items it deleted.
         """
         if self.get_user(user_id) is not None:
             return 0
@@ -1502,6 +1515,13 @@ class DynamoStore:
                 for i in resp.get("Items", [])
                 if i["sk"]["S"] != "TOMBSTONE" and not i.get(_KEEP_ATTR, {}).get("BOOL", False)
             ]
+            links = [
+                _link_key(k["sk"]["S"].removeprefix(_LINK_RECORD))
+                for k in keys
+                if k["sk"]["S"].startswith(_LINK_RECORD)
+            ]
+            for start in range(0, len(links), _BATCH_WRITE_MAX):
+                self._batch_delete(links[start : start + _BATCH_WRITE_MAX])
             for start in range(0, len(keys), _BATCH_WRITE_MAX):
                 self._batch_delete(keys[start : start + _BATCH_WRITE_MAX])
             erased += len(keys)
@@ -1509,6 +1529,11 @@ class DynamoStore:
             if not last:
                 return erased
             kwargs["ExclusiveStartKey"] = last
+
+    def delete_counters(self, counter_keys: Sequence[str]) -> None:
+        keys = [{"pk": {"S": f"RATE#{k}"}, "sk": {"S": "RATE"}} for k in dict.fromkeys(counter_keys)]
+        for start in range(0, len(keys), _BATCH_WRITE_MAX):
+            self._batch_delete(keys[start : start + _BATCH_WRITE_MAX])
 
     def _batch_delete(self, keys: list[dict[str, Any]]) -> None:
         request: dict[str, Any] = {self._table: [{"DeleteRequest": {"Key": key}} for key in keys]}

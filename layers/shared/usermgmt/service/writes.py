@@ -41,6 +41,7 @@ from usermgmt.links import address_hash, link_url, new_token
 from usermgmt.models import User, mail_blocked
 from usermgmt.observability import count, logger
 from usermgmt.ports import Deps, Email, MailUnavailable
+from usermgmt.ratelimit import personal_counters
 from usermgmt.service.sync import PENDING, SyncEngine, new_id
 from usermgmt.store import AuditEntry as StoredAudit
 from usermgmt.store import (
@@ -54,6 +55,7 @@ from usermgmt.store import (
     PutAudit,
     PutLink,
     PutTombstone,
+    RecordLink,
     ReleaseEmail,
     SyncState,
     UpdateUser,
@@ -341,6 +343,8 @@ class Writer:
         marker stays) or was an email (logged and counted).
         """
         after = committed.user
+        if plan.delete:
+            self._forget_counters(after)
         if committed.lease is not None:
             state = SyncState(
                 user_id=after.id,
@@ -374,6 +378,43 @@ class Writer:
         if metric:
             count(metric)
         return after
+
+    def _forget_counters(self, user: User) -> None:
+        """A deleted user's rate counters go with them (they are named by a keyed hash of the person's
+        addresses and id; SPEC section 7). Best effort: a counter left over expires with its TTL."""
+        s = self.d.settings
+        now = self.d.clock.now()
+        try:
+            addresses = {a for a in (user.email, user.pending_email) if a}
+            addresses |= self._recent_addresses(user.id, now - 3 * s.rate_limit_window_seconds)
+            keys = personal_counters(
+                user.id,
+                sorted(addresses),
+                window_seconds=s.rate_limit_window_seconds,
+                pepper=s.hash_pepper,
+                now=now,
+            )
+            self.d.store.delete_counters(keys)
+        except Exception as exc:
+            logger.warning("rate counters not erased", extra={"error_type": type(exc).__name__})
+            count("PostCommitFailed")
+
+    def _recent_addresses(self, user_id: str, since: float) -> set[str]:
+        """Addresses the user's audit trail shows them having (login or pending) since ``since``: an
+        address given up meanwhile may still name counters. Read before the erasure removes the trail."""
+        found: set[str] = set()
+        cutoff, cursor = rfc3339(since), None
+        while True:
+            page = self.d.store.audit_page(user_id, 100, cursor)
+            for entry in page.items:
+                if entry["at"] < cutoff:
+                    return found
+                for change in entry.get("changes") or ():
+                    if change.get("field") in ("email", "pendingEmail"):
+                        found |= {v for v in (change.get("from"), change.get("to")) if isinstance(v, str)}
+            if not page.cursor:
+                return found
+            cursor = page.cursor
 
     # ------------------------------------------------------------------------------ email
     @staticmethod
@@ -429,7 +470,8 @@ class Writer:
 
         ``slot`` is the key in ``user.links`` (default: the purpose; an invitation link has one per
         invitation) and ``ref`` what the link is about (an invitation id).
-        Returns the URL (only ever put in an email), the user's new ``links`` map and the op.
+        Returns the URL (only ever put in an email), the user's new ``links`` map and the ops (the
+        link first, then its record for erasure).
         """
         token, token_hash = new_token()
         expires = int(now) + ttl
@@ -439,9 +481,10 @@ class Writer:
             user_id=user.id,
             expires_at=expires,
             created_at=int(now),
-            address_hash=address_hash(address) if address else None,
+            address_hash=address_hash(address, self.d.settings.hash_pepper) if address else None,
             ref=ref,
         )
         links = {**user.links, (slot or purpose): token_hash}
-        op = PutLink(link, ttl=expires + self.d.settings.cleanup_grace_seconds + LINK_TTL_GRACE)
-        return link_url(self.d.settings.public_base_url, purpose, token), links, [op]
+        item_ttl = expires + self.d.settings.cleanup_grace_seconds + LINK_TTL_GRACE
+        ops: list[Op] = [PutLink(link, ttl=item_ttl), RecordLink(user.id, token_hash, item_ttl)]
+        return link_url(self.d.settings.public_base_url, purpose, token), links, ops
