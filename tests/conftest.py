@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,6 +260,15 @@ class Env:
     queue: RecordingQueue = field(default_factory=RecordingQueue)
     handlers: dict[str, ModuleType] = field(default_factory=dict)
     names: set[str] = field(default_factory=set)  # people's names the test gave (the canary's)
+    # the timeout of each invocation, on ``clock`` (None: 15 s that never run out)
+    time_limit: float | None = None
+
+    def context(self, function: str) -> LambdaContext:
+        """The Lambda context of one invocation, its remaining time counted down on ``clock``."""
+        if self.time_limit is None:
+            return LambdaContext(function)
+        deadline = self.clock.now() + self.time_limit
+        return LambdaContext(function, lambda: int((deadline - self.clock.now()) * 1000))
 
     @property
     def store(self) -> Any:
@@ -366,7 +375,7 @@ class Env:
         return sorted(items, key=lambda i: (i["pk"]["S"], i["sk"]["S"]))
 
     def send_event(self, function: str, event: dict[str, Any]) -> Any:
-        return self.handler(function).lambda_handler(event, LambdaContext(function))
+        return self.handler(function).lambda_handler(event, self.context(function))
 
     def handler(self, name: str) -> ModuleType:
         if name not in self.handlers:
@@ -410,7 +419,7 @@ class Env:
             if auth_time != "absent":
                 claims["auth_time"] = str(int(float(claims["iat"] if auth_time is None else auth_time)))
             claims.update(extra_claims)
-        result = self.handler(function).lambda_handler(event, LambdaContext(function))
+        result = self.handler(function).lambda_handler(event, self.context(function))
         return Response(result)
 
 
@@ -429,7 +438,10 @@ class Response:
 
 
 class LambdaContext:
-    def __init__(self, name: str) -> None:
+    """``remaining_ms``: the invocation's remaining time (default: 15 s that never run out)."""
+
+    def __init__(self, name: str, remaining_ms: Callable[[], int] | None = None) -> None:
+        self._remaining_ms = remaining_ms
         self.function_name = name
         self.function_version = "$LATEST"
         self.memory_limit_in_mb = 512
@@ -437,7 +449,7 @@ class LambdaContext:
         self.aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
 
     def get_remaining_time_in_millis(self) -> int:
-        return 15_000
+        return self._remaining_ms() if self._remaining_ms else 15_000
 
 
 def http_event(

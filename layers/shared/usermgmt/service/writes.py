@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from usermgmt import budget
 from usermgmt.auth import (
     READ_USERS,
     UPDATE_USERS,
@@ -163,6 +164,14 @@ Planner = Callable[[Access, float], Plan | None]
 DirectPlanner = Callable[[float], tuple[User | None, Plan, float] | None]
 
 
+def _require_time() -> None:
+    """Before a table call of the write path: 503 (nothing changed) when its worst case would not
+    leave time to answer (budget.py)."""
+    if not budget.allows(budget.AWS_CALL_SECONDS):
+        count("OutOfTime")
+        raise DependencyUnavailable("The request ran out of time; try again")
+
+
 def diff(changes: list[dict[str, Any]], name: str, old: Any, new: Any) -> bool:
     if old == new:
         return False
@@ -211,6 +220,7 @@ class Writer:
         scope: str = UPDATE_USERS,
     ) -> Written:
         for _attempt in range(MAX_CONFLICT_RETRIES):
+            _require_time()  # for the read
             access = self.access(ctx, target_id, scope)
             if access_check:
                 access_check(access)
@@ -227,6 +237,7 @@ class Writer:
             if job is not None and job.dry_run:
                 job.outcome = "would_change"  # decided by the same rules; nothing is committed
                 return Written(before, access, None)
+            _require_time()  # for the commit
             committed = self.commit(
                 before,
                 plan,
@@ -251,10 +262,12 @@ class Writer:
         written, or ``None`` when nothing was done.
         """
         for _attempt in range(MAX_CONFLICT_RETRIES):
+            _require_time()  # for the planner's reads
             planned = planner(self.d.clock.now())
             if planned is None:
                 return None
             before, plan, now = planned
+            _require_time()  # for the commit
             subject = before.id if before is not None else plan.after.id
             committed = self.commit(
                 before, plan, now, actor=actor or Actor("self", subject), request_id=request_id
@@ -343,9 +356,15 @@ class Writer:
         marker stays) or was an email (logged and counted).
         """
         after = committed.user
-        if plan.delete:
-            self._forget_counters(after)
-        if committed.lease is not None:
+        if plan.delete and budget.allows(budget.AWS_CALL_SECONDS):
+            self._forget_counters(after)  # a counter left over expires with its TTL
+        # the least an inline push needs: one Auth0 call (token and request) and settling the marker
+        push_seconds = 2 * self.d.settings.auth0_timeout_seconds + budget.AWS_CALL_SECONDS
+        if committed.lease is not None and not budget.allows(push_seconds):
+            # no time for the push and its settling: the marker is due from the commit and the lease
+            # lapses, so sync-identity pushes it; the answer says pending (budget.py)
+            count("PushOutOfTime")
+        elif committed.lease is not None:
             state = SyncState(
                 user_id=after.id,
                 version=after.version,
