@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +52,13 @@ class _Capture(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
+        self.written: list[str] = []  # stdout and stderr of the test
+        self.read_output: Any = None
+
+    def output(self) -> str:
+        """Everything written to stdout and stderr so far."""
+        self.read_output()
+        return "".join(self.written)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -67,8 +74,10 @@ LINK_TOKEN = re.compile(r"/(?:password-reset|email-verification|email-change)/([
 
 
 @pytest.fixture(autouse=True)
-def log_canary() -> Iterator[_Capture]:
-    """Fails a test whose logs carry a token, a JWT, a password or an email address (SPEC section 10)."""
+def log_canary(capsys: pytest.CaptureFixture[str]) -> Iterator[_Capture]:
+    """Fails a test whose logs carry a token, a JWT, a password, an email address or a person's name
+    (SPEC section 10; security notes T8). It reads Python logging and everything written to stdout and
+    stderr (print, Powertools' log lines and metrics, a traceback), also what the test read itself."""
     from usermgmt.observability import logger
 
     capture = _Capture()
@@ -76,16 +85,37 @@ def log_canary() -> Iterator[_Capture]:
     targets = [logging.getLogger(logger.name), logging.getLogger()]
     for target in targets:
         target.addHandler(capture)
+    read = capsys.readouterr
+
+    def read_and_keep() -> Any:
+        result = read()
+        capture.written.extend((result.out, result.err))
+        return result
+
+    capsys.readouterr = read_and_keep  # type: ignore[method-assign]
+    capture.read_output = read_and_keep
     yield capture
+    read_and_keep()
     for target in targets:
         target.removeHandler(capture)
-    findings = canary_findings(capture.lines, _ENVS)
+    findings = canary_findings(capture.lines + capture.written, _ENVS)
     _ENVS.clear()
     assert not findings, f"log canary: {findings}"
 
 
+def people_names(envs: list[Env]) -> set[str]:
+    """The first and last names of the people of the test: those it created, set through the API,
+    and those Auth0 holds."""
+    names: set[str] = set()
+    for e in envs:
+        names |= e.names
+        for user in e.idp.users.values():
+            names |= {n for n in (user.given_name, user.family_name) if n}
+    return {n for n in names if len(n.strip()) >= 3}
+
+
 def canary_findings(lines: list[str], envs: list[Env]) -> list[str]:
-    """What must never be logged: link tokens, passwords, JWTs, email addresses."""
+    """What must never be logged: link tokens, passwords, JWTs, email addresses, people's names."""
     text = "\n".join(lines)
     secrets: set[str] = set()
     for e in envs:
@@ -97,6 +127,9 @@ def canary_findings(lines: list[str], envs: list[Env]) -> list[str]:
         findings.append("a JWT")
     if EMAIL.search(text):
         findings.append("an email address")
+    named = sorted(n for n in people_names(envs) if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", text))
+    if named:
+        findings.append(f"a person's name ({len(named)})")
     # Lifecycle events are as public as logs (SPEC 15: no personal data): the canary reads what the
     # test's bus received too.
     events = "\n".join(json.dumps(event) for e in envs for event in e.bus.events)
@@ -235,6 +268,16 @@ class Env:
     public_queue: RecordingQueue = field(default_factory=RecordingQueue)
     public_auto: bool = True
     handlers: dict[str, ModuleType] = field(default_factory=dict)
+    names: set[str] = field(default_factory=set)  # people's names the test gave (the canary's)
+    # the timeout of each invocation, on ``clock`` (None: 15 s that never run out)
+    time_limit: float | None = None
+
+    def context(self, function: str) -> LambdaContext:
+        """The Lambda context of one invocation, its remaining time counted down on ``clock``."""
+        if self.time_limit is None:
+            return LambdaContext(function)
+        deadline = self.clock.now() + self.time_limit
+        return LambdaContext(function, lambda: int((deadline - self.clock.now()) * 1000))
 
     @property
     def store(self) -> Any:
@@ -324,6 +367,7 @@ class Env:
         account_number: str | None = None,
     ) -> User:
         memberships = memberships or {}
+        self.names |= {first, last}
         user = User(
             id=user_id_for(email),
             email=email.lower(),
@@ -362,7 +406,7 @@ class Env:
         return sorted(items, key=lambda i: (i["pk"]["S"], i["sk"]["S"]))
 
     def send_event(self, function: str, event: dict[str, Any]) -> Any:
-        return self.handler(function).lambda_handler(event, LambdaContext(function))
+        return self.handler(function).lambda_handler(event, self.context(function))
 
     def handler(self, name: str) -> ModuleType:
         if name not in self.handlers:
@@ -387,6 +431,10 @@ class Env:
     ) -> Response:
         """``claims`` adds to (or replaces) the verified token's claims (``gty``, ``scope``, ...)."""
         extra_claims = dict(claims or {})
+        if isinstance(body, dict):
+            self.names |= {
+                v for k, v in body.items() if k in ("firstName", "lastName") and isinstance(v, str)
+            }
         event = http_event(
             method, path, body=body, raw_body=raw_body, headers=headers, query=query, source_ip=source_ip
         )
@@ -402,7 +450,7 @@ class Env:
             if auth_time != "absent":
                 claims["auth_time"] = str(int(float(claims["iat"] if auth_time is None else auth_time)))
             claims.update(extra_claims)
-        result = self.handler(function).lambda_handler(event, LambdaContext(function))
+        result = self.handler(function).lambda_handler(event, self.context(function))
         if self.public_auto and self.public_queue.messages:
             self.drain_public()
         return Response(result)
@@ -423,7 +471,10 @@ class Response:
 
 
 class LambdaContext:
-    def __init__(self, name: str) -> None:
+    """``remaining_ms``: the invocation's remaining time (default: 15 s that never run out)."""
+
+    def __init__(self, name: str, remaining_ms: Callable[[], int] | None = None) -> None:
+        self._remaining_ms = remaining_ms
         self.function_name = name
         self.function_version = "$LATEST"
         self.memory_limit_in_mb = 512
@@ -431,7 +482,7 @@ class LambdaContext:
         self.aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
 
     def get_remaining_time_in_millis(self) -> int:
-        return 15_000
+        return self._remaining_ms() if self._remaining_ms else 15_000
 
 
 def http_event(

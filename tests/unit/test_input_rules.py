@@ -2,7 +2,10 @@
 
 The fuzz draws from every Unicode category, lone surrogates included, so it can produce the characters
 the rules must refuse (format and bidi controls, private use, unassigned, surrogates) and checks what a
-client sees: a 422 naming the field and an unchanged record, or the name stored as sent.
+client sees: a 422 naming the field and an unchanged record, or the name stored as sent. Emails (an
+email change, a creation) are built from parts, valid or with one RFC 5321 violation or one character
+no address may hold, and each request is either a 4xx problem that changed nothing (table, mail,
+Auth0) or stored exactly.
 """
 
 from __future__ import annotations
@@ -118,3 +121,124 @@ def test_patch_me_stores_a_clean_name_or_refuses_it_and_changes_nothing(env: Env
         r.text.encode("utf-8")  # the answer is valid UTF-8
         after = env.user(user.id)
         assert isinstance(after, User) and after.first_name == expected
+
+
+# ------------------------------------------------------------------------------ emails and creation (T11)
+# Emails are built from parts, so whether one is valid is known by construction: a valid one is a
+# dot-string of atoms @ LDH labels; a broken one has one RFC 5321 violation or one character no
+# address may hold (anything outside ASCII, invisible, bidi, private use, unassigned, a surrogate).
+ATEXT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~-"
+ATOM = st.text(alphabet=ATEXT, min_size=1, max_size=8)
+LABEL = st.from_regex(r"\A[a-z0-9](?:[a-z0-9-]{0,8}[a-z0-9])?\Z")
+LOCAL = st.lists(ATOM, min_size=1, max_size=3).map(".".join)
+DOMAIN = st.lists(LABEL, min_size=2, max_size=3).map(".".join)
+VALID_EMAIL = st.builds(lambda local, domain: f"{local}@{domain}", LOCAL, DOMAIN)
+NOT_IN_AN_ADDRESS = st.one_of(
+    NASTY,
+    st.characters(codec=None, min_codepoint=0x80, exclude_categories=()),  # non-ASCII, surrogates too
+    st.sampled_from(list(' "(),:;<>[\\]@\x00\x7f')),
+)
+
+
+@st.composite
+def broken_email(draw: st.DrawFn) -> str:
+    local, domain = draw(LOCAL), draw(DOMAIN)
+    kind = draw(st.sampled_from(["char", "dots", "local-64", "label-63", "hyphen", "single-label", "total"]))
+    if kind == "char":  # inside, never at an end (surrounding whitespace is trimmed, as it should be)
+        email = f"{local}@{domain}"
+        at = draw(st.integers(1, len(email) - 1))
+        return email[:at] + draw(NOT_IN_AN_ADDRESS) + email[at:]
+    if kind == "dots":
+        broken = draw(st.sampled_from([f".{local}", f"{local}.", local.replace(".", "..") + "..x"]))
+        return f"{broken}@{domain}"
+    if kind == "local-64":
+        return f"{'a' * 65}@{domain}"
+    if kind == "label-63":
+        return f"{local}@{'b' * 64}.{domain}"
+    if kind == "hyphen":
+        return f"{local}@{draw(st.sampled_from(['-x', 'x-']))}.{domain}"
+    if kind == "single-label":
+        return f"{local}@{draw(LABEL)}"
+    return f"{local}@{'.'.join(['c' * 60] * 5)}.{domain}"  # over 254 octets in all
+
+
+def _unchanged(env: Env, before: dict[str, object], mails: int, idp_calls: int) -> None:
+    assert env.store.snapshot() == before
+    assert len(env.mailer.sent) == mails and len(env.idp.calls) == idp_calls
+
+
+def _refused(r: object, fields: set[str]) -> None:
+    assert 400 <= r.status < 500, r  # type: ignore[attr-defined]
+    assert r.headers["content-type"] == "application/problem+json", r  # type: ignore[attr-defined]
+    problem = r.json()  # type: ignore[attr-defined]
+    assert problem["status"] == r.status and problem["code"]  # type: ignore[attr-defined]
+    assert {e["field"] for e in problem.get("errors", [])} == fields, problem
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(email=st.one_of(VALID_EMAIL.map(lambda e: (e, True)), broken_email().map(lambda e: (e, False))))
+@example(email=("bob\u202e@x.example", False))
+@example(email=("B.O.B+Tag@Sub.X.example", True))
+def test_an_email_change_stores_a_valid_address_exactly_or_refuses_it_and_changes_nothing(
+    env: Env, email: tuple[str, bool]
+) -> None:
+    address, valid = email
+    _SEEN.append(address)
+    user = env.add_user(f"fuzz{len(_SEEN)}@acme.example", memberships={"acme": ["Buyer"]})
+    before, mails, calls = env.store.snapshot(), len(env.mailer.sent), len(env.idp.calls)
+
+    r = env.call(UPDATE, "PATCH", "/me", as_user=user, body={"email": address})
+
+    if not valid:
+        _refused(r, {"email"})
+        _unchanged(env, before, mails, calls)
+        return
+    assert r.status == 200, r
+    after = env.user(user.id)
+    assert after is not None and after.pending_email == address.lower() == r.json()["pendingEmail"]
+    assert env.mailer.to(address.lower()), "the verification link went to the address as stored"
+
+
+NAME = st.lists(st.one_of(ANY_CHAR, NASTY), min_size=1, max_size=12).map("".join)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    first=st.one_of(NAME, st.sampled_from(["Zoë", "José María", "山田"])),
+    last=st.one_of(NAME, st.sampled_from(["O'Brien-Smith", "Nguyễn"])),
+    email=st.one_of(VALID_EMAIL.map(lambda e: (e, True)), broken_email().map(lambda e: (e, False))),
+)
+@example(first="Bob\u200b", last="Ok", email=("ok@x.example", True))
+@example(first="Bob", last="\ud800", email=("ok@x.example", True))
+def test_a_creation_stores_clean_names_and_a_valid_address_exactly_or_refuses_and_changes_nothing(
+    env: Env, first: str, last: str, email: tuple[str, bool]
+) -> None:
+    _SEEN.append(first)
+    admin = env.add_user(f"admin{len(_SEEN)}@acme.example", profile="administrator")
+    address, valid = email
+    address = f"n{len(_SEEN)}.{address}" if valid else address  # a new address for every example
+    before, mails, calls = env.store.snapshot(), len(env.mailer.sent), len(env.idp.calls)
+
+    r = env.call(
+        "create-user",
+        "POST",
+        "/users",
+        as_user=admin,
+        body={"email": address, "firstName": first, "lastName": last},
+    )
+
+    refused = {f for f, ok in (("firstName", _expected(first)), ("lastName", _expected(last))) if ok is None}
+    if not valid:
+        refused.add("email")
+    if refused:
+        _refused(r, refused)
+        _unchanged(env, before, mails, calls)
+        return
+    assert r.status == 201, r
+    created = env.user(r.json()["id"])
+    assert created is not None
+    assert (created.email, created.first_name, created.last_name) == (
+        address.lower(),
+        _expected(first),
+        _expected(last),
+    )

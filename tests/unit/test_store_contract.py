@@ -31,6 +31,7 @@ from usermgmt.store import (
     PutInvitation,
     PutLink,
     PutTombstone,
+    RecordLink,
     ReleaseEmail,
     UpdateUser,
     UseLink,
@@ -279,6 +280,46 @@ def test_the_sync_lifecycle_pending_deferred_settled(store: UserStore) -> None:
     assert store.due_work(NOW + 1000, 10) == []
 
 
+def test_the_oldest_due_time_is_that_of_the_oldest_waiting_work(store: UserStore) -> None:
+    a, b, c = user(1), user(2), user(3)
+    for u in (a, b, c):
+        store.put_user(u)
+    assert store.oldest_due(NOW + 1000) is None
+    store.transact([UpdateUser(a, a.evolve(version=2), frozenset({"profile"}), due=NOW + 10)])
+    store.transact([UpdateUser(b, b.evolve(version=2), frozenset({"profile"}), due=NOW + 20)])
+    assert store.oldest_due(NOW + 5) is None  # committed later than "now": not due yet
+    assert store.oldest_due(NOW + 15) == NOW + 10
+    assert store.oldest_due(NOW + 30) == NOW + 10
+    # the oldest is pushed: the next one is the oldest
+    state, _ = store.acquire_lease(a.id, "o", NOW + 30, NOW + 60, due_only=True) or (None, None)
+    assert state is not None and store.settle_sync(a.id, 2, "o", frozenset())
+    assert store.oldest_due(NOW + 30) == NOW + 20
+    # a deferred marker is not due until its retry time, then due since it
+    state, _ = store.acquire_lease(b.id, "o", NOW + 30, NOW + 60, due_only=True) or (None, None)
+    assert state is not None
+    store.defer_sync(b.id, "o", due=NOW + 100, attempts=1)
+    assert store.oldest_due(NOW + 50) is None
+    assert store.oldest_due(NOW + 150) == NOW + 100
+    # a reset-link claim that lapsed unfinished is due work too, since its claim ended
+    store.transact([PutLink(link(7, user_id=c.id), ttl=int(NOW) + 9999)])
+    assert store.claim_link(link(7).token_hash, "c", int(NOW), int(NOW) + 60)
+    assert store.oldest_due(NOW + 150) == NOW + 60
+    # a deletion is due since it was committed; a re-drive since it was asked for
+    lease = Lease("d", NOW + 40, NOW + 70)
+    tombstone = PutTombstone(c.id, 2, "2026-12-01T00:00:00.000Z", frozenset({"delete"}), lease)
+    store.transact([DeleteUser(c), tombstone])
+    assert store.oldest_due(NOW + 150) == NOW + 40
+    assert store.release_link_claim(link(7).token_hash, "c")
+    state, _ = store.acquire_lease(c.id, "s", NOW + 150, NOW + 180, due_only=True) or (None, None)
+    assert state is not None and store.settle_sync(c.id, 2, "s", frozenset(), deleted=True)
+    assert store.oldest_due(NOW + 150) == NOW + 100
+    state, _ = store.acquire_lease(b.id, "o", NOW + 150, NOW + 180, due_only=True) or (None, None)
+    assert state is not None and store.settle_sync(b.id, 2, "o", frozenset({"profile"}))
+    assert store.oldest_due(NOW + 500) is None  # a failed marker waits for an operator, not the sync
+    assert store.redrive_failed(b.id, NOW + 400)
+    assert store.oldest_due(NOW + 500) == NOW + 400
+
+
 def test_failed_fields_stay_visible_until_changed_or_redriven(store: UserStore) -> None:
     u = user()
     store.put_user(u)
@@ -339,6 +380,37 @@ def test_a_tombstone_carries_the_deletion_until_settled_and_erasure_keeps_its_au
     assert store.settle_sync(u.id, 2, "s", frozenset(), deleted=True)
     assert store.due_work(NOW + 100, 10) == [] and store.failed_syncs(10) == []
     assert [i["action"] for i in store.audit_page(u.id, 10, None).items] == ["user.deleted"]
+
+
+def test_erasure_deletes_every_link_recorded_for_the_user_not_only_current_ones(store: UserStore) -> None:
+    u, other = user(1), user(2)
+    store.put_user(u)
+    store.put_user(other)
+    ttl = int(NOW) + 9999
+    mine = [link(n, user_id=u.id) for n in (1, 2, 3)]
+    theirs = link(4, user_id=other.id)
+    for lk in [*mine, theirs]:
+        store.transact([PutLink(lk, ttl=ttl), RecordLink(lk.user_id, lk.token_hash, ttl)])
+    store.transact([UseLink(mine[1].token_hash, int(NOW))])  # used; mine[0] superseded, say
+    store.transact([PutAudit(audit(u.id, 2))])
+    assert store.erase_deleted_user(u.id) == 0  # the user still exists: nothing is erased
+    assert all(store.get_link(lk.token_hash) for lk in mine)
+    store.transact([DeleteUser(u), DeleteLink(mine[2].token_hash)])  # the current one goes with the user
+
+    assert store.erase_deleted_user(u.id) == 4  # one audit entry, three link records
+
+    assert [store.get_link(lk.token_hash) for lk in mine] == [None, None, None]
+    assert store.get_link(theirs.token_hash) == theirs
+    assert store.erase_deleted_user(u.id) == 0
+
+
+def test_counters_can_be_deleted(store: UserStore) -> None:
+    store.incr_counter("a", int(NOW) + 60)
+    store.incr_counter("b", int(NOW) + 60)
+
+    store.delete_counters(["a", "never-counted"])
+
+    assert (store.read_counter("a"), store.read_counter("b")) == (0, 1)
 
 
 def test_counters_count(store: UserStore) -> None:

@@ -301,3 +301,21 @@ def test_every_function_has_an_errors_and_a_throttles_alarm(raw: dict[str, Any])
                 if d["Name"] == "FunctionName":
                     watched.setdefault(d["Value"]["Ref"], set()).add(props["MetricName"])
     assert {f: {"Errors", "Throttles"} for f in functions} == {f: watched.get(f, set()) for f in functions}
+
+
+def test_an_alarm_watches_the_age_of_the_oldest_due_sync_work(raw: dict[str, Any]) -> None:
+    """sync-identity publishes the metric under this name (security notes M8): an alarm must watch it,
+    at 15 minutes at most, on the metric's maximum."""
+    from usermgmt.service.sync import BACKLOG_AGE_METRIC
+
+    alarms = [
+        r["Properties"]
+        for r in raw["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"].get("MetricName") == BACKLOG_AGE_METRIC
+    ]
+    assert len(alarms) == 1, alarms
+    (alarm,) = alarms
+    variables = raw["Globals"]["Function"]["Environment"]["Variables"]
+    assert alarm["Namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"]
+    assert alarm["Statistic"] == "Maximum" and alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert 0 < alarm["Threshold"] <= 900

@@ -41,7 +41,14 @@ def aws_client(service: str) -> Any:
     import boto3
     from botocore.config import Config
 
-    config = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
+    from usermgmt import budget
+
+    # bounded so that one call's worst case (budget.AWS_CALL_SECONDS) fits a request's time budget
+    config = Config(
+        connect_timeout=budget.AWS_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=budget.AWS_READ_TIMEOUT_SECONDS,
+        retries={"mode": "standard", "max_attempts": budget.AWS_MAX_ATTEMPTS},
+    )
     return boto3.client(service, config=config)  # type: ignore[call-overload]
 
 

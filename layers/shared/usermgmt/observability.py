@@ -49,9 +49,12 @@ def lambda_entry(correlation_id_path: str | None = None) -> Callable[[Handler], 
     def decorate(fn: Handler) -> Handler:
         @functools.wraps(fn)
         def traced(event: dict[str, Any], context: Any) -> Any:
-            if _xray_enabled():
-                return _tracer().capture_lambda_handler(fn)(event, context)
-            return fn(event, context)
+            from usermgmt import budget
+
+            with budget.invocation(context):  # the time this invocation has left (budget.py)
+                if _xray_enabled():
+                    return _tracer().capture_lambda_handler(fn)(event, context)
+                return fn(event, context)
 
         with_metrics = metrics.log_metrics(traced)
         return logger.inject_lambda_context(correlation_id_path=correlation_id_path, log_event=False)(

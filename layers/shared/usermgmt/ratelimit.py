@@ -35,6 +35,10 @@ RESET_PER_IP = "reset-ip"  # POST /password-reset and POST /password-reset/{toke
 # of an email change counts against the user it is for and against the address it goes to.
 VERIFY_PER_USER = "verify-user"
 VERIFY_PER_ADDRESS = "verify-address"
+# The scopes whose counters are named after a person (an address of theirs, or their user id): a
+# deleted user's counters in these are deleted with them (``personal_counters``). Per-IP scopes are not.
+ADDRESS_SCOPES = (RESET_PER_ADDRESS, RESET_PER_ADDRESS_AUTHENTICATED, VERIFY_PER_ADDRESS, "invite-address")
+USER_SCOPES = (VERIFY_PER_USER,)
 
 
 class CounterStore(Protocol):
@@ -53,6 +57,21 @@ def counter_digest(scope: str, key: str, pepper: str = "") -> str:
     if pepper:
         return hmac.new(pepper.encode(), message, hashlib.sha256).hexdigest()
     return hashlib.sha256(message).hexdigest()
+
+
+def personal_counters(
+    user_id: str, addresses: list[str], *, window_seconds: int, pepper: str, now: float
+) -> list[str]:
+    """The names of every counter of ``user_id`` and ``addresses`` that can still exist at ``now``: a
+    counter lives until two windows after its own (its TTL), so three windows per scope and key."""
+    w = int(window_seconds)
+    start = int(now // w) * w
+    keys = [(scope, a) for scope in ADDRESS_SCOPES for a in addresses] + [(s, user_id) for s in USER_SCOPES]
+    return [
+        f"{scope}#{counter_digest(scope, key, pepper)}#{start - n * w}"
+        for scope, key in keys
+        for n in range(3)
+    ]
 
 
 class RateLimiter:

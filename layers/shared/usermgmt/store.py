@@ -211,6 +211,9 @@ class UpdateUser:
     sync: frozenset[str] = frozenset()
     lease: Lease | None = None
     label: str = "user"
+    # when ``sync`` is due (epoch seconds): the commit time, so the oldest due marker tells how long
+    # the oldest change has waited for its push (0: due since ever)
+    due: float = 0
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,7 @@ class CreateUser:
     label: str = "user"
     sync: frozenset[str] = frozenset()
     lease: Lease | None = None
+    due: float = 0  # as in ``UpdateUser``
 
 
 @dataclass(frozen=True)
@@ -434,6 +438,18 @@ class SetJobStatus:
     label: str = "job"
 
 
+@dataclass(frozen=True)
+class RecordLink:
+    """Remember that ``user_id`` was issued the link ``token_hash`` (the hash only), until ``ttl``: so
+    erasure (``erase_deleted_user``) also finds the links the user no longer holds (superseded, used,
+    expired), not only those in ``user.links`` (security notes L15). Goes with every ``PutLink``."""
+
+    user_id: str
+    token_hash: str
+    ttl: int
+    label: str = "link-record"
+
+
 def finish_item_ops(item: BulkItem, expires_at: int) -> list[Op]:
     """The ops that decide one item: its status and the job's counts, in one transaction."""
     return [
@@ -468,6 +484,7 @@ Op = (
     | FinishItem
     | CountItem
     | SetJobStatus
+    | RecordLink
 )
 
 # ------------------------------------------------------------------------------------------------ the port
@@ -513,6 +530,11 @@ class UserStore(Protocol):
 
     # sync markers
     def due_work(self, now: float, limit: int) -> list[DueWork]: ...
+
+    def oldest_due(self, now: float) -> float | None:
+        """When the oldest work due at ``now`` (a pending marker or a lapsed reset-link claim) became
+        due; None when nothing is due. A marker's due time is its commit, retry or re-drive time."""
+        ...
 
     def failed_syncs(self, limit: int) -> list[str]:
         """Users with fields Auth0 refused for good (for an operator's re-drive)."""
@@ -565,7 +587,14 @@ class UserStore(Protocol):
         ...
 
     # erasure and expiry
-    def erase_deleted_user(self, user_id: str) -> int: ...
+    def erase_deleted_user(self, user_id: str) -> int:
+        """Delete what is left of a deleted user but the tombstone and its audit entry: older audit
+        entries and every link recorded for them (``RecordLink``). Returns how many items went."""
+        ...
+
+    def delete_counters(self, counter_keys: Sequence[str]) -> None:
+        """Delete rate counters (missing ones are fine): a deleted user's, named from their addresses."""
+        ...
 
     def expired_links(self, cutoff: int, limit: int, start_key: Any = None) -> ExpiredPage: ...
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 
+from usermgmt import budget
 from usermgmt.errors import (
     IdpAccessDenied,
     IdpEmailTaken,
@@ -379,6 +380,11 @@ class Auth0IdentityProvider:
         """
         retried = False
         while True:
+            # never start a call (token fetch and request, each up to the timeout) that could outlive
+            # the invocation, nor one that leaves no time to record its outcome (budget.py)
+            if not budget.allows(2 * self._config.timeout_seconds + budget.AWS_CALL_SECONDS):
+                logger.warning("auth0 %s not started: out of time", op)
+                raise IdpUnavailable("out of time")
             try:
                 return fn()
             except IdpError:

@@ -61,6 +61,7 @@ from usermgmt.store import (
     PutLink,
     PutMember,
     PutTombstone,
+    RecordLink,
     ReleaseEmail,
     SetJobStatus,
     SyncState,
@@ -91,6 +92,8 @@ SYNC_INDEX = "SyncIndex"
 EXPIRY_INDEX = "ExpiryIndex"
 # marks the audit entry a deletion leaves behind (kept when the partition is erased)
 _KEEP_ATTR = "tombstone"
+# sort key prefix of a link's record in its user's partition (``RecordLink``)
+_LINK_RECORD = "LINKREF#"
 _BATCH_WRITE_MAX = 25
 _BATCH_WRITE_ATTEMPTS = 5
 
@@ -368,7 +371,7 @@ def _update_user(table: str, op: UpdateUser) -> dict[str, Any]:
         values.update(
             {
                 ":sync": {"S": SYNC_PK},
-                ":due": {"N": "0"},
+                ":due": {"N": repr(op.due)},
                 ":target": {"N": str(after.version)},
                 ":zero": {"N": "0"},
                 ":fields": {"SS": sorted(op.sync)},
@@ -442,7 +445,7 @@ def _tombstone_item(op: PutTombstone) -> dict[str, Any]:
         "deletedAt": {"S": op.deleted_at},
         "idpSync": {"S": "pending"},
         "syncPk": {"S": SYNC_PK},
-        "syncDue": {"N": "0"},
+        "syncDue": {"N": repr(op.lease.now)},  # due since the deletion
         "syncVersion": {"N": str(op.version)},
         "syncFields": {"SS": sorted(op.sync)},
         "syncAttempts": {"N": "0"},
@@ -667,13 +670,13 @@ class DynamoStore:
         match op:
             case UpdateUser():
                 return {"Update": _update_user(t, op)}
-            case CreateUser(user=user, sync=sync, lease=lease):
+            case CreateUser(user=user, sync=sync, lease=lease, due=due):
                 item = {**_user_key(user.id), **_user_item(user)}
                 if sync:  # the sync marker of a new user, as ``_update_user`` writes it
                     item.update(
                         {
                             "syncPk": {"S": SYNC_PK},
-                            "syncDue": {"N": "0"},
+                            "syncDue": {"N": repr(due)},
                             "syncVersion": {"N": str(user.version)},
                             "syncAttempts": {"N": "0"},
                             "syncFields": {"SS": sorted(sync)},
@@ -869,6 +872,14 @@ class DynamoStore:
                         "ExpressionAttributeValues": job_values,
                     }
                 }
+            case RecordLink(user_id=user_id, token_hash=token_hash, ttl=ttl):
+                # in the user's partition (erasure reads it), named by the link's hash only
+                item = {
+                    "pk": {"S": f"USER#{user_id}"},
+                    "sk": {"S": f"{_LINK_RECORD}{token_hash}"},
+                    "ttl": {"N": str(ttl)},
+                }
+                return {"Put": {"TableName": t, "Item": item}}
         raise TypeError(f"not an op of this store: {type(op).__name__}")
 
     # -------------------------------------------------------------------------------- invitations
@@ -1416,6 +1427,22 @@ class DynamoStore:
                     work.append(DueWork("link", pk.removeprefix("LINK#")))
         return work
 
+    def oldest_due(self, now: float) -> float | None:
+        """The smallest ``syncDue`` at or before ``now`` of each partition: one item read per partition
+        (the SyncIndex is sorted by due time), whatever the backlog."""
+        found: list[float] = []
+        for partition in (SYNC_PK, CLAIM_PK):
+            resp = self._call(
+                "query",
+                TableName=self._table,
+                IndexName=SYNC_INDEX,
+                KeyConditionExpression="syncPk = :p AND syncDue <= :now",
+                ExpressionAttributeValues={":p": {"S": partition}, ":now": {"N": repr(now)}},
+                Limit=1,
+            )
+            found += [float(i["syncDue"]["N"]) for i in resp.get("Items", [])]
+        return min(found, default=None)
+
     def failed_syncs(self, limit: int) -> list[str]:
         resp = self._call(
             "query",
@@ -1441,7 +1468,7 @@ class DynamoStore:
                     TableName=self._table,
                     Key=key,
                     UpdateExpression=(
-                        "SET syncPk = :sync, syncDue = :zero, syncAttempts = :zero, idpSync = :pending,"
+                        "SET syncPk = :sync, syncDue = :now, syncAttempts = :zero, idpSync = :pending,"
                         " syncVersion = if_not_exists(syncVersion, :target)"
                         " ADD syncFields :f REMOVE syncFailed"
                     ),
@@ -1449,6 +1476,7 @@ class DynamoStore:
                     ExpressionAttributeValues={
                         ":sync": {"S": SYNC_PK},
                         ":zero": {"N": "0"},
+                        ":now": {"N": repr(now)},
                         ":pending": {"S": "pending"},
                         ":target": {"N": str(target)},
                         ":f": _to_av(failed),
@@ -1463,9 +1491,11 @@ class DynamoStore:
     def erase_deleted_user(self, user_id: str) -> int:
         """Delete every item left in a deleted user's partition but the tombstone and its audit entry.
 
-        Older audit entries hold emails and names, so they go too. Idempotent and resumable: a run
-        after a crash deletes what the previous one left. Does nothing while the user's record
-        exists (this only ever finishes a deletion). Returns how many items it deleted.
+        Older audit entries hold emails and names, so they go too, and so does every link recorded in
+        the partition (``RecordLink``): superseded, used and expired ones too, which ``user.links`` no
+        longer names. Idempotent and resumable: a run after a crash deletes what the previous one
+        left (a link is deleted before its record). Does nothing while the user's record exists (this
+        only ever finishes a deletion). Returns how many of the partition's items it deleted.
         """
         if self.get_user(user_id) is not None:
             return 0
@@ -1485,6 +1515,13 @@ class DynamoStore:
                 for i in resp.get("Items", [])
                 if i["sk"]["S"] != "TOMBSTONE" and not i.get(_KEEP_ATTR, {}).get("BOOL", False)
             ]
+            links = [
+                _link_key(k["sk"]["S"].removeprefix(_LINK_RECORD))
+                for k in keys
+                if k["sk"]["S"].startswith(_LINK_RECORD)
+            ]
+            for start in range(0, len(links), _BATCH_WRITE_MAX):
+                self._batch_delete(links[start : start + _BATCH_WRITE_MAX])
             for start in range(0, len(keys), _BATCH_WRITE_MAX):
                 self._batch_delete(keys[start : start + _BATCH_WRITE_MAX])
             erased += len(keys)
@@ -1492,6 +1529,11 @@ class DynamoStore:
             if not last:
                 return erased
             kwargs["ExclusiveStartKey"] = last
+
+    def delete_counters(self, counter_keys: Sequence[str]) -> None:
+        keys = [{"pk": {"S": f"RATE#{k}"}, "sk": {"S": "RATE"}} for k in dict.fromkeys(counter_keys)]
+        for start in range(0, len(keys), _BATCH_WRITE_MAX):
+            self._batch_delete(keys[start : start + _BATCH_WRITE_MAX])
 
     def _batch_delete(self, keys: list[dict[str, Any]]) -> None:
         request: dict[str, Any] = {self._table: [{"DeleteRequest": {"Key": key}} for key in keys]}

@@ -56,6 +56,7 @@ from usermgmt.store import (
     PutLink,
     PutMember,
     PutTombstone,
+    RecordLink,
     ReleaseEmail,
     SetJobStatus,
     SyncState,
@@ -138,6 +139,7 @@ class MemoryStore:
         self.job_entries: dict[str, dict[str, str]] = {}  # owner -> "<createdAt>#<id>" -> job id
         self.job_item_records: dict[str, dict[str, BulkItem]] = {}
         self.job_count_records: dict[str, dict[str, int]] = {}
+        self.link_records: dict[str, set[str]] = {}  # user id -> token hashes (``RecordLink``)
 
     # -------------------------------------------------------------------------------- reads
     def get_user(self, user_id: str) -> User | None:
@@ -239,7 +241,7 @@ class MemoryStore:
                 return job.id not in self.jobs
             case ClaimJobKey(created_by=created_by, key=key):
                 return (created_by, key) not in self.job_keys
-            case PutJobEntry() | CountItem():
+            case PutJobEntry() | CountItem() | RecordLink():
                 return True
             case FinishItem(item=item):
                 decided = self.job_item_records.get(item.job_id, {}).get(item.user_id)
@@ -251,21 +253,22 @@ class MemoryStore:
 
     def _apply(self, op: Op) -> None:
         match op:
-            case UpdateUser(after=after, sync=sync, lease=lease):
+            case UpdateUser(after=after, sync=sync, lease=lease, due=due):
                 record = self.users[after.id]
                 record.user = _stored(after)
                 m = record.marker
                 if sync:
-                    m.partition, m.due, m.version, m.attempts = SYNC, 0, after.version, 0
+                    m.partition, m.due, m.version, m.attempts = SYNC, due, after.version, 0
                     m.fields |= sync
                     m.failed -= sync
                 if lease is not None:
                     m.lease_owner, m.lease_until = lease.owner, lease.until
-            case CreateUser(user=user, sync=sync, lease=lease):
+            case CreateUser(user=user, sync=sync, lease=lease, due=due):
                 record = _Record(_stored(user))
                 if sync:
                     m = record.marker
-                    m.partition, m.due, m.version, m.attempts, m.fields = SYNC, 0, user.version, 0, set(sync)
+                    m.partition, m.due, m.version, m.attempts = SYNC, due, user.version, 0
+                    m.fields = set(sync)
                 if lease is not None:
                     record.marker.lease_owner, record.marker.lease_until = lease.owner, lease.until
                 self.users[user.id] = record
@@ -286,7 +289,10 @@ class MemoryStore:
             case DeleteLink(token_hash=token_hash) | DeleteExpiredLink(token_hash=token_hash):
                 self.links.pop(token_hash, None)
             case PutTombstone():
-                marker = _Marker(SYNC, 0, op.version, set(op.sync), set(), 0, op.lease.owner, op.lease.until)
+                lease = op.lease
+                marker = _Marker(
+                    SYNC, lease.now, op.version, set(op.sync), set(), 0, lease.owner, lease.until
+                )
                 self.tombstones[op.user_id] = _Tombstone(op.deleted_at, "pending", marker)
             case PutEvent(event=event):
                 self.outbox.setdefault(event.user_id, {})[event.key] = event
@@ -317,6 +323,8 @@ class MemoryStore:
             case CountItem(job_id=job_id, status=status):
                 counts = self.job_count_records.setdefault(job_id, {})
                 counts[status] = counts.get(status, 0) + 1
+            case RecordLink(user_id=uid, token_hash=token_hash):
+                self.link_records.setdefault(uid, set()).add(token_hash)
             case SetJobStatus(job_id=job_id, status=status, at=at):
                 job = self.jobs[job_id]
                 if status == "running":
@@ -439,6 +447,15 @@ class MemoryStore:
             work += [DueWork("link", h) for _, h in claims][: limit - len(work)]
             return work
 
+    def oldest_due(self, now: float) -> float | None:
+        with self._lock:
+            markers = [r.marker for r in self.users.values()] + [t.marker for t in self.tombstones.values()]
+            due = [m.due for m in markers if m.partition == SYNC and m.due <= now]
+            due += [
+                r.claim_due for r in self.links.values() if r.claim_due is not None and r.claim_due <= now
+            ]
+            return min(due, default=None)
+
     def failed_syncs(self, limit: int) -> list[str]:
         with self._lock:
             found = [u for u, r in self.users.items() if r.marker.partition == FAILED]
@@ -524,7 +541,7 @@ class MemoryStore:
                     continue
                 if not m.version:
                     m.version = self.users[user_id].user.version if not deleted else 0
-                m.partition, m.due, m.attempts = SYNC, 0, 0
+                m.partition, m.due, m.attempts = SYNC, now, 0
                 m.fields |= m.failed
                 m.failed = set()
                 if deleted:
@@ -573,7 +590,15 @@ class MemoryStore:
             gone = [k for k, (_, keep) in entries.items() if not keep]
             for k in gone:
                 del entries[k]
-            return len(gone)
+            records = self.link_records.pop(user_id, set())
+            for token_hash in records:
+                self.links.pop(token_hash, None)
+            return len(gone) + len(records)
+
+    def delete_counters(self, counter_keys: Sequence[str]) -> None:
+        with self._lock:
+            for key in counter_keys:
+                self.counters.pop(key, None)
 
     def expired_links(self, cutoff: int, limit: int, start_key: Any = None) -> ExpiredPage:
         with self._lock:
@@ -700,6 +725,7 @@ class MemoryStore:
                     "links": {h: (r.link, r.used_at, r.claim_due) for h, r in self.links.items()},
                     "audit": {u: dict(e) for u, e in self.audit.items()},
                     "counters": dict(self.counters),
+                    "link_records": {u: set(r) for u, r in self.link_records.items()},
                     "members": {a: dict(m) for a, m in self.members.items()},
                     "account_counts": {a: dict(c) for a, c in self.account_counts.items()},
                     "admin_count": self.admin_count,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 
+from usermgmt import budget
 from usermgmt.ports import Email, MailUnavailable
 
 
@@ -29,6 +30,8 @@ class SesMailer:
         self._configuration_set = configuration_set
 
     def send(self, email: Email) -> None:
+        if not budget.allows(budget.AWS_CALL_SECONDS):
+            raise MailUnavailable("out of time")  # not started: it could outlive the invocation
         kwargs: dict[str, Any] = {
             "FromEmailAddress": self._sender,
             "Destination": {"ToAddresses": [email.to]},

@@ -285,8 +285,8 @@ class InvitationService:
             )
             slot = slot_of(invitation_id)
             url, links, link_ops = self.w.issue_link(user, INVITE, now, ttl, ref=invitation_id, slot=slot)
-            (put_link,) = link_ops
-            assert isinstance(put_link, PutLink)  # noqa: S101 - issue_link returns one PutLink
+            put_link = link_ops[0]
+            assert isinstance(put_link, PutLink)  # noqa: S101 - issue_link returns the PutLink first
             invitation = Invitation(
                 id=invitation_id,
                 account_id=account_id,
@@ -300,7 +300,7 @@ class InvitationService:
             )
             ops: list[Op] = [
                 PutInvitation(invitation, ttl=put_link.ttl),
-                put_link,
+                *link_ops,
                 AccountExists(account_id),
             ]
             if not new:
@@ -381,7 +381,7 @@ class InvitationService:
             url, links, link_ops = self.w.issue_link(
                 user, INVITE, now, ttl, ref=invitation.id, slot=slot_of(invitation.id)
             )
-            (put_link,) = link_ops
+            put_link = link_ops[0]
             assert isinstance(put_link, PutLink)  # noqa: S101
             renewed = replace(
                 invitation, expires_at=put_link.link.expires_at, token_hash=put_link.link.token_hash
@@ -399,7 +399,7 @@ class InvitationService:
                     changes=[{"field": "invitation", "from": None, "to": invitation.account_id}],
                     ops=[
                         PutInvitation(renewed, ttl=put_link.ttl, expected_token=invitation.token_hash),
-                        put_link,
+                        *link_ops,
                     ],
                     emails=[email],
                     errors={

@@ -45,7 +45,7 @@ def verify_target(user: User) -> str | None:
     return None if user.email_verified else user.email
 
 
-def check(store: UserStore, token: str, purpose: str, now: float) -> CheckedLink:
+def check(store: UserStore, token: str, purpose: str, now: float, *, pepper: str = "") -> CheckedLink:
     """Raise ``LinkGone`` with the right code, or return the link and its (ACTIVE) user."""
     if not plausible_token(token):
         raise gone(INVALID)
@@ -61,14 +61,16 @@ def check(store: UserStore, token: str, purpose: str, now: float) -> CheckedLink
         raise gone(SUPERSEDED)
     if purpose == VERIFY:
         target = verify_target(user)
-        if target is None or link.address_hash != address_hash(target):
+        if target is None or link.address_hash != address_hash(target, pepper):
             raise gone(SUPERSEDED)
     if link.expires_at <= now:
         raise gone(EXPIRED, can_renew=True)
     return CheckedLink(link, user)
 
 
-def renewable(store: UserStore, token: str, purpose: str, now: float) -> CheckedLink | None:
+def renewable(
+    store: UserStore, token: str, purpose: str, now: float, *, pepper: str = ""
+) -> CheckedLink | None:
     """The link and user a renew request may send a fresh link for, or None (nothing is sent).
 
     A link can be renewed when it is an unused link of ``purpose`` whose user is ACTIVE, it expired or
@@ -85,7 +87,7 @@ def renewable(store: UserStore, token: str, purpose: str, now: float) -> Checked
         return None
     if purpose == VERIFY:
         target = verify_target(user)
-        if target is None or link.address_hash != address_hash(target):
+        if target is None or link.address_hash != address_hash(target, pepper):
             return None  # confirmed, cancelled or replaced by a change to another address
     if link.expires_at > now and user.links.get(purpose) == link.token_hash:
         return None  # the link still works: nothing to renew

@@ -42,7 +42,7 @@ from usermgmt.errors import (
     IdpUserMissing,
 )
 from usermgmt.models import SUSPENDED, User
-from usermgmt.observability import count, logger
+from usermgmt.observability import MetricUnit, count, logger, metrics
 from usermgmt.ports import Deps, IdpNewUser, IdpUserUpdate
 from usermgmt.store import OutboxEvent, SyncState
 
@@ -56,6 +56,7 @@ CREATE = "create"  # a new user: created in Auth0 under the id chosen here (SPEC
 SYNCED, PENDING, FAILED = "synced", "pending", "failed"
 # the longest one Auth0 call may take (token fetch + request, each bounded by the timeout per phase)
 CALL_BUDGET_FACTOR = 4
+BACKLOG_AGE_METRIC = "IdpSyncOldestDueAge"  # seconds the oldest due sync work has waited
 
 
 def new_id() -> str:
@@ -269,6 +270,7 @@ class SyncEngine:
         store = self.d.store
         owner_prefix = new_id()
         outcome = {SYNCED: 0, PENDING: 0, FAILED: 0, "skipped": 0, "claims": 0, "errors": 0}
+        self.publish_backlog_age()
         reserve_ms = (s.auth0_timeout_seconds * 3 + 2) * 1000  # a push of one user, as a rule
         for n, work in enumerate(store.due_work(self.d.clock.now(), s.sync_batch_size)):
             if time_left_ms is not None and time_left_ms() < reserve_ms:
@@ -293,6 +295,18 @@ class SyncEngine:
                 count("IdpSyncError")
                 outcome["errors"] += 1
         return outcome
+
+    def publish_backlog_age(self) -> float:
+        """Publish ``IdpSyncOldestDueAge``: how long the oldest due work has waited (0: nothing due).
+
+        The alarm on it (template.yaml ``SyncBacklogAgeAlarm``) sees a sync that runs but falls behind;
+        a sync that does not run at all is the heartbeat's alarm.
+        """
+        now = self.d.clock.now()
+        oldest = self.d.store.oldest_due(now)
+        age = 0.0 if oldest is None else max(0.0, now - oldest)
+        metrics.add_metric(name=BACKLOG_AGE_METRIC, unit=MetricUnit.Seconds, value=age)
+        return age
 
     def redrive_failed(self, limit: int = 100) -> dict[str, int]:
         """An operator's re-drive: every failed marker becomes pending again, due now."""

@@ -143,7 +143,9 @@ class VerificationService:
         take: Take = (lambda *_: (True, 0)) if retry else self.limiter.once_per_request()
 
         def plan(now: float) -> tuple[User, Plan, float] | None:
-            renewable = linkcheck.renewable(self.d.store, token, VERIFY, now)
+            renewable = linkcheck.renewable(
+                self.d.store, token, VERIFY, now, pepper=self.d.settings.hash_pepper
+            )
             if renewable is None:
                 return None
             return self._plan_limited_send(renewable.user, now, take)
@@ -182,7 +184,13 @@ class VerificationService:
     # ------------------------------------------------------------------------------ the links
     def check_verify(self, token: str, now: float | None = None) -> tuple[CheckedLink, str]:
         """The verify link as ``GET`` sees it, and the address it confirms; raises ``LinkGone``."""
-        checked = linkcheck.check(self.d.store, token, VERIFY, self.d.clock.now() if now is None else now)
+        checked = linkcheck.check(
+            self.d.store,
+            token,
+            VERIFY,
+            self.d.clock.now() if now is None else now,
+            pepper=self.d.settings.hash_pepper,
+        )
         target = verify_target(checked.user)
         if target is None:  # linkcheck already refuses this; kept for the type
             raise linkcheck.gone(SUPERSEDED)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from usermgmt import budget
 from usermgmt.auth import (
     READ_USERS,
     UPDATE_USERS,
@@ -41,6 +42,7 @@ from usermgmt.links import address_hash, link_url, new_token
 from usermgmt.models import User, mail_blocked
 from usermgmt.observability import count, logger
 from usermgmt.ports import Deps, Email, MailUnavailable
+from usermgmt.ratelimit import personal_counters
 from usermgmt.service.sync import PENDING, SyncEngine, new_id
 from usermgmt.store import AuditEntry as StoredAudit
 from usermgmt.store import (
@@ -54,6 +56,7 @@ from usermgmt.store import (
     PutAudit,
     PutLink,
     PutTombstone,
+    RecordLink,
     ReleaseEmail,
     SyncState,
     UpdateUser,
@@ -161,6 +164,14 @@ Planner = Callable[[Access, float], Plan | None]
 DirectPlanner = Callable[[float], tuple[User | None, Plan, float] | None]
 
 
+def _require_time() -> None:
+    """Before a table call of the write path: 503 (nothing changed) when its worst case would not
+    leave time to answer (budget.py)."""
+    if not budget.allows(budget.AWS_CALL_SECONDS):
+        count("OutOfTime")
+        raise DependencyUnavailable("The request ran out of time; try again")
+
+
 def diff(changes: list[dict[str, Any]], name: str, old: Any, new: Any) -> bool:
     if old == new:
         return False
@@ -209,6 +220,7 @@ class Writer:
         scope: str = UPDATE_USERS,
     ) -> Written:
         for _attempt in range(MAX_CONFLICT_RETRIES):
+            _require_time()  # for the read
             access = self.access(ctx, target_id, scope)
             if access_check:
                 access_check(access)
@@ -225,6 +237,7 @@ class Writer:
             if job is not None and job.dry_run:
                 job.outcome = "would_change"  # decided by the same rules; nothing is committed
                 return Written(before, access, None)
+            _require_time()  # for the commit
             committed = self.commit(
                 before,
                 plan,
@@ -249,10 +262,12 @@ class Writer:
         written, or ``None`` when nothing was done.
         """
         for _attempt in range(MAX_CONFLICT_RETRIES):
+            _require_time()  # for the planner's reads
             planned = planner(self.d.clock.now())
             if planned is None:
                 return None
             before, plan, now = planned
+            _require_time()  # for the commit
             subject = before.id if before is not None else plan.after.id
             committed = self.commit(
                 before, plan, now, actor=actor or Actor("self", subject), request_id=request_id
@@ -287,7 +302,7 @@ class Writer:
                 after = after.evolve(idp_sync=PENDING)
                 if plan.push_inline:
                     lease = Lease(new_id(), now, now + s.sync_lease_seconds)
-            ops = [CreateUser(after, sync=plan.sync, lease=lease), ClaimEmail(after.email, after.id)]
+            ops = [CreateUser(after, sync=plan.sync, lease=lease, due=now), ClaimEmail(after.email, after.id)]
             before = None
         elif plan.delete:
             lease = Lease(new_id(), now, now + s.sync_lease_seconds)
@@ -301,7 +316,7 @@ class Writer:
                 after = after.evolve(idp_sync=PENDING)
                 if before.lease_until < now and plan.push_inline:
                     lease = Lease(new_id(), now, now + s.sync_lease_seconds)
-            ops = [UpdateUser(before, after, plan.sync, lease)]
+            ops = [UpdateUser(before, after, plan.sync, lease, due=now)]
         if plan.audit:
             entry = StoredAudit(
                 user_id=after.id,
@@ -341,7 +356,15 @@ class Writer:
         marker stays) or was an email (logged and counted).
         """
         after = committed.user
-        if committed.lease is not None:
+        if plan.delete and budget.allows(budget.AWS_CALL_SECONDS):
+            self._forget_counters(after)  # a counter left over expires with its TTL
+        # the least an inline push needs: one Auth0 call (token and request) and settling the marker
+        push_seconds = 2 * self.d.settings.auth0_timeout_seconds + budget.AWS_CALL_SECONDS
+        if committed.lease is not None and not budget.allows(push_seconds):
+            # no time for the push and its settling: the marker is due from the commit and the lease
+            # lapses, so sync-identity pushes it; the answer says pending (budget.py)
+            count("PushOutOfTime")
+        elif committed.lease is not None:
             state = SyncState(
                 user_id=after.id,
                 version=after.version,
@@ -374,6 +397,43 @@ class Writer:
         if metric:
             count(metric)
         return after
+
+    def _forget_counters(self, user: User) -> None:
+        """A deleted user's rate counters go with them (they are named by a keyed hash of the person's
+        addresses and id; SPEC section 7). Best effort: a counter left over expires with its TTL."""
+        s = self.d.settings
+        now = self.d.clock.now()
+        try:
+            addresses = {a for a in (user.email, user.pending_email) if a}
+            addresses |= self._recent_addresses(user.id, now - 3 * s.rate_limit_window_seconds)
+            keys = personal_counters(
+                user.id,
+                sorted(addresses),
+                window_seconds=s.rate_limit_window_seconds,
+                pepper=s.hash_pepper,
+                now=now,
+            )
+            self.d.store.delete_counters(keys)
+        except Exception as exc:
+            logger.warning("rate counters not erased", extra={"error_type": type(exc).__name__})
+            count("PostCommitFailed")
+
+    def _recent_addresses(self, user_id: str, since: float) -> set[str]:
+        """Addresses the user's audit trail shows them having (login or pending) since ``since``: an
+        address given up meanwhile may still name counters. Read before the erasure removes the trail."""
+        found: set[str] = set()
+        cutoff, cursor = rfc3339(since), None
+        while True:
+            page = self.d.store.audit_page(user_id, 100, cursor)
+            for entry in page.items:
+                if entry["at"] < cutoff:
+                    return found
+                for change in entry.get("changes") or ():
+                    if change.get("field") in ("email", "pendingEmail"):
+                        found |= {v for v in (change.get("from"), change.get("to")) if isinstance(v, str)}
+            if not page.cursor:
+                return found
+            cursor = page.cursor
 
     # ------------------------------------------------------------------------------ email
     @staticmethod
@@ -429,7 +489,8 @@ class Writer:
 
         ``slot`` is the key in ``user.links`` (default: the purpose; an invitation link has one per
         invitation) and ``ref`` what the link is about (an invitation id).
-        Returns the URL (only ever put in an email), the user's new ``links`` map and the op.
+        Returns the URL (only ever put in an email), the user's new ``links`` map and the ops (the
+        link first, then its record for erasure).
         """
         token, token_hash = new_token()
         expires = int(now) + ttl
@@ -439,9 +500,10 @@ class Writer:
             user_id=user.id,
             expires_at=expires,
             created_at=int(now),
-            address_hash=address_hash(address) if address else None,
+            address_hash=address_hash(address, self.d.settings.hash_pepper) if address else None,
             ref=ref,
         )
         links = {**user.links, (slot or purpose): token_hash}
-        op = PutLink(link, ttl=expires + self.d.settings.cleanup_grace_seconds + LINK_TTL_GRACE)
-        return link_url(self.d.settings.public_base_url, purpose, token), links, [op]
+        item_ttl = expires + self.d.settings.cleanup_grace_seconds + LINK_TTL_GRACE
+        ops: list[Op] = [PutLink(link, ttl=item_ttl), RecordLink(user.id, token_hash, item_ttl)]
+        return link_url(self.d.settings.public_base_url, purpose, token), links, ops
