@@ -58,6 +58,7 @@ from usermgmt.store import (
     PutTombstone,
     ReleaseEmail,
     SetJobStatus,
+    SetLinks,
     SyncState,
     UpdateUser,
     UseLink,
@@ -66,6 +67,7 @@ from usermgmt.store import (
     index_ops,
     list_keys,
     member_roles,
+    merge_links,
     split_invitation_id,
 )
 
@@ -195,11 +197,20 @@ class MemoryStore:
 
     def _holds(self, op: Op) -> bool:
         match op:
-            case UpdateUser(before=before, lease=lease):
+            case UpdateUser(before=before, after=after, lease=lease):
                 record = self.users.get(before.id)
                 if record is None or record.user.version != before.version:
                     return False
+                if not before.links and after.links and record.user.links:
+                    return False  # a link was added meanwhile (SetLinks): read again
                 return lease is None or record.marker.lease_until < lease.now
+            case SetLinks(before=before, links=links):
+                record = self.users.get(before.id)
+                if record is None or record.user.version != before.version:
+                    return False
+                if record.user.status != before.status:
+                    return False
+                return not (not before.links and links and record.user.links)
             case CreateUser(user=user):
                 return user.id not in self.users
             case DeleteUser(user=user):
@@ -251,9 +262,11 @@ class MemoryStore:
 
     def _apply(self, op: Op) -> None:
         match op:
-            case UpdateUser(after=after, sync=sync, lease=lease):
+            case UpdateUser(before=before, after=after, sync=sync, lease=lease):
                 record = self.users[after.id]
-                record.user = _stored(after)
+                record.user = _stored(
+                    after.evolve(links=merge_links(record.user.links, before.links, after.links))
+                )
                 m = record.marker
                 if sync:
                     m.partition, m.due, m.version, m.attempts = SYNC, 0, after.version, 0
@@ -261,6 +274,10 @@ class MemoryStore:
                     m.failed -= sync
                 if lease is not None:
                     m.lease_owner, m.lease_until = lease.owner, lease.until
+            case SetLinks(before=before, links=links):
+                record = self.users[before.id]
+                merged = merge_links(record.user.links, before.links, dict(links))
+                record.user = _stored(record.user.evolve(links=merged))
             case CreateUser(user=user, sync=sync, lease=lease):
                 record = _Record(_stored(user))
                 if sync:
