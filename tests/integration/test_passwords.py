@@ -646,8 +646,11 @@ def test_event_for_a_known_address_sends_one_link_once(env: Env, people: dict[st
     assert len(resets(env, "bob@acme.example")) == 1
     send_event(env, storefront_event({"email": "bob@acme.example"}, "another-id"))
     assert len(resets(env, "bob@acme.example")) == 2
-    audit = env.call("update-user", "GET", f"/users/{people['bob'].id}/audit", as_user=people["admin"]).json()
-    assert audit["items"][0]["actor"] == "storefront"
+    # an anonymous request changes nothing anyone sees: no new version, no audit entry (L1)
+    bob = env.user(people["bob"].id)
+    assert bob is not None and bob.version == people["bob"].version
+    audit = env.call("update-user", "GET", f"/users/{bob.id}/audit", as_user=people["admin"]).json()
+    assert audit["items"] == []
 
 
 def test_event_never_sends_to_unknown_or_suspended(env: Env, people: dict[str, User]) -> None:
@@ -830,3 +833,27 @@ def test_a_queue_outage_leaves_the_public_answer_alike(env: Env, people: dict[st
     r = public(env, {"email": "bob@acme.example"})
     assert _fingerprint(r) == _fingerprint(reference)
     assert resets(env, "bob@acme.example") == []
+
+
+def test_anonymous_requests_leave_the_version_an_administrator_holds(
+    env: Env, people: dict[str, User]
+) -> None:
+    """L1: a stranger's reset request or a storefront event must not turn an administrator's If-Match
+    stale; the link they issue still works, and a later administrator change keeps it."""
+    bob, admin = people["bob"], people["admin"]
+    seen = env.call("update-user", "GET", f"/users/{bob.id}", as_user=admin)
+    etag = seen.headers["etag"]
+    public(env, {"email": bob.email})
+    send_event(env, storefront_event({"email": bob.email}, "evt-l1"))
+    assert env.call("update-user", "GET", f"/users/{bob.id}", as_user=admin).headers["etag"] == etag
+    patched = env.call(
+        "update-user",
+        "PATCH",
+        f"/users/{bob.id}",
+        as_user=admin,
+        body={"lastName": "Kept"},
+        headers={"if-match": etag},
+    )
+    assert patched.status == 200, patched
+    token = resets(env, bob.email)[-1]  # the newest link, issued before the change, still works
+    assert submit(env, token).status == 200

@@ -659,3 +659,38 @@ def test_a_bulk_job_its_key_items_counts_and_lists(store: UserStore) -> None:
     assert [j.id for j in older] == ["j1"]
     with pytest.raises(ValueError):
         store.jobs_page("auth0|someone", 1, next_cursor)
+
+
+# ------------------------------------------------------------------------------ links without a version (L1)
+def test_links_set_without_a_version_and_the_writes_around_them(store: UserStore) -> None:
+    from usermgmt.store import SetLinks
+
+    u = user(1, version=3)
+    store.put_user(u)
+    # an anonymous request's link: no new version
+    store.transact([SetLinks(u, (("reset", "h1"),))])
+    got = store.get_user(u.id)
+    assert got is not None and got.links == {"reset": "h1"} and got.version == 3
+    # a versioned write planned before it, from the empty map: refused (read again), nothing lost
+    with pytest.raises(ConditionFailed) as stale:
+        store.transact([UpdateUser(u, u.evolve(version=4, links={"verify": "v1"}))])
+    assert stale.value.label == "user"
+    # planned after it, changing another slot: both links stay
+    store.transact([UpdateUser(got, got.evolve(version=4, links={"reset": "h1", "verify": "v1"}))])
+    got = store.get_user(u.id)
+    assert got is not None and got.links == {"reset": "h1", "verify": "v1"}
+    # a link added while a versioned write (planned on the old map) changes another slot: both stay
+    store.transact([SetLinks(got, (("reset", "h2"), ("verify", "v1")))])
+    store.transact([UpdateUser(got, got.evolve(version=5, links={"reset": "h1"}, first_name="Renamed"))])
+    latest = store.get_user(u.id)
+    assert latest is not None and latest.links == {"reset": "h2"} and latest.first_name == "Renamed"
+    # a write that ends every link ends the one added meanwhile too
+    store.transact([SetLinks(latest, (("reset", "h2"), ("cancel", "c1")))])
+    store.transact([UpdateUser(latest, latest.evolve(version=6, status="SUSPENDED", links={}))])
+    ended = store.get_user(u.id)
+    assert ended is not None and ended.links == {} and ended.version == 6
+    # refused at another version or status
+    for stale_user in (latest, ended.evolve(status="ACTIVE")):
+        with pytest.raises(ConditionFailed):
+            store.transact([SetLinks(stale_user, (("reset", "h3"),))])
+    assert (store.get_user(u.id) or u).links == {}

@@ -217,6 +217,37 @@ class UpdateUser:
 
 
 @dataclass(frozen=True)
+class SetLinks:
+    """Move ``before``'s links map to ``links`` *without* a new version (security notes L1): what an
+    anonymous request (a public route, a storefront event) changes when it issues a link. Holds only
+    while the user is still at ``before``'s version and status; from an empty map, only while no link
+    was added meanwhile. ``UpdateUser`` writes only the link slots it changes, so neither loses the
+    other's link (a write that ends every link ends this one too)."""
+
+    before: User
+    links: tuple[tuple[str, str], ...]  # (slot, token hash), the whole map after the change
+    label: str = "user"
+
+
+def merge_links(current: dict[str, str], before: dict[str, str], after: dict[str, str]) -> dict[str, str]:
+    """``current`` moved by the change ``before`` -> ``after`` of one writer: its slots only; an empty
+    ``after`` ends every link, also those another writer added meanwhile."""
+    if before == after:
+        return dict(current)
+    if not after:
+        return {}
+    merged = dict(current)
+    for slot in set(before) | set(after):
+        if before.get(slot) == after.get(slot):
+            continue  # not this writer's change: whatever is there now stays
+        if slot in after:
+            merged[slot] = after[slot]
+        else:
+            merged.pop(slot, None)
+    return merged
+
+
+@dataclass(frozen=True)
 class CreateUser:
     """A new record, on condition that no user has its id; ``sync``/``lease`` as in ``UpdateUser``."""
 
@@ -460,6 +491,7 @@ def finish_item_ops(item: BulkItem, expires_at: int) -> list[Op]:
 
 Op = (
     UpdateUser
+    | SetLinks
     | CreateUser
     | DeleteUser
     | ClaimEmail

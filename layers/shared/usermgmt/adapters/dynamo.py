@@ -64,6 +64,7 @@ from usermgmt.store import (
     RecordLink,
     ReleaseEmail,
     SetJobStatus,
+    SetLinks,
     SyncState,
     UpdateUser,
     UseLink,
@@ -358,7 +359,7 @@ def _update_user(table: str, op: UpdateUser) -> dict[str, Any]:
     new_attrs = {**_user_attrs(after), **_list_attrs(after, LIST_ALL)}
     old_attrs = _user_attrs(before)  # list attributes always written (items older than the list gain them)
     for i, (attr, value) in enumerate(new_attrs.items()):
-        if attr == "id" or (value == old_attrs.get(attr) and attr != "version"):
+        if attr in ("id", "links") or (value == old_attrs.get(attr) and attr != "version"):
             continue
         names[f"#a{i}"] = attr
         if value is None:
@@ -367,6 +368,9 @@ def _update_user(table: str, op: UpdateUser) -> dict[str, Any]:
             values[f":v{i}"] = _to_av(value)
             sets.append(f"#a{i} = :v{i}")
     condition = "version = :expected"
+    links_condition = _links_update(before.links, after.links, names, values, sets, removes)
+    if links_condition:
+        condition += f" AND {links_condition}"
     if op.sync:
         values.update(
             {
@@ -404,6 +408,68 @@ def _update_user(table: str, op: UpdateUser) -> dict[str, Any]:
     if names:
         request["ExpressionAttributeNames"] = names
     return request
+
+
+def _links_update(
+    before: dict[str, str],
+    after: dict[str, str],
+    names: dict[str, str],
+    values: dict[str, Any],
+    sets: list[str],
+    removes: list[str],
+) -> str | None:
+    """The links map moved from ``before`` to ``after`` slot by slot, so a link another writer added
+    meanwhile (``SetLinks``, which takes no version) stays; an empty ``after`` ends every link. From an
+    empty map the whole map is written, on condition that it is still empty (returned)."""
+    if before == after:
+        return None
+    names["#lk"] = "links"
+    if not after:
+        values[":nolinks"] = {"M": {}}
+        sets.append("#lk = :nolinks")
+        return None
+    if not before:
+        values[":links"] = _to_av(dict(after))
+        values[":lzero"] = {"N": "0"}
+        sets.append("#lk = :links")
+        return "(attribute_not_exists(#lk) OR size(#lk) = :lzero)"
+    for i, slot in enumerate(sorted(set(before) | set(after))):
+        if before.get(slot) == after.get(slot):
+            continue
+        names[f"#ls{i}"] = slot
+        if slot in after:
+            values[f":ls{i}"] = {"S": after[slot]}
+            sets.append(f"#lk.#ls{i} = :ls{i}")
+        else:
+            removes.append(f"#lk.#ls{i}")
+    return None
+
+
+def _set_links(table: str, op: SetLinks) -> dict[str, Any]:
+    before = op.before
+    names: dict[str, str] = {"#st": "status"}
+    values: dict[str, Any] = {":expected": {"N": str(before.version)}, ":st": {"S": before.status}}
+    sets: list[str] = []
+    removes: list[str] = []
+    condition = "version = :expected AND #st = :st"
+    extra = _links_update(before.links, dict(op.links), names, values, sets, removes)
+    if extra:
+        condition += f" AND {extra}"
+    expression = " ".join(
+        f"{keyword} {', '.join(parts)}" for keyword, parts in (("SET", sets), ("REMOVE", removes)) if parts
+    )
+    request: dict[str, Any] = {
+        "TableName": table,
+        "Key": _user_key(before.id),
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }
+    if expression:
+        request["UpdateExpression"] = expression
+    else:  # nothing to move: only the condition
+        return {"ConditionCheck": request}
+    return {"Update": request}
 
 
 def _audit_item(entry: AuditEntry) -> dict[str, Any]:
@@ -670,6 +736,8 @@ class DynamoStore:
         match op:
             case UpdateUser():
                 return {"Update": _update_user(t, op)}
+            case SetLinks():
+                return _set_links(t, op)
             case CreateUser(user=user, sync=sync, lease=lease, due=due):
                 item = {**_user_key(user.id), **_user_item(user)}
                 if sync:  # the sync marker of a new user, as ``_update_user`` writes it

@@ -59,6 +59,7 @@ from usermgmt.store import (
     RecordLink,
     ReleaseEmail,
     SetJobStatus,
+    SetLinks,
     SyncState,
     UpdateUser,
     UseLink,
@@ -67,6 +68,7 @@ from usermgmt.store import (
     index_ops,
     list_keys,
     member_roles,
+    merge_links,
     split_invitation_id,
 )
 
@@ -197,11 +199,20 @@ class MemoryStore:
 
     def _holds(self, op: Op) -> bool:
         match op:
-            case UpdateUser(before=before, lease=lease):
+            case UpdateUser(before=before, after=after, lease=lease):
                 record = self.users.get(before.id)
                 if record is None or record.user.version != before.version:
                     return False
+                if not before.links and after.links and record.user.links:
+                    return False  # a link was added meanwhile (SetLinks): read again
                 return lease is None or record.marker.lease_until < lease.now
+            case SetLinks(before=before, links=links):
+                record = self.users.get(before.id)
+                if record is None or record.user.version != before.version:
+                    return False
+                if record.user.status != before.status:
+                    return False
+                return not (not before.links and links and record.user.links)
             case CreateUser(user=user):
                 return user.id not in self.users
             case DeleteUser(user=user):
@@ -253,9 +264,11 @@ class MemoryStore:
 
     def _apply(self, op: Op) -> None:
         match op:
-            case UpdateUser(after=after, sync=sync, lease=lease, due=due):
+            case UpdateUser(before=before, after=after, sync=sync, lease=lease, due=due):
                 record = self.users[after.id]
-                record.user = _stored(after)
+                record.user = _stored(
+                    after.evolve(links=merge_links(record.user.links, before.links, after.links))
+                )
                 m = record.marker
                 if sync:
                     m.partition, m.due, m.version, m.attempts = SYNC, due, after.version, 0
@@ -263,6 +276,10 @@ class MemoryStore:
                     m.failed -= sync
                 if lease is not None:
                     m.lease_owner, m.lease_until = lease.owner, lease.until
+            case SetLinks(before=before, links=links):
+                record = self.users[before.id]
+                merged = merge_links(record.user.links, before.links, dict(links))
+                record.user = _stored(record.user.evolve(links=merged))
             case CreateUser(user=user, sync=sync, lease=lease, due=due):
                 record = _Record(_stored(user))
                 if sync:

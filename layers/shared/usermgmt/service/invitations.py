@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +60,7 @@ from usermgmt.ratelimit import RESET_PER_IP, RateLimiter
 from usermgmt.service import linkcheck
 from usermgmt.service.linkcheck import EXPIRED, INVALID, SUPERSEDED, USED
 from usermgmt.service.sync import CREATE, DELETE, EMAIL, new_id
-from usermgmt.service.writes import Plan, Writer
+from usermgmt.service.writes import Applied, DirectPlanner, Plan, Writer
 from usermgmt.store import (
     INVITATION_ID_SEPARATOR,
     AccountExists,
@@ -410,7 +411,7 @@ class InvitationService:
                 now,
             )
 
-        applied = self.w.write_direct(actor, request_id, plan)
+        applied = self._write(actor)(actor, request_id, plan)
         return sent[0] if applied is not None else None
 
     def revoke(self, ctx: RequestCtx, invitation_id: str) -> None:
@@ -649,7 +650,11 @@ class InvitationService:
                 return None
             return user, plan_welcome_link(self.w, user, now), now
 
-        self.w.write_direct(actor, request_id, plan)
+        self._write(actor)(actor, request_id, plan)
+
+    def _write(self, actor: Actor) -> Callable[[Actor, str, DirectPlanner], Applied | None]:
+        """An anonymous request's link takes no new version (security notes L1); anyone else's does."""
+        return self.w.write_links if actor.type in ("public", "storefront") else self.w.write_direct
 
     # ------------------------------------------------------------------------------ storefront sign-up
     def register(self, user_id: str, event_id: str) -> None:

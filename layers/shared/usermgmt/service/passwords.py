@@ -198,7 +198,7 @@ class PasswordService:
                 return None  # public routes and events answer the same whatever the reason
             return user, self._plan_reset_link(user, now), now
 
-        applied = self.w.write_direct(actor, request_id, plan)
+        applied = self.w.write_links(actor, request_id, plan)  # anonymous: no new version (L1)
         if applied is not None:
             for email_out in applied.plan.emails:
                 self.w.deliver(email_out)

@@ -112,7 +112,7 @@ class VerificationService:
                 return None
             return self._plan_limited_send(user, now, take)
 
-        applied = self.w.write_direct(STOREFRONT, event_id, plan)
+        applied = self.w.write_links(STOREFRONT, event_id, plan)  # anonymous: no new version (L1)
         if applied is None:
             count("VerificationRequestSkipped")
             return False
@@ -151,7 +151,7 @@ class VerificationService:
             return self._plan_limited_send(renewable.user, now, take)
 
         # after the answer (service/public.py): a failure raises, and the request is delivered again
-        applied = self.w.write_direct(PUBLIC, request_id, plan)
+        applied = self.w.write_links(PUBLIC, request_id, plan)  # anonymous: no new version (L1)
         if applied is not None:
             self.w.deliver_required(applied.plan)
 

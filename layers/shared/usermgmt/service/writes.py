@@ -58,6 +58,7 @@ from usermgmt.store import (
     PutTombstone,
     RecordLink,
     ReleaseEmail,
+    SetLinks,
     SyncState,
     UpdateUser,
 )
@@ -274,6 +275,43 @@ class Writer:
             )
             if committed is not None:
                 return Applied(self.complete(committed, plan), plan)
+        raise DependencyUnavailable("The user is being changed by others; try again")
+
+    def write_links(self, actor: Actor, request_id: str, planner: DirectPlanner) -> Applied | None:
+        """An anonymous request's link (a public route, a storefront event): the link is issued without a
+        new version, audit entry or event (security notes L1: nobody but the user can change the user,
+        and an administrator's ``If-Match`` keeps working). ``planner`` as in ``write_direct``; a plan
+        that changes more than the links goes through ``write_direct`` instead."""
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            planned = planner(self.d.clock.now())
+            if planned is None:
+                return None
+            before, plan, _now = planned
+            if (
+                before is None
+                or plan.create
+                or plan.delete
+                or plan.sync
+                or plan.after.evolve(links=before.links) != before
+            ):
+                return self.write_direct(actor, request_id, planner)  # plans afresh
+            try:
+                self.d.store.transact([SetLinks(before, tuple(sorted(plan.after.links.items()))), *plan.ops])
+            except ConditionFailed as failed:
+                if failed.label in plan.errors:
+                    raise plan.errors[failed.label] from None
+                if failed.label in ("user", "transaction-conflict"):
+                    continue  # the user changed (or a link was added) meanwhile: read again
+                raise DependencyUnavailable() from None
+            logger.info(
+                "link issued", extra={"action": plan.action, "target": before.id, "actor": actor.type}
+            )
+            if not plan.mail_required:
+                self.send([e for e in plan.emails if not self._blocked(before, plan.after, e.to)])
+            metric = METRICS.get(plan.action)
+            if metric:
+                count(metric)
+            return Applied(plan.after, plan)
         raise DependencyUnavailable("The user is being changed by others; try again")
 
     def commit(
