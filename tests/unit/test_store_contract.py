@@ -694,3 +694,67 @@ def test_links_set_without_a_version_and_the_writes_around_them(store: UserStore
         with pytest.raises(ConditionFailed):
             store.transact([SetLinks(stale_user, (("reset", "h3"),))])
     assert (store.get_user(u.id) or u).links == {}
+
+
+def _whole_pass(store: UserStore, limit: int) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    from usermgmt.store import ListPass
+
+    users: dict[str, Any] = {}
+    members: list[tuple[str, str]] = []
+    segment, segments = ListPass(cursor=None), 0
+    while True:
+        segment = store.list_pass(limit, segment.cursor if segments else None)
+        segments += 1
+        assert len(segment.users) + len(segment.members) <= limit
+        for passed in segment.users:
+            assert passed.user.id not in users  # each user once
+            users[passed.user.id] = passed
+        members += segment.members
+        if segment.cursor is None:
+            return users, sorted(members)
+        assert segments < 50
+
+
+def test_a_list_pass_meets_every_user_and_entry_once_and_tells_what_is_out_of_step(store: UserStore) -> None:
+    from usermgmt.store import DeleteMember, NoUser, PutMember, account_scope
+
+    store.put_account("acme", "Acme")
+    store.put_account("globex", "Globex")
+    u1 = user(1)
+    u2 = user(2, memberships=(Membership("acme", ("Buyer",)), Membership("globex", ("Buyer",))))
+    u3 = user(3, memberships=(), default_account_id=None)
+    for u in (u1, u2, u3):
+        store.put_user(u)
+    store.transact([PutLink(link(1), ttl=int(NOW) + 3600)])  # other items are not met
+    users, members = _whole_pass(store, 2)
+    assert sorted(users) == [u1.id, u2.id, u3.id]
+    assert users[u2.id].user == store.get_user(u2.id)
+    assert all(not p.out_of_step for p in users.values())
+    assert members == [("acme", u1.id), ("acme", u2.id), ("globex", u2.id)]
+
+    # records changed without their entries (as before the list, or after a restore)
+    renamed = u1.evolve(version=2, first_name="Zed")
+    moved = u2.evolve(version=2, status="SUSPENDED", memberships=(Membership("globex", ("Approver",)),))
+    store.transact([UpdateUser(u1, renamed), UpdateUser(u2, moved)])
+    users, members = _whole_pass(store, 3)
+    assert users[u1.id].out_of_step == {account_scope("acme")}
+    assert users[u2.id].out_of_step == {account_scope("globex")}
+    assert not users[u3.id].out_of_step
+    assert ("acme", u2.id) in members  # the stale entry is still stored: the pass reports it
+    with pytest.raises(ValueError):
+        store.list_pass(2, "not-a-cursor")
+
+    # entries of no user are removed only while there is none
+    with pytest.raises(ConditionFailed) as failed:
+        store.transact([NoUser(u1.id), DeleteMember("acme", u1.id)])
+    assert failed.value.label == "no-user"
+    store.transact(
+        [
+            *(UpdateUser(renamed, renamed), PutMember("acme", renamed), NoUser("auth0|ghost")),
+            *(UpdateUser(moved, moved), PutMember("globex", moved), DeleteMember("acme", u2.id)),
+        ]
+    )
+    users, members = _whole_pass(store, 10)
+    assert all(not p.out_of_step for p in users.values())
+    assert members == [("acme", u1.id), ("globex", u2.id)]
+    assert store.get_user(u1.id) == renamed and store.get_user(u2.id) == moved  # versions unchanged

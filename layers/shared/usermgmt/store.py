@@ -481,6 +481,14 @@ class RecordLink:
     label: str = "link-record"
 
 
+@dataclass(frozen=True)
+class NoUser:
+    """A condition only: no user record has ``user_id`` (what removing an orphaned list entry needs)."""
+
+    user_id: str
+    label: str = "no-user"
+
+
 def finish_item_ops(item: BulkItem, expires_at: int) -> list[Op]:
     """The ops that decide one item: its status and the job's counts, in one transaction."""
     return [
@@ -517,6 +525,7 @@ Op = (
     | CountItem
     | SetJobStatus
     | RecordLink
+    | NoUser
 )
 
 # ------------------------------------------------------------------------------------------------ the port
@@ -704,6 +713,13 @@ class UserStore(Protocol):
         """Set an account's counts from its membership entries and the users' records (repair)."""
         ...
 
+    def list_pass(self, limit: int, cursor: str | None) -> ListPass:
+        """One segment of a pass over every user record and membership entry, in storage order (the
+        list's backfill): at most ``limit`` stored items read, strongly consistent. Each user comes with
+        the scopes whose entry is missing or is not what the write path writes for the record now.
+        ``ValueError`` for a cursor this store did not issue."""
+        ...
+
 
 # -------------------------------------------------------------------------------------------- the users list
 # The list (SPEC section 12) reads *list entries*: the user's own record (scope ``ALL``, platform
@@ -809,3 +825,24 @@ def index_ops(before: User | None, after: User | None) -> list[Op]:
         if moved:
             ops.append(AdjustCounts(account_id, moved))
     return ops
+
+
+@dataclass(frozen=True)
+class PassedUser:
+    """A user record met by ``UserStore.list_pass`` and its list entries that are not in step."""
+
+    user: User
+    # LIST_ALL and/or account_scope(a) for the accounts of the record: entry missing or not what
+    # ``index_ops`` / the user's own update would write for the record as it is
+    out_of_step: frozenset[str] = frozenset()
+
+
+@dataclass
+class ListPass:
+    """One segment of ``UserStore.list_pass``: its users, the membership entries stored in it
+    (``(account_id, user_id)``, whether or not the user is still in the account) and the cursor of
+    the next segment (None: the pass is over)."""
+
+    users: list[PassedUser] = field(default_factory=list)
+    members: list[tuple[str, str]] = field(default_factory=list)
+    cursor: str | None = None

@@ -49,10 +49,13 @@ from usermgmt.store import (
     Invitation,
     Link,
     ListEntry,
+    ListPass,
     ListRead,
+    NoUser,
     Op,
     OutboxEvent,
     Page,
+    PassedUser,
     PutAudit,
     PutEvent,
     PutInvitation,
@@ -225,6 +228,7 @@ LIST_GSIS: dict[str, tuple[str, str, str]] = {
     "updated": ("ListUpdatedIndex", "lp", "lu"),
 }
 _LIST_SORT_ATTRS = {"email": "le", "lastName": "ln", "firstName": "lf", "created": "lc", "updated": "lu"}
+_LIST_ATTRS = ("lp", "lps", *_LIST_SORT_ATTRS.values())  # every list attribute of an item
 ACCOUNTS_LP = "ACCOUNTS"
 _PREFIX_END = "\U0010ffff"  # sorts after every character a key holds
 
@@ -948,6 +952,14 @@ class DynamoStore:
                     "ttl": {"N": str(ttl)},
                 }
                 return {"Put": {"TableName": t, "Item": item}}
+            case NoUser(user_id=user_id):
+                return {
+                    "ConditionCheck": {
+                        "TableName": t,
+                        "Key": _user_key(user_id),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
         raise TypeError(f"not an op of this store: {type(op).__name__}")
 
     # -------------------------------------------------------------------------------- invitations
@@ -1274,6 +1286,64 @@ class DynamoStore:
         item = {**_counts_key(account_id), **{s: {"N": str(n)} for s, n in counts.items()}}
         self._call("put_item", TableName=self._table, Item=item)
         return counts
+
+    def list_pass(self, limit: int, cursor: str | None) -> ListPass:
+        """A Scan segment (``Limit`` = ``limit`` items read) returning user and membership items, then
+        the membership items of its users (strongly consistent batch reads) to compare with
+        ``_member_item``; a user item's own list attributes are compared with ``_list_attrs``."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "ConsistentRead": True,
+            "Limit": limit,
+            "FilterExpression": (
+                "(sk = :profile AND begins_with(pk, :user))"
+                " OR (begins_with(sk, :member) AND begins_with(pk, :acc))"
+            ),
+            "ExpressionAttributeValues": {
+                ":profile": {"S": "PROFILE"},
+                ":user": {"S": "USER#"},
+                ":member": {"S": "MEMBER#"},
+                ":acc": {"S": "ACCOUNT#"},
+            },
+        }
+        if cursor:
+            kwargs["ExclusiveStartKey"] = decode_cursor(cursor)
+        resp = self._call("scan", **kwargs)
+        users: list[tuple[User, bool]] = []
+        members: list[tuple[str, str]] = []
+        for item in resp.get("Items", []):
+            if item["sk"]["S"] == "PROFILE":
+                user = user_from_item(item)
+                listed = {k: _from_av(item[k]) if k in item else None for k in _LIST_ATTRS}
+                users.append((user, listed == _list_attrs(user, LIST_ALL)))
+            else:
+                account_id = str(item["pk"]["S"]).removeprefix("ACCOUNT#")
+                members.append((account_id, str(item["sk"]["S"]).removeprefix("MEMBER#")))
+        wanted = {
+            (f"ACCOUNT#{a}", f"MEMBER#{user.id}"): _member_item(a, user)
+            for user, _ in users
+            for a in sorted(user.account_ids)
+        }
+        stored: dict[tuple[str, str], dict[str, Any]] = {}
+        keys = [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in wanted]
+        for start in range(0, len(keys), 100):
+            chunk = keys[start : start + 100]
+            request: dict[str, Any] = {self._table: {"Keys": chunk, "ConsistentRead": True}}
+            while request:
+                got = self._call("batch_get_item", RequestItems=request)
+                for item in got.get("Responses", {}).get(self._table, []):
+                    stored[(item["pk"]["S"], item["sk"]["S"])] = item
+                request = got.get("UnprocessedKeys") or {}
+        passed = []
+        for user, listed_in_step in users:
+            out = set() if listed_in_step else {LIST_ALL}
+            for a in user.account_ids:
+                key = (f"ACCOUNT#{a}", f"MEMBER#{user.id}")
+                if key not in stored or _plain(stored[key]) != _plain(wanted[key]):
+                    out.add(account_scope(a))
+            passed.append(PassedUser(user, frozenset(out)))
+        last = resp.get("LastEvaluatedKey")
+        return ListPass(passed, members, _encode_cursor(last) if last else None)
 
     # -------------------------------------------------------------------------------- sync markers
     def acquire_lease(

@@ -44,10 +44,13 @@ from usermgmt.store import (
     Invitation,
     Link,
     ListEntry,
+    ListPass,
     ListRead,
+    NoUser,
     Op,
     OutboxEvent,
     Page,
+    PassedUser,
     PutAudit,
     PutEvent,
     PutInvitation,
@@ -64,6 +67,7 @@ from usermgmt.store import (
     UpdateUser,
     UseLink,
     UserStore,
+    account_scope,
     count_buckets,
     index_ops,
     list_keys,
@@ -260,6 +264,8 @@ class MemoryStore:
             case SetJobStatus(job_id=job_id, current=current_statuses):
                 found = self.jobs.get(job_id)
                 return found is not None and found.status in current_statuses
+            case NoUser(user_id=user_id):
+                return user_id not in self.users
         raise TypeError(f"not an op of this store: {type(op).__name__}")
 
     def _apply(self, op: Op) -> None:
@@ -313,7 +319,7 @@ class MemoryStore:
                 self.tombstones[op.user_id] = _Tombstone(op.deleted_at, "pending", marker)
             case PutEvent(event=event):
                 self.outbox.setdefault(event.user_id, {})[event.key] = event
-            case AccountExists():
+            case AccountExists() | NoUser():
                 pass
             case PutInvitation(invitation=inv):
                 self.invitations[inv.id] = inv
@@ -730,6 +736,35 @@ class MemoryStore:
             self.account_counts[account_id] = dict(counts)
             return counts
 
+    def list_pass(self, limit: int, cursor: str | None) -> ListPass:
+        """Storage order as in DynamoDB's key order of one partition: ``ACCOUNT#<a>#MEMBER#<u>`` then
+        ``USER#<u>``. The ``ALL`` entries are the records themselves here: always in step."""
+        with self._lock:
+            start = _decode_cursor(cursor) if cursor else ""
+            if cursor and not start.startswith(("USER#", "ACCOUNT#")):
+                raise ValueError("invalid cursor")
+            keys = sorted(
+                [f"ACCOUNT#{a}#MEMBER#{u}" for a, entries in self.members.items() for u in entries]
+                + [f"USER#{u}" for u in self.users]
+            )
+            rest = [k for k in keys if k > start]
+            page = rest[:limit]
+            found = ListPass(cursor=_encode_cursor(page[-1]) if len(rest) > limit else None)
+            for key in page:
+                if key.startswith("USER#"):
+                    user = self.users[key.removeprefix("USER#")].view()
+                    out = frozenset(
+                        account_scope(a)
+                        for a in user.account_ids
+                        if (entry := self.members.get(a, {}).get(user.id)) is None
+                        or _entry_of(entry, a) != _entry_of(user, a)
+                    )
+                    found.users.append(PassedUser(user, out))
+                else:
+                    account_id, _, user_id = key.removeprefix("ACCOUNT#").partition("#MEMBER#")
+                    found.members.append((account_id, user_id))
+            return found
+
     # -------------------------------------------------------------------------------- for tests
     def snapshot(self) -> dict[str, Any]:
         """Everything the store holds, as plain values (to compare before and after a request)."""
@@ -748,6 +783,18 @@ class MemoryStore:
                     "admin_count": self.admin_count,
                 }
             )
+
+
+def _entry_of(user: User, account_id: str) -> tuple[Any, ...]:
+    """What a membership entry holds of its user (what ``list_read`` answers from it)."""
+    return (
+        list_keys(user),
+        user.status,
+        user.profile,
+        user.email_verified,
+        user.updated_at,
+        member_roles(user, account_id),
+    )
 
 
 def _is_active_admin(user: User | None) -> bool:

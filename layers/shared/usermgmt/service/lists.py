@@ -28,13 +28,13 @@ import json
 import os
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from usermgmt.auth import READ_USERS, RequestCtx, resolve_caller
-from usermgmt.errors import AccountNotFound, Forbidden, InvalidCursor, InvalidFilter
+from usermgmt.errors import AccountNotFound, ConditionFailed, Forbidden, InvalidCursor, InvalidFilter
 from usermgmt.models import ROLES, User, user_view
 from usermgmt.ports import Deps
 from usermgmt.service.writes import Change
@@ -43,9 +43,14 @@ from usermgmt.store import (
     COUNTED_STATUSES,
     KEY_SEP,
     LIST_ALL,
+    DeleteMember,
     ListEntry,
+    NoUser,
     Op,
+    PutMember,
+    UpdateUser,
     account_scope,
+    count_buckets,
     index_ops,
     list_keys,
     member_roles,
@@ -611,6 +616,139 @@ class ListService:
         if not self.d.store.get_accounts([account_id]):
             raise AccountNotFound()
         return self.d.store.recount_account(account_id)
+
+    def backfill(
+        self,
+        segment_size: int,
+        *,
+        dry_run: bool = False,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Operators: bring every user's list entries in step with its record (README, Operations).
+
+        One pass over the store, ``segment_size`` stored items at a time (``UserStore.list_pass``): a
+        user whose own entry or membership entries are missing or out of step gets them written as the
+        write path writes them (``index_ops``; the record's own list attributes ride on an update of the
+        record onto itself, which changes nothing else), a membership entry of an account the user is
+        no longer in (or of no user at all) is removed; each in one transaction conditional on the
+        version read, so a user the application changed meanwhile is skipped (its own write put it in
+        step; a re-run checks it). Then every account whose entries it changed, or whose counts differ
+        from the records it read, is recounted (``recount``). A second run writes nothing.
+        """
+        store = self.d.store
+        summary: dict[str, Any] = {
+            "dryRun": dry_run,
+            "segments": 0,
+            "usersRead": 0,
+            "usersInStep": 0,
+            "usersWritten": 0,
+            "entriesWritten": 0,
+            "staleEntriesRemoved": 0,
+            "skipped": [],
+            "accountsRecounted": {},
+        }
+        touched: set[str] = set()
+        tally: dict[str, dict[str, int]] = {}  # counts of the records read, per account
+        cursor: str | None = None
+        while True:
+            segment = store.list_pass(segment_size, cursor)
+            summary["segments"] += 1
+            summary["usersRead"] += len(segment.users)
+            plans: dict[str, _Repair] = {}
+            for passed in segment.users:
+                user = passed.user
+                for a in user.account_ids:
+                    counts = tally.setdefault(a, {})
+                    for bucket in count_buckets(user):
+                        counts[bucket] = counts.get(bucket, 0) + 1
+                if not passed.out_of_step:
+                    summary["usersInStep"] += 1
+                    continue
+                repair = plans.setdefault(user.id, _Repair(user))
+                repair.puts = [
+                    op
+                    for op in index_ops(user, user)  # the membership entries, no count moves
+                    if isinstance(op, PutMember) and account_scope(op.account_id) in passed.out_of_step
+                ]
+                repair.own_entry = LIST_ALL in passed.out_of_step
+            in_segment = {p.user.id: p.user for p in segment.users}
+            elsewhere = sorted({u for _, u in segment.members if u not in in_segment})
+            others: dict[str, User] = {}
+            for start in range(0, len(elsewhere), 100):
+                others.update(store.get_users(elsewhere[start : start + 100]))
+            for account_id, user_id in segment.members:
+                holder = in_segment.get(user_id) or others.get(user_id)
+                if holder is not None and account_id in holder.account_ids:
+                    continue  # the user's own check covers it
+                repair = plans.setdefault(user_id, _Repair(holder, user_id=user_id))
+                repair.removes.append(account_id)
+            for user_id, repair in plans.items():
+                ops = repair.ops()
+                if not dry_run:
+                    try:
+                        store.transact(ops)
+                    except ConditionFailed:
+                        summary["skipped"].append(user_id)
+                        touched.update(repair.accounts())
+                        continue
+                touched.update(repair.accounts())
+                if repair.puts or repair.own_entry:
+                    summary["usersWritten"] += 1
+                    summary["entriesWritten"] += len(repair.puts) + int(repair.own_entry)
+                summary["staleEntriesRemoved"] += len(repair.removes)
+            cursor = segment.cursor
+            if progress is not None:
+                progress(
+                    {k: summary[k] for k in ("segments", "usersRead", "usersWritten", "staleEntriesRemoved")}
+                )
+            if cursor is None:
+                break
+        recount = set(touched)
+        after: str | None = None
+        while True:  # accounts whose counts differ from the records read (after a restore, a crash)
+            ids, more = store.account_ids(after, 100)
+            for account in store.get_accounts(ids).values():
+                if _nonzero(account.counts) != _nonzero(tally.get(account.id, {})):
+                    recount.add(account.id)
+            if not more or not ids:
+                break
+            after = ids[-1]
+        for account_id in sorted(recount):
+            if dry_run:
+                summary["accountsRecounted"][account_id] = None  # would be recounted
+                continue
+            try:
+                summary["accountsRecounted"][account_id] = self.recount(account_id)
+            except AccountNotFound:
+                summary["accountsRecounted"][account_id] = "account_not_found"
+        return summary
+
+
+@dataclass
+class _Repair:
+    """What the backfill writes for one user, in one transaction conditional on ``user``'s version
+    (``user`` None: the user has no record; only orphaned entries to remove, on that condition)."""
+
+    user: User | None
+    user_id: str = ""
+    own_entry: bool = False
+    puts: list[Op] = field(default_factory=list)
+    removes: list[str] = field(default_factory=list)
+
+    def ops(self) -> list[Op]:
+        if self.user is None:
+            head: list[Op] = [NoUser(self.user_id)]
+        else:
+            head = [UpdateUser(self.user, self.user)]  # the version condition and the record's own entry
+        user_id = self.user.id if self.user is not None else self.user_id
+        return [*head, *self.puts, *(DeleteMember(a, user_id) for a in self.removes)]
+
+    def accounts(self) -> set[str]:
+        return {op.account_id for op in self.puts if isinstance(op, PutMember)} | set(self.removes)
+
+
+def _nonzero(counts: Mapping[str, int]) -> dict[str, int]:
+    return {k: v for k, v in counts.items() if v}
 
 
 def _before(a: ListEntry, b: ListEntry, descending: bool) -> bool:
