@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
@@ -27,6 +28,7 @@ EXPORT_SECTION = {
     "USER/AUDIT": "audit",
     "ACCOUNT/MEMBER": "user",  # a membership entry of the users list: a copy of user.memberships
     "USER/LINKREF": "links",  # the record of a link issued to the user (its hash only), for erasure
+    "USER/JOBITEM": "bulkJobItems",  # a bulk job's decided item that named the user
 }
 # Erased with the user but not exported: the send-limit counters of the user's addresses and id (a
 # keyed hash and a count of recent requests; they expire within three windows anyway)
@@ -48,6 +50,16 @@ def one_of_everything(env: Env, people: dict[str, User]) -> User:
     assert env.call(UPDATE, "PATCH", "/me", as_user=bob, body={"firstName": "Robert"}).status == 200
     assert env.call(UPDATE, "PATCH", "/me", as_user=bob, body={"email": "rob@new.example"}).status == 200
     assert env.call(RESET, "POST", f"/users/{bob.id}/password-reset", as_user=ada).status == 202
+    job = env.call(
+        "bulk-jobs",
+        "POST",
+        "/bulk-jobs",
+        as_user=ada,
+        body={"action": "enable", "userIds": [bob.id]},
+        headers={"idempotency-key": "export"},
+    )
+    assert job.status == 202, job
+    env.drain_bulk()
     user = env.user(bob.id)
     assert user is not None and set(user.links) == {"verify", "cancel", "reset"}
     return user
@@ -83,6 +95,14 @@ def test_an_export_holds_every_kind_of_item_a_deletion_erases(env: Env, people: 
     assert len(document["audit"]) == len(audits)
     assert document["user"]["email"] == "bob@acme.example"
     assert document["user"]["pendingEmail"] == "rob@new.example"
+    assert document["bulkJobItems"] == [
+        {
+            "jobId": document["bulkJobItems"][0]["jobId"],
+            "status": "skipped",
+            "code": "no_change",
+            "detail": ANY,
+        }
+    ]
 
 
 def test_an_export_is_an_audited_attachment_with_no_token_and_nothing_of_another_user(

@@ -240,6 +240,15 @@ class ExportedLink(_Body):
     forPendingAddress: bool
 
 
+class ExportedJobItem(_Body):
+    """A bulk job's decided item that named the person (kept ``BULK_RETENTION_DAYS``)."""
+
+    jobId: str
+    status: Literal["succeeded", "skipped", "failed"]
+    code: Annotated[str | None, Field(description="why it was skipped or failed (SPEC section 9)")]
+    detail: str | None
+
+
 class UserExport(_Body):
     """Everything held about one person (SPEC section 18); never a token, a hash or a link URL."""
 
@@ -248,6 +257,9 @@ class UserExport(_Body):
     user: ExportedUser
     links: Annotated[list[ExportedLink], Field(description="the user's outstanding links")]
     audit: Annotated[list[AuditEntry], Field(description="every audit entry about the user, newest first")]
+    bulkJobItems: Annotated[
+        list[ExportedJobItem], Field(description="the decided items of bulk jobs that named the user")
+    ]
 
 
 class SentTo(_Body):

@@ -489,11 +489,24 @@ class NoUser:
     label: str = "no-user"
 
 
+@dataclass(frozen=True)
+class RecordJobItem:
+    """A decided item of a bulk job, also kept with the user it named (until ``expires_at``): what an
+    export lists (SPEC section 18) and a deletion erases with the user's partition. The job's own item
+    (``JOB#``) keeps only the user's id and the outcome, like the deletion's tombstone."""
+
+    item: BulkItem
+    expires_at: int
+    label: str = "job-item-record"
+
+
 def finish_item_ops(item: BulkItem, expires_at: int) -> list[Op]:
-    """The ops that decide one item: its status and the job's counts, in one transaction."""
+    """The ops that decide one item: its status, the job's counts and the user's record of it, in one
+    transaction."""
     return [
         FinishItem(item, expires_at),
         CountItem(item.job_id, item.user_id, item.status, expires_at),
+        RecordJobItem(item, expires_at),
     ]
 
 
@@ -525,6 +538,7 @@ Op = (
     | CountItem
     | SetJobStatus
     | RecordLink
+    | RecordJobItem
     | NoUser
 )
 
@@ -670,6 +684,10 @@ class UserStore(Protocol):
         ...
 
     def job_items(self, job_id: str, user_ids: Sequence[str]) -> dict[str, BulkItem]: ...
+
+    def user_job_items(self, user_id: str) -> list[BulkItem]:
+        """The decided bulk-job items that named ``user_id`` (``RecordJobItem``), by job id."""
+        ...
 
     def job_items_page(
         self, job_id: str, status: str | None, limit: int, cursor: str | None

@@ -64,6 +64,7 @@ from usermgmt.store import (
     PutLink,
     PutMember,
     PutTombstone,
+    RecordJobItem,
     RecordLink,
     ReleaseEmail,
     SetJobStatus,
@@ -98,6 +99,7 @@ EXPIRY_INDEX = "ExpiryIndex"
 _KEEP_ATTR = "tombstone"
 # sort key prefix of a link's record in its user's partition (``RecordLink``)
 _LINK_RECORD = "LINKREF#"
+_JOB_ITEM_RECORD = "JOBITEM#"  # a bulk job's decided item, in the partition of the user it named
 _BATCH_WRITE_MAX = 25
 _BATCH_WRITE_ATTEMPTS = 5
 
@@ -893,6 +895,20 @@ class DynamoStore:
                         },
                     }
                 }
+            case RecordJobItem(item=item, expires_at=expires_at):
+                record = {
+                    "pk": {"S": f"USER#{item.user_id}"},
+                    "sk": {"S": f"{_JOB_ITEM_RECORD}{item.job_id}"},
+                    "jobId": {"S": item.job_id},
+                    "status": {"S": item.status},
+                    "ttl": {"N": str(expires_at)},
+                    **{
+                        name: {"S": v}
+                        for name in ("code", "detail")
+                        if (v := getattr(item, name)) is not None
+                    },
+                }
+                return {"Put": {"TableName": t, "Item": record}}
             case FinishItem(item=item):
                 item_values: dict[str, Any] = {":s": {"S": item.status}, ":pending": {"S": "pending"}}
                 sets = ["#s = :s"]
@@ -1092,6 +1108,30 @@ class DynamoStore:
                     found[bulk.user_id] = bulk
                 request = resp.get("UnprocessedKeys") or {}
         return found
+
+    def user_job_items(self, user_id: str) -> list[BulkItem]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :rec)",
+            "ExpressionAttributeValues": {":pk": {"S": f"USER#{user_id}"}, ":rec": {"S": _JOB_ITEM_RECORD}},
+            "ConsistentRead": True,
+        }
+        found: list[BulkItem] = []
+        while True:
+            resp = self._call("query", **kwargs)
+            for i in resp.get("Items", []):
+                found.append(
+                    BulkItem(
+                        job_id=str(i["jobId"]["S"]),
+                        user_id=user_id,
+                        status=str(i["status"]["S"]),
+                        code=i["code"]["S"] if "code" in i else None,
+                        detail=i["detail"]["S"] if "detail" in i else None,
+                    )
+                )
+            if not resp.get("LastEvaluatedKey"):
+                return found
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     def job_items_page(
         self, job_id: str, status: str | None, limit: int, cursor: str | None

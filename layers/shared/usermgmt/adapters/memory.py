@@ -59,6 +59,7 @@ from usermgmt.store import (
     PutLink,
     PutMember,
     PutTombstone,
+    RecordJobItem,
     RecordLink,
     ReleaseEmail,
     SetJobStatus,
@@ -146,6 +147,9 @@ class MemoryStore:
         self.job_item_records: dict[str, dict[str, BulkItem]] = {}
         self.job_count_records: dict[str, dict[str, int]] = {}
         self.link_records: dict[str, set[str]] = {}  # user id -> token hashes (``RecordLink``)
+        self.job_item_refs: dict[
+            str, dict[str, BulkItem]
+        ] = {}  # user id -> job id -> item (``RecordJobItem``)
 
     # -------------------------------------------------------------------------------- reads
     def get_user(self, user_id: str) -> User | None:
@@ -256,7 +260,7 @@ class MemoryStore:
                 return job.id not in self.jobs
             case ClaimJobKey(created_by=created_by, key=key):
                 return (created_by, key) not in self.job_keys
-            case PutJobEntry() | CountItem() | RecordLink():
+            case PutJobEntry() | CountItem() | RecordLink() | RecordJobItem():
                 return True
             case FinishItem(item=item):
                 decided = self.job_item_records.get(item.job_id, {}).get(item.user_id)
@@ -346,6 +350,8 @@ class MemoryStore:
             case CountItem(job_id=job_id, status=status):
                 counts = self.job_count_records.setdefault(job_id, {})
                 counts[status] = counts.get(status, 0) + 1
+            case RecordJobItem(item=item):
+                self.job_item_refs.setdefault(item.user_id, {})[item.job_id] = item
             case RecordLink(user_id=uid, token_hash=token_hash):
                 self.link_records.setdefault(uid, set()).add(token_hash)
             case SetJobStatus(job_id=job_id, status=status, at=at):
@@ -393,6 +399,10 @@ class MemoryStore:
         with self._lock:
             items = self.job_item_records.get(job_id, {})
             return {u: items[u] for u in user_ids if u in items}
+
+    def user_job_items(self, user_id: str) -> list[BulkItem]:
+        with self._lock:
+            return [item for _, item in sorted(self.job_item_refs.get(user_id, {}).items())]
 
     def job_items_page(
         self, job_id: str, status: str | None, limit: int, cursor: str | None
@@ -614,9 +624,10 @@ class MemoryStore:
             for k in gone:
                 del entries[k]
             records = self.link_records.pop(user_id, set())
+            job_items = self.job_item_refs.pop(user_id, {})
             for token_hash in records:
                 self.links.pop(token_hash, None)
-            return len(gone) + len(records)
+            return len(gone) + len(records) + len(job_items)
 
     def delete_counters(self, counter_keys: Sequence[str]) -> None:
         with self._lock:
@@ -778,6 +789,7 @@ class MemoryStore:
                     "audit": {u: dict(e) for u, e in self.audit.items()},
                     "counters": dict(self.counters),
                     "link_records": {u: set(r) for u, r in self.link_records.items()},
+                    "job_item_refs": {u: dict(r) for u, r in self.job_item_refs.items()},
                     "members": {a: dict(m) for a, m in self.members.items()},
                     "account_counts": {a: dict(c) for a, c in self.account_counts.items()},
                     "admin_count": self.admin_count,

@@ -55,6 +55,10 @@ class ExportService:
             },
             "links": self._links(user),
             "audit": self._audit(user.id),
+            "bulkJobItems": [
+                {"jobId": i.job_id, "status": i.status, "code": i.code, "detail": i.detail}
+                for i in self.d.store.user_job_items(user.id)
+            ],
         }
 
     def _links(self, user: User) -> list[dict[str, Any]]:
