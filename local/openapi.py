@@ -417,7 +417,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         (Ok(200, models.InvitationList, "The pending invitations"),),
         ("account_not_found", *STORE),
     ),
-    ("POST", "/invitations/{invitationId}/resend"): Operation(
+    ("POST", "/invitations/{invitation}/resend"): Operation(
         "resendInvitation",
         "invitations",
         "Mail a fresh invitation link (the older one dies)",
@@ -425,7 +425,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         (Ok(202, models.InvitationSent, "The invitation is on its way"),),
         ("invitation_not_found", *STORE),
     ),
-    ("DELETE", "/invitations/{invitationId}"): Operation(
+    ("DELETE", "/invitations/{invitation}"): Operation(
         "revokeInvitation",
         "invitations",
         "Revoke an invitation",
@@ -434,7 +434,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         (Ok(204, None, "Revoked"),),
         ("invitation_not_found", *STORE),
     ),
-    ("GET", "/invitations/{token}"): Operation(
+    ("GET", "/invitations/{invitation}"): Operation(
         "showInvitationLink",
         "links",
         "Open an invitation link",
@@ -444,7 +444,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         (*LINK_CODES, *STORE),
         html_codes=LINK_CODES,
     ),
-    ("POST", "/invitations/{token}"): Operation(
+    ("POST", "/invitations/{invitation}"): Operation(
         "acceptInvitation",
         "links",
         "Accept an invitation",
@@ -456,7 +456,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         html_codes=("password_too_weak", "validation_failed", *LINK_CODES, *STORE),
         body="link-invite",
     ),
-    ("POST", "/invitations/{token}/renew"): Operation(
+    ("POST", "/invitations/{invitation}/renew"): Operation(
         "renewInvitationLink",
         "links",
         "Send a fresh invitation link for an expired one",
@@ -817,14 +817,19 @@ def _parameters(path: str, op: Operation) -> list[dict[str, Any]]:
                 "schema": {"type": "string", "minLength": 1, "maxLength": 200},
             }
         )
-    if "{invitationId}" in path:
+    if "{invitation}" in path:
+        # one variable name at this level for both (API Gateway refuses two names at one level): the
+        # person's link routes take the link's token, the administrators' routes the invitation's id
+        link = op.tag == "links"
         params.append(
             {
-                "name": "invitationId",
+                "name": "invitation",
                 "in": "path",
                 "required": True,
-                "description": "an invitation id (from the 202)",
-                "schema": {"type": "string"},
+                "description": "The token of the invitation link in the email (43 URL-safe characters)."
+                if link
+                else "An invitation id (invitationId of the 202).",
+                "schema": {"type": "string", "minLength": 1},
             }
         )
     if "list-filters" in op.query:

@@ -29,9 +29,9 @@ PUBLIC_ROUTES = {
     ("POST", "/email-verification/{token}/renew"),
     ("GET", "/email-change/{token}/cancel"),
     ("POST", "/email-change/{token}/cancel"),
-    ("GET", "/invitations/{token}"),
-    ("POST", "/invitations/{token}"),
-    ("POST", "/invitations/{token}/renew"),
+    ("GET", "/invitations/{invitation}"),
+    ("POST", "/invitations/{invitation}"),
+    ("POST", "/invitations/{invitation}/renew"),
 }
 
 
@@ -432,8 +432,8 @@ CREATE_ROUTES = {
     ),
     "invite": Route("create-user", "POST", "/accounts/{accountId}/invitations", INVITE_BODY),
     "list_invitations": Route("create-user", "GET", "/accounts/{accountId}/invitations"),
-    "resend": Route("create-user", "POST", "/invitations/{invitationId}/resend"),
-    "revoke": Route("create-user", "DELETE", "/invitations/{invitationId}"),
+    "resend": Route("create-user", "POST", "/invitations/{invitation}/resend"),
+    "revoke": Route("create-user", "DELETE", "/invitations/{invitation}"),
 }
 CREATE_MATRIX: dict[str, dict[tuple[str, str], int]] = {
     "create_user": {("platform", "-"): 201, ("delegated", "-"): 403, ("user", "-"): 403},
@@ -462,13 +462,13 @@ REFUSAL_CODES = {
 def _create_path(env: Env, cast: dict[str, User], route: Route, account: str) -> str:
     if "{accountId}" in route.path:
         return route.path.replace("{accountId}", account)
-    if "{invitationId}" in route.path:
+    if "{invitation}" in route.path:
         body = {**INVITE_BODY, "email": f"invitee@{account}.example"}
         sent = env.call(
             "create-user", "POST", f"/accounts/{account}/invitations", as_user=cast["platform"], body=body
         )
         assert sent.status == 202, sent
-        return route.path.replace("{invitationId}", sent.json()["invitationId"])
+        return route.path.replace("{invitation}", sent.json()["invitationId"])
     return route.path
 
 

@@ -39,9 +39,9 @@ PUBLIC_ROUTES = frozenset(
         ("POST", "/email-verification/{token}/renew"),  # the expired page's "send a new link" (SPEC 6)
         ("GET", "/email-change/{token}/cancel"),
         ("POST", "/email-change/{token}/cancel"),
-        ("GET", "/invitations/{token}"),  # SPEC 13: the invitation link
-        ("POST", "/invitations/{token}"),
-        ("POST", "/invitations/{token}/renew"),
+        ("GET", "/invitations/{invitation}"),  # SPEC 13: the invitation link
+        ("POST", "/invitations/{invitation}"),
+        ("POST", "/invitations/{invitation}/renew"),
     }
 )
 
@@ -159,6 +159,20 @@ def test_the_authorizer_checks_the_tenant_issuer_and_the_api_audience(stack: Sta
 def test_no_two_functions_claim_the_same_route(stack: Stack) -> None:
     keys = Counter((route.api, route.method, route.path) for _, route in stack.routes())
     assert [k for k, count in keys.items() if count > 1] == []
+
+
+def test_one_variable_name_per_path_level(stack: Stack) -> None:
+    """API Gateway refuses (409 ConflictException at deploy) two routes with differently named
+    variables at the same level, e.g. ``/invitations/{token}`` and ``/invitations/{invitationId}``."""
+    names: dict[tuple[str, ...], set[str]] = {}
+    for _, route in stack.routes():
+        parts = route.path.strip("/").split("/")
+        for depth, part in enumerate(parts):
+            if part.startswith("{"):
+                names.setdefault(
+                    tuple(p if not p.startswith("{") else "{}" for p in parts[:depth]), set()
+                ).add(part)
+    assert {level: n for level, n in names.items() if len(n) > 1} == {}
 
 
 def test_function_environments_resolve_to_strings(stack: Stack) -> None:
