@@ -1,6 +1,6 @@
 """The time an invocation has left (security notes L11): a request answers before it is cut off.
 
-API Gateway gives up on an integration after 30 s and Lambda ends a function at its timeout (15 s for
+API Gateway gives up on an integration after 30 s and Lambda ends a function at its timeout (29 s for
 the HTTP functions); either leaves the caller a bare error instead of problem+json, possibly after a
 commit. So nothing waits longer than the invocation can afford: every call to a dependency that may
 wait starts only when its worst case still fits (``allows``) and an answer can still be written after
