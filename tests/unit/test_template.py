@@ -333,3 +333,29 @@ def test_an_alarm_watches_the_age_of_the_oldest_due_sync_work(raw: dict[str, Any
     assert alarm["Namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"]
     assert alarm["Statistic"] == "Maximum" and alarm["ComparisonOperator"] == "GreaterThanThreshold"
     assert 0 < alarm["Threshold"] <= 900
+
+
+def test_secret_readers_may_decrypt_a_customer_managed_key_only_through_secrets_manager(
+    raw: dict[str, Any],
+) -> None:
+    """L19: a secret under a customer-managed key needs kms:Decrypt; granted (when the key is given)
+    to every function that reads the secret, and only via Secrets Manager."""
+    for name, resource in raw["Resources"].items():
+        for policy in resource.get("Properties", {}).get("Policies", []):
+            statements = policy.get("Statement", []) if isinstance(policy, dict) else []
+            if not any(
+                "secretsmanager:GetSecretValue" in s.get("Action", []) for s in statements if "Action" in s
+            ):
+                continue
+            decrypts = [
+                s["Fn::If"]
+                for s in statements
+                if isinstance(s, dict) and "Fn::If" in s and s["Fn::If"][0] == "HasSecretKmsKey"
+            ]
+            assert len(decrypts) == 1, f"{name} reads the secret but cannot decrypt a customer-managed key"
+            (_, granted, otherwise) = decrypts[0]
+            assert granted["Action"] == "kms:Decrypt" and granted["Resource"] == {
+                "Ref": "Auth0SecretKmsKeyArn"
+            }
+            assert "kms:ViaService" in granted["Condition"]["StringEquals"]
+            assert otherwise == {"Ref": "AWS::NoValue"}
