@@ -17,7 +17,6 @@ Suspension and deletion clear the user's links, so they end invitations too.
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from collections.abc import Callable
@@ -43,12 +42,8 @@ from usermgmt.errors import (
     EmailTaken,
     FieldProblem,
     Forbidden,
-    IdpError,
-    IdpPasswordTooWeak,
-    IdpRejected,
     IdpUnavailable,
     InvitationNotFound,
-    PasswordTooWeak,
     RateLimited,
     ValidationFailed,
 )
@@ -522,27 +517,17 @@ class InvitationService:
                     "Choose a password", errors=[FieldProblem("newPassword", "is required")]
                 )
             claim = self._claim(token, checked, now)
-            try:
-                self.w.sync.ensure_created(checked.user)
-                self.d.idp.set_password(checked.user.id, password)
-            except IdpPasswordTooWeak:
-                store.release_link_claim(token_hash, claim)
-                count("PasswordRejected")
-                raise PasswordTooWeak() from None
-            except IdpRejected as exc:
-                store.release_link_claim(token_hash, claim)
-                if exc.status == 400:
-                    raise PasswordTooWeak("The password was not accepted; choose a different one") from None
-                raise DependencyUnavailable() from None
-            except IdpUnavailable as exc:
-                store.release_link_claim(token_hash, claim)
-                raise DependencyUnavailable(retry_after=math.ceil(exc.retry_after or 5)) from None
-            except IdpError:
-                store.release_link_claim(token_hash, claim)
-                raise DependencyUnavailable() from None
-            except BaseException:
-                store.release_link_claim(token_hash, claim)
-                raise
+            # a timeout gives the claim back too: only a reset's lapsed claim is finished by the sync,
+            # and setting the same password again when the person retries is harmless
+            linkcheck.set_password_holding_claim(
+                self.d.idp,
+                store,
+                checked.user.id,
+                password,
+                token_hash,
+                claim,
+                first=lambda: self.w.sync.ensure_created(checked.user),
+            )
         first: list[User] = [checked.user]
         invitation = checked.invitation
 

@@ -8,11 +8,24 @@ here, never left to DynamoDB TTL.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from usermgmt.errors import LinkGone
+from usermgmt.errors import (
+    DependencyUnavailable,
+    IdpError,
+    IdpPasswordTooWeak,
+    IdpRejected,
+    IdpUnavailable,
+    LinkGone,
+    OutcomeUnknown,
+    PasswordTooWeak,
+)
 from usermgmt.links import VERIFY, address_hash, hash_token, plausible_token
 from usermgmt.models import ACTIVE, User
+from usermgmt.observability import count, logger
+from usermgmt.ports import IdentityProvider
 from usermgmt.store import Link, UserStore
 
 INVALID = "link_invalid"
@@ -92,3 +105,56 @@ def renewable(
     if link.expires_at > now and user.links.get(purpose) == link.token_hash:
         return None  # the link still works: nothing to renew
     return CheckedLink(link, user)
+
+
+def set_password_holding_claim(
+    idp: IdentityProvider,
+    store: UserStore,
+    user_id: str,
+    password: str,
+    token_hash: str,
+    claim: str,
+    *,
+    first: Callable[[], None] | None = None,
+    unknown_on_timeout: bool = False,
+) -> None:
+    """Set ``password`` in Auth0 while this request holds the link's claim (a password reset, a new
+    user's invitation): one translation of Auth0's answers for both.
+
+    Every refusal gives the claim back, so the person can use the link again: a password Auth0 refuses
+    is ``PasswordTooWeak`` (400, its other rules too), an outage ``DependencyUnavailable`` (503). With
+    ``unknown_on_timeout`` a timeout keeps the claim (Auth0 may have set the password; sync-identity
+    finishes the change once the claim lapses) and raises ``OutcomeUnknown``. ``first`` runs before the
+    call, under the same rules (an invited user's Auth0 creation).
+    """
+    try:
+        if first is not None:
+            first()
+        idp.set_password(user_id, password)
+    except IdpUnavailable as exc:
+        if unknown_on_timeout and exc.reason == "timeout":
+            logger.warning("password change outcome unknown", extra={"error_type": type(exc).__name__})
+            count("PasswordOutcomeUnknown")
+            raise OutcomeUnknown(
+                "The password change could not be confirmed. Try signing in with the new password;"
+                " if it does not work, request a new link in a minute."
+            ) from None
+        store.release_link_claim(token_hash, claim)
+        raise DependencyUnavailable(retry_after=math.ceil(exc.retry_after or 5)) from None
+    except IdpPasswordTooWeak:
+        store.release_link_claim(token_hash, claim)
+        count("PasswordRejected")
+        raise PasswordTooWeak() from None
+    except IdpRejected as exc:
+        store.release_link_claim(token_hash, claim)
+        logger.warning("password not set", extra={"error_type": type(exc).__name__, "status": exc.status})
+        if exc.status == 400:  # Auth0's other password rules (history, dictionary, same as before)
+            raise PasswordTooWeak("The password was not accepted; choose a different one") from None
+        raise DependencyUnavailable() from None
+    except IdpError as exc:
+        store.release_link_claim(token_hash, claim)
+        logger.warning("password not set", extra={"error_type": type(exc).__name__})
+        raise DependencyUnavailable() from None
+    except BaseException:
+        store.release_link_claim(token_hash, claim)
+        raise

@@ -25,7 +25,6 @@ tenant allows it, Auth0 sessions and refresh tokens revoked through the never-lo
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -35,12 +34,6 @@ from usermgmt.emails import greeting_name, mask, password_changed, password_rese
 from usermgmt.errors import (
     DependencyUnavailable,
     EmailUndeliverable,
-    IdpError,
-    IdpPasswordTooWeak,
-    IdpRejected,
-    IdpUnavailable,
-    OutcomeUnknown,
-    PasswordTooWeak,
     RateLimited,
     StoreUnavailable,
     UserSuspended,
@@ -235,35 +228,10 @@ class PasswordService:
         checked = linkcheck.check(store, token, RESET, now)
         token_hash = checked.link.token_hash
         claim = self._claim(token, checked, now)
-        try:
-            self.d.idp.set_password(checked.user.id, password)
-        except IdpUnavailable as exc:
-            if exc.reason == "timeout":  # Auth0 may have set it: the claim stays for the sync
-                logger.warning("password change outcome unknown", extra={"error_type": type(exc).__name__})
-                count("PasswordOutcomeUnknown")
-                raise OutcomeUnknown(
-                    "The password change could not be confirmed. Try signing in with the new password;"
-                    " if it does not work, request a new link in a minute."
-                ) from None
-            store.release_link_claim(token_hash, claim)
-            raise DependencyUnavailable(retry_after=math.ceil(exc.retry_after or 5)) from None
-        except IdpPasswordTooWeak:
-            store.release_link_claim(token_hash, claim)
-            count("PasswordRejected")
-            raise PasswordTooWeak() from None
-        except IdpRejected as exc:
-            store.release_link_claim(token_hash, claim)
-            logger.warning("password not set", extra={"error_type": type(exc).__name__, "status": exc.status})
-            if exc.status == 400:  # Auth0's other password rules (history, dictionary, same as before)
-                raise PasswordTooWeak("The password was not accepted; choose a different one") from None
-            raise DependencyUnavailable() from None
-        except IdpError as exc:
-            store.release_link_claim(token_hash, claim)
-            logger.warning("password not set", extra={"error_type": type(exc).__name__})
-            raise DependencyUnavailable() from None
-        except BaseException:
-            store.release_link_claim(token_hash, claim)
-            raise
+        # a timeout is an unknown outcome: the claim stays, sync-identity finishes the change
+        linkcheck.set_password_holding_claim(
+            self.d.idp, store, checked.user.id, password, token_hash, claim, unknown_on_timeout=True
+        )
         try:
             return self._commit_change(checked.user, token_hash, now, claim, request_id, actor=None)
         except (StoreUnavailable, DependencyUnavailable) as exc:
