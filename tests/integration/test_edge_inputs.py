@@ -155,6 +155,14 @@ def test_an_over_long_user_id_is_not_found(
         ("verify-email", "POST", "/email-verification/{token}/renew", 202, None),
         ("verify-email", "POST", "/email-verification/{token}", 410, "link_invalid"),
         ("verify-email", "GET", "/email-change/{token}/cancel", 410, "link_invalid"),
+        ("create-user", "GET", "/invitations/{invitation}", 410, "link_invalid"),
+        ("create-user", "POST", "/invitations/{invitation}", 410, "link_invalid"),
+        ("create-user", "POST", "/invitations/{invitation}/renew", 202, None),
+        ("create-user", "POST", "/invitations/{invitation}/resend", 404, "invitation_not_found"),
+        ("create-user", "DELETE", "/invitations/{invitation}", 404, "invitation_not_found"),
+        ("bulk-jobs", "GET", "/bulk-jobs/{jobId}", 404, "job_not_found"),
+        ("bulk-jobs", "GET", "/bulk-jobs/{jobId}/items", 404, "job_not_found"),
+        ("bulk-jobs", "POST", "/bulk-jobs/{jobId}/cancel", 404, "job_not_found"),
     ],
 )
 def test_path_parameters_the_router_refuses_name_nothing(
@@ -164,7 +172,8 @@ def test_path_parameters_the_router_refuses_name_nothing(
     punctuation only. Such an id or token names no user or link (not a generic ``not_found``); renew
     answers its generic 202 whatever the token."""
     odd = "odd\x0bid\x81"
-    path = route.replace("{userId}", odd).replace("{token}", odd)
+    path = route.replace("{userId}", odd).replace("{token}", odd).replace("{invitation}", odd)
+    path = path.replace("{jobId}", odd)
     event = http_event(method, path, body={} if method == "PATCH" else None)
     event["routeKey"] = f"{method} {route}"  # what API Gateway matched
     claims = event["requestContext"]["authorizer"]["jwt"]["claims"]

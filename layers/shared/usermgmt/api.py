@@ -114,15 +114,23 @@ def unmatched(app: APIGatewayHttpResolver, route_key: str) -> Response[str]:
 
     if "{userId}" in route_key:
         return problem_response(UserNotFound())
-    if "{invitationId}" in route_key:
+    # ``/invitations/{invitation}``: an invitation id on the administrators' routes (resend, DELETE),
+    # a link's token on the person's (GET, POST, renew)
+    by_id = route_key.startswith("DELETE ") or route_key.endswith("/resend")
+    if "{invitation}" in route_key and by_id:
         return problem_response(InvitationNotFound())
+    if "{jobId}" in route_key:
+        from usermgmt.errors import JobNotFound
+
+        return problem_response(JobNotFound())
     if "{accountId}" in route_key:
         from usermgmt.errors import AccountNotFound
 
         return problem_response(AccountNotFound())
-    if "{token}" in route_key and route_key.endswith("/renew"):
+    token = "{token}" in route_key or "{invitation}" in route_key
+    if token and route_key.endswith("/renew"):
         return pages.json_answer(202, {"status": "accepted"})  # renew: the same answer for any token
-    if "{token}" in route_key:
+    if token:
         return pages.gone(app, gone(INVALID))
     return problem_response(RouteNotFound())
 
