@@ -1061,6 +1061,10 @@ def _info() -> dict[str, Any]:
     }
 
 
+def _machine_codes(path: str) -> tuple[str, ...]:
+    return ("forbidden",) if path == "/me" or path.startswith("/me/") else ("insufficient_scope",)
+
+
 def build(template: Path = TEMPLATE) -> dict[str, Any]:
     """The whole document for the routes of ``template``; KeyError for a route with no description."""
     statuses = problem_statuses()
@@ -1076,8 +1080,12 @@ def build(template: Path = TEMPLATE) -> dict[str, Any]:
         own_401 = tuple(c for c in op.codes if statuses.get(c) == 401)
         if not route.public:
             responses["401"] = _unauthorized(own_401)
-        rest = dataclasses.replace(op, codes=tuple(c for c in op.codes if c not in own_401))
-        responses.update(_problem_responses(rest, statuses))
+        codes = tuple(c for c in op.codes if c not in own_401)
+        if not route.public:
+            # machine callers (SPEC section 3): a /me route is 403 forbidden to them, any other route
+            # 403 insufficient_scope without the scope it needs
+            codes += tuple(c for c in _machine_codes(route.path) if c not in codes)
+        responses.update(_problem_responses(dataclasses.replace(op, codes=codes), statuses))
         operation: dict[str, Any] = {
             "operationId": op.operation_id,
             "tags": [op.tag],

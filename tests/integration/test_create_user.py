@@ -366,3 +366,12 @@ def test_storefront_sign_up_of_an_id_auth0_does_not_know_fails(env: Env, people:
     with pytest.raises(UnknownIdpUser):
         env.send_event(FN, storefront_event("UserRegistered", {"userId": "auth0|nobody"}, "e-9"))
     assert env.user("auth0|nobody") is None
+
+
+def test_an_invitation_into_an_account_id_no_invitation_can_carry_is_404(env: Env) -> None:
+    """An account id an invitation's id cannot hold (conformance found a 500): no such account."""
+    admin = env.add_user("ada.odd@example.com", profile="administrator")
+    body = {"email": "new@odd.example", "firstName": "N", "lastName": "P", "roles": ["Buyer"]}
+    for account in ("a~b", "ç", "x" * 250):
+        r = env.call(FN, "POST", f"/accounts/{account}/invitations", as_user=admin, body=body)
+        assert r.status == 404 and r.json()["code"] == "account_not_found", (account, r)

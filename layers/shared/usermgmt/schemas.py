@@ -233,7 +233,7 @@ class ExportedUser(UserResource):
 
 
 class ExportedLink(_Body):
-    kind: Literal["reset", "verify", "cancel"]
+    kind: Literal["reset", "verify", "cancel", "invite"]
     createdAt: Annotated[str, Field(description="RFC 3339 UTC")]
     expiresAt: Annotated[str, Field(description="RFC 3339 UTC")]
     status: Literal["active", "used"]

@@ -69,6 +69,7 @@ from usermgmt.store import (
     PutInvitation,
     PutLink,
     UseLink,
+    split_invitation_id,
 )
 
 if TYPE_CHECKING:
@@ -247,6 +248,8 @@ class InvitationService:
         from usermgmt.schemas import InvitationBody, parse_body
 
         caller = self._account_admin(ctx, account_id)
+        if split_invitation_id(f"{account_id}{INVITATION_ID_SEPARATOR}0") is None:
+            raise AccountNotFound()  # no account has an id an invitation's id cannot carry
         fields = parse_body(InvitationBody, body)
         for _attempt in range(2):
             try:
