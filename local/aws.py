@@ -94,10 +94,25 @@ def make_dynamodb_atomic() -> None:
     @functools.wraps(original)
     def call_action(self: Any) -> Any:
         with _DYNAMODB_LOCK:
-            return original(self)
+            try:
+                return original(self)
+            finally:
+                _forget_tracked_models()
 
     call_action._local_atomic = True  # type: ignore[attr-defined]
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
+def _forget_tracked_models() -> None:
+    """moto keeps every model object it ever made (for its dashboard, which nothing here uses), and a
+    transaction deep-copies whole tables: the copies would stay forever, growing memory with every
+    write times the table's size (a 1,000-user bench ran out of 24 GB). Forget them."""
+    from moto.core.model_instances import model_data
+
+    for model in model_data.get("dynamodb", {}).values():
+        tracked = getattr(model, "instances_tracked", None)
+        if tracked:
+            tracked.clear()
 
 
 def dynamodb_lock() -> threading.Lock:
