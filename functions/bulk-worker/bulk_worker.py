@@ -7,31 +7,16 @@ timeout; items it decided stay decided, so a second delivery only finishes the r
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from usermgmt import container
-from usermgmt.observability import count, lambda_entry, logger
+from usermgmt.events import handle_sqs_batch
+from usermgmt.observability import lambda_entry
 
 
 @lambda_entry()
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    failures: list[dict[str, str]] = []
     bulk = container.get().bulk
-    for record in event.get("Records") or []:
-        message_id = str(record.get("messageId") or "")
-        try:
-            body = json.loads(record.get("body") or "{}")
-            if not isinstance(body, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            logger.warning("malformed bulk message dropped", extra={"messageId": message_id})
-            count("BulkMessageMalformed")
-            continue
-        try:
-            bulk.run_message(body)
-        except Exception as exc:  # the message comes back; what it decided stays decided
-            logger.warning("bulk message not finished", extra={"error_type": type(exc).__name__})
-            count("BulkMessageRetried")
-            failures.append({"itemIdentifier": message_id})
-    return {"batchItemFailures": failures}
+    return handle_sqs_batch(
+        event, lambda body, _received: bulk.run_message(body), metric="BulkMessage", what="bulk message"
+    )

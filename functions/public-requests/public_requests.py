@@ -9,33 +9,20 @@ back after the visibility timeout (then the dead-letter queue).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from usermgmt import container
-from usermgmt.observability import count, lambda_entry, logger
+from usermgmt.events import handle_sqs_batch
+from usermgmt.observability import lambda_entry
 
 
 @lambda_entry()
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    failures: list[dict[str, str]] = []
     public = container.get().public
-    for record in event.get("Records") or []:
-        message_id = str(record.get("messageId") or "")
-        try:
-            body = json.loads(record.get("body") or "{}")
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            logger.warning("malformed public request dropped", extra={"messageId": message_id})
-            count("PublicRequestMalformed")
-            continue
-        try:
-            # SQS counts deliveries: a message seen before took its per-address slot already
-            received = int((record.get("attributes") or {}).get("ApproximateReceiveCount") or 1)
-            public.handle(body, retry=received > 1)
-        except Exception as exc:  # comes back after the visibility timeout
-            logger.warning("public request not finished", extra={"error_type": type(exc).__name__})
-            count("PublicRequestRetried")
-            failures.append({"itemIdentifier": message_id})
-    return {"batchItemFailures": failures}
+    # SQS counts deliveries: a message seen before took its per-address slot already
+    return handle_sqs_batch(
+        event,
+        lambda body, received: public.handle(body, retry=received > 1),
+        metric="PublicRequest",
+        what="public request",
+    )

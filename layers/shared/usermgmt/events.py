@@ -256,3 +256,36 @@ def outbox_stream_users(event: Mapping[str, Any]) -> list[str] | None:
         if isinstance(value, str) and value.startswith("OUTBOX#"):
             users.append(value.removeprefix("OUTBOX#"))
     return list(dict.fromkeys(users))
+
+
+def handle_sqs_batch(
+    event: Mapping[str, Any], handle: Callable[[dict[str, Any], int], None], *, metric: str, what: str
+) -> dict[str, Any]:
+    """An SQS batch as Lambda's event source mapping delivers it, with partial batch failures.
+
+    Each record's body must be a JSON object, given to ``handle`` with how often SQS has delivered it
+    (``ApproximateReceiveCount``); a malformed one is dropped (``<metric>Malformed``), one whose
+    ``handle`` raises is reported in ``batchItemFailures`` (``<metric>Retried``) and comes back after
+    the visibility timeout, then goes to the dead-letter queue.
+    """
+    import json
+
+    failures: list[dict[str, str]] = []
+    for record in event.get("Records") or []:
+        message_id = str(record.get("messageId") or "")
+        try:
+            body = json.loads(record.get("body") or "{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            logger.warning(f"malformed {what} dropped", extra={"messageId": message_id})
+            count(f"{metric}Malformed")
+            continue
+        received = int((record.get("attributes") or {}).get("ApproximateReceiveCount") or 1)
+        try:
+            handle(body, received)
+        except Exception as exc:  # comes back after the visibility timeout
+            logger.warning(f"{what} not finished", extra={"error_type": type(exc).__name__})
+            count(f"{metric}Retried")
+            failures.append({"itemIdentifier": message_id})
+    return {"batchItemFailures": failures}
