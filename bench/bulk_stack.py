@@ -5,8 +5,12 @@ users), then:
 
 1. one client suspends N users one ``POST /users/{userId}/suspend`` at a time;
 2. one ``POST /bulk-jobs`` suspends the other N users (the template's SQS mapping feeds bulk-worker),
-   polled until it has finished; meanwhile a reader times ``GET /users/{userId}``, and again once the
-   job is done (interactive latency during a job over idle).
+   polled until it has finished.
+
+During both, and for ten seconds before them (idle), a reader times ``GET /users/{userId}`` ten times a
+second: interactive latency while a job runs. The stack's CPU time (its process and Lambda workers) is
+read from ``/proc`` around each phase: on a machine with few cores the stack is CPU-bound, and CPU per
+item says how much work an item costs where wall time only says how it was shared out.
 
 Auth0 calls are counted from the local Auth0's request log (Management API and token endpoint).
 DynamoDB calls per item are measured in process by ``bench/bulk.py`` (this stack's moto server does not
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -26,11 +31,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from local.launch import launched_stack, password_login
+from local.launch import Launched, launched_stack, password_login
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIENCE = "https://api.bench.local"
@@ -98,16 +105,81 @@ def clear_auth0_log(auth0: str) -> None:
     urllib.request.urlopen(request, timeout=10)  # noqa: S310 - loopback only
 
 
+READ_EVERY = 0.1  # an administrator's console, not a load test: the reader must not slow the job itself
+
+
 def read_latencies(api: str, token: str, target: str, stop: threading.Event, out: list[float]) -> None:
     while not stop.is_set():
         started = time.perf_counter()
         status, _ = call(api, "GET", f"/users/{quote(target, safe='')}", token)
         if status == 200:
             out.append(time.perf_counter() - started)
+        stop.wait(max(0.0, READ_EVERY - (time.perf_counter() - started)))
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) so far of ``pid`` and its live descendants (Linux ``/proc``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent and child not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(times.get(p, 0.0) for p in tree)
 
 
 def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1] if len(values) >= 20 else max(values, default=0.0)
+
+
+@dataclass
+class Phase:
+    """One way of suspending N users: wall and stack CPU seconds, Auth0 calls, reads timed meanwhile."""
+
+    seconds: float
+    cpu: float
+    auth0_calls: int
+    reads: list[float]
+
+    def report(self, n: int) -> dict[str, Any]:
+        return {
+            "ms_per_item": round(1000 * self.seconds / n, 2),
+            "stack_cpu_ms_per_item": round(1000 * self.cpu / n, 2),
+            "auth0_calls_per_item": round(self.auth0_calls / n, 3),
+            "read_p95_ms": round(1000 * p95(self.reads), 1),
+            "reads": len(self.reads),
+        }
+
+
+def phase(stack: Launched, reader_target: str, token: str, work: Callable[[], None]) -> Phase:
+    """Run ``work`` while a reader times ``GET /users/{userId}`` ten times a second (same load each way)."""
+    clear_auth0_log(stack.auth0_url)
+    reads: list[float] = []
+    stop = threading.Event()
+    reader = threading.Thread(target=read_latencies, args=(stack.api_url, token, reader_target, stop, reads))
+    cpu_started = cpu_seconds(stack.pid)
+    started = time.perf_counter()
+    reader.start()
+    try:
+        work()
+    finally:
+        stop.set()
+        reader.join()
+    seconds = time.perf_counter() - started
+    return Phase(seconds, cpu_seconds(stack.pid) - cpu_started, auth0_calls(stack.auth0_url), reads)
 
 
 def run(n: int) -> dict[str, Any]:
@@ -128,55 +200,41 @@ def run(n: int) -> dict[str, Any]:
         threading.Timer(10.0, stop.set).start()
         read_latencies(api, token, reader_target, stop, idle)
 
-        clear_auth0_log(auth0)
-        started = time.perf_counter()
-        for uid in singles:
-            status, body = call(api, "POST", f"/users/{quote(uid, safe='')}/suspend", token)
-            assert status == 200, (status, body)
-        single_seconds = time.perf_counter() - started
-        single_auth0 = auth0_calls(auth0)
+        def suspend_one_by_one() -> None:
+            for uid in singles:
+                status, body = call(api, "POST", f"/users/{quote(uid, safe='')}/suspend", token)
+                assert status == 200, (status, body)
 
-        clear_auth0_log(auth0)
-        during: list[float] = []
-        stop = threading.Event()
-        reader = threading.Thread(target=read_latencies, args=(api, token, reader_target, stop, during))
-        started = time.perf_counter()
-        status, job = call(
-            api,
-            "POST",
-            "/bulk-jobs",
-            token,
-            {"action": "suspend", "userIds": bulk},
-            {"Idempotency-Key": f"bench-{time.time()}"},
-        )
-        assert status == 202, (status, job)
-        reader.start()
-        while True:
-            status, view = call(api, "GET", f"/bulk-jobs/{job['id']}", token)
-            assert status == 200, (status, view)
-            if view["status"] not in ("queued", "running"):
-                break
-            time.sleep(0.2)
-        bulk_seconds = time.perf_counter() - started
-        stop.set()
-        reader.join()
-        assert view["status"] == "succeeded" and view["counts"]["succeeded"] == n, view
-        bulk_auth0 = auth0_calls(auth0)
+        def suspend_in_one_job() -> None:
+            status, job = call(
+                api,
+                "POST",
+                "/bulk-jobs",
+                token,
+                {"action": "suspend", "userIds": bulk},
+                {"Idempotency-Key": f"bench-{time.time()}"},
+            )
+            assert status == 202, (status, job)
+            while True:
+                status, view = call(api, "GET", f"/bulk-jobs/{job['id']}", token)
+                assert status == 200, (status, view)
+                if view["status"] not in ("queued", "running"):
+                    break
+                time.sleep(0.5)
+            assert view["status"] == "succeeded" and view["counts"]["succeeded"] == n, view
+
+        single = phase(stack, reader_target, token, suspend_one_by_one)
+        job = phase(stack, reader_target, token, suspend_in_one_job)
     return {
         "users": n,
-        "single": {
-            "ms_per_suspend": round(1000 * single_seconds / n, 2),
-            "auth0_calls_per_suspend": round(single_auth0 / n, 3),
-        },
-        "bulk": {
-            "ms_per_item": round(1000 * bulk_seconds / n, 2),
-            "auth0_calls_per_item": round(bulk_auth0 / n, 3),
-        },
-        "wall_ratio_bulk_over_single": round(bulk_seconds / single_seconds, 3),
+        "cores": os.cpu_count(),
+        "single": single.report(n),
+        "bulk": job.report(n),
+        "wall_ratio_bulk_over_single": round(job.seconds / single.seconds, 3),
+        "stack_cpu_ratio_bulk_over_single": round(job.cpu / single.cpu, 3),
         "read_p95_ms_idle": round(1000 * p95(idle), 1),
-        "read_p95_ms_during_job": round(1000 * p95(during), 1),
-        "read_p95_ratio_during_over_idle": round(p95(during) / p95(idle), 2) if idle else None,
-        "reads_during_job": len(during),
+        "read_p95_ratio_during_job_over_idle": round(p95(job.reads) / p95(idle), 2),
+        "read_p95_ratio_during_job_over_singles": round(p95(job.reads) / p95(single.reads), 2),
     }
 
 

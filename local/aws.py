@@ -101,12 +101,185 @@ def make_dynamodb_atomic() -> None:
 
     call_action._local_atomic = True  # type: ignore[attr-defined]
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    _make_transactions_cheap()
+    _make_queries_cheap()
+
+
+def _remember_backends_by_host() -> None:
+    """moto's server finds the service of every request by listing its package directory and trying
+    each service's URL patterns, under one lock; the answer for a host never changes, so remember it."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    original = DomainDispatcherApplication.get_backend_for_host
+    if getattr(original, "_local_cheap", False):
+        return
+    known: dict[str, Any] = {}
+
+    @functools.wraps(original)
+    def get_backend_for_host(self: Any, host: str | None) -> Any:
+        if host is None:
+            return None
+        if host not in known:
+            known[host] = original(self, host)
+        return known[host]
+
+    get_backend_for_host._local_cheap = True  # type: ignore[attr-defined]
+    DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
+
+
+def _make_transactions_cheap() -> None:
+    """Roll a cancelled ``TransactWriteItems`` back from copies of the items it names, not of its tables.
+
+    moto deep-copies every table a transaction touches (its items and its stream records) before
+    applying it, so each write costs the table's size and seeding a thousand users takes many minutes.
+    Here its table copy is the table itself, and the wrapper keeps what the rollback needs: a copy of
+    each named item as it was (or its absence) and each touched stream's length. A cancelled
+    transaction puts those items back and drops the stream records it added; the table then reads as
+    it did, which is DynamoDB's contract. Runs under the DynamoDB lock, so nothing sees the interim.
+    """
+    import copy
+    import types
+
+    from moto.dynamodb import models as dynamodb_models
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table
+
+    original = DynamoDBBackend.transact_write_items
+    if getattr(original, "_local_cheap", False):
+        return
+
+    def deepcopy(value: Any, memo: Any = None) -> Any:
+        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+    # the models module's only whole-table copy is the transaction's backup; item copies still copy
+    dynamodb_models.copy = types.SimpleNamespace(deepcopy=deepcopy)  # type: ignore[assignment]
+
+    @functools.wraps(original)
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        saved = _saved_state(self, transact_items)
+        try:
+            original(self, transact_items)
+        except BaseException:
+            _restore(saved)
+            raise
+
+    transact_write_items._local_cheap = True  # type: ignore[attr-defined]
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def _make_queries_cheap() -> None:
+    """Hand moto's ``Query`` only the items its key condition can match, not the whole table sorted.
+
+    moto starts every Query, on the table or an index, from all the table's items sorted by key, and
+    only then keeps those of the partition asked for: each read costs the table's size times its log,
+    so reads slow down as the local table grows (a thousand-user bench spent most of its time there).
+    Here a table Query starts from its partition's items and an index Query from the items whose
+    attributes equal its hash key condition; moto then filters, sorts and pages them as before, so the
+    answer is the same.
+    """
+    from moto.dynamodb.models.table import Table
+
+    original = Table.query
+    if getattr(original, "_local_cheap", False):
+        return
+
+    @functools.wraps(original)
+    def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
+        candidates = _query_candidates(self, hash_key, index_name, kwargs.get("hash_key_conditions"))
+        if candidates is None:
+            return original(self, hash_key, *args, **kwargs)
+        self.all_items = lambda: candidates  # this call only; the lock keeps other requests out
+        try:
+            return original(self, hash_key, *args, **kwargs)
+        finally:
+            del self.all_items
+
+    query._local_cheap = True  # type: ignore[attr-defined]
+    Table.query = query  # type: ignore[method-assign]
+
+
+def _query_candidates(table: Any, hash_key: Any, index_name: str | None, conditions: Any) -> list[Any] | None:
+    """The items a Query may return (a superset moto filters further), or None to let moto look at all."""
+    if not index_name:
+        if hash_key is None:
+            return None
+        found = table.items.get(hash_key)
+        if found is None:
+            return []
+        return list(found.values()) if table.range_key_attr else [found]
+    if not conditions:
+        return None
+    matched = []
+    for stored in table.items.values():
+        for item in stored.values() if table.range_key_attr else (stored,):
+            attrs = item.attrs
+            if all(name in attrs and attrs[name] == value for name, value in conditions):
+                matched.append(item)
+    return matched
+
+
+@dataclass
+class _SavedState:
+    items: list[tuple[Any, Any, Any, Any]] = field(default_factory=list)  # (table, hash, range, item)
+    streams: list[tuple[Any, int]] = field(default_factory=list)  # (shard, length)
+
+
+def _saved_state(backend: Any, transact_items: list[dict[str, Any]]) -> _SavedState:
+    """Each named item as it is now (a deep copy, or None when absent), and each touched stream's length."""
+    import copy
+
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    saved = _SavedState()
+    shards: dict[int, Any] = {}
+    for entry in transact_items:
+        if len(entry) != 1:
+            continue  # moto refuses it before any write
+        op = next(iter(entry.values()))
+        table = backend.tables.get(op.get("TableName")) if isinstance(op, Mapping) else None
+        if table is None:
+            continue
+        key = op.get("Key") or op.get("Item") or {}
+        if table.hash_key_attr not in key:
+            continue
+        hash_value = DynamoType(key[table.hash_key_attr])
+        range_value = None
+        if table.range_key_attr is not None:
+            if table.range_key_attr not in key:
+                continue
+            range_value = DynamoType(key[table.range_key_attr])
+        current = table.get_item(hash_value, range_value)
+        saved.items.append((table, hash_value, range_value, copy.deepcopy(current)))
+        if table.stream_shard is not None:
+            shards.setdefault(id(table.stream_shard), table.stream_shard)
+    saved.streams = [(shard, len(shard.items)) for shard in shards.values()]
+    return saved
+
+
+def _restore(saved: _SavedState) -> None:
+    for table, hash_value, range_value, item in reversed(saved.items):
+        if range_value is None:
+            if item is None:
+                table.items.pop(hash_value, None)
+            else:
+                table.items[hash_value] = item
+            continue
+        bucket = table.items[hash_value]
+        if item is None:
+            bucket.pop(range_value, None)
+            if not bucket:
+                table.items.pop(hash_value, None)
+        else:
+            bucket[range_value] = item
+    for shard, length in saved.streams:
+        del shard.items[length:]
 
 
 def _forget_tracked_models() -> None:
-    """moto keeps every model object it ever made (for its dashboard, which nothing here uses), and a
-    transaction deep-copies whole tables: the copies would stay forever, growing memory with every
-    write times the table's size (a 1,000-user bench ran out of 24 GB). Forget them."""
+    """moto keeps every model object it ever made (for its dashboard, which nothing here uses): every
+    item copy a request makes would stay forever (when transactions still copied whole tables, a
+    1,000-user bench ran out of 24 GB this way). Forget them."""
     from moto.core.model_instances import model_data
 
     for model in model_data.get("dynamodb", {}).values():
@@ -156,6 +329,7 @@ class LocalAws:
     def start(self) -> None:
         ensure_port_free(self.host, self.port, "local AWS (moto)")
         make_dynamodb_atomic()
+        _remember_backends_by_host()
         # moto's request handler logs every request through werkzeug's logger
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)

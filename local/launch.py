@@ -38,6 +38,7 @@ class Launched:
     audience: str
     client_id: str
     log_dir: Path
+    pid: int = 0  # the stack's process (``python -m local``; its Lambda workers are its children)
 
 
 def free_ports(count: int) -> list[int]:
@@ -110,6 +111,7 @@ def launched_stack(
         audience=audience,
         client_id=client_id,
         log_dir=workdir,
+        pid=process.pid,
     )
     try:
         deadline = time.monotonic() + startup_timeout

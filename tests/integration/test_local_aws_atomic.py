@@ -150,3 +150,101 @@ def test_one_transaction_wins_each_race(aws: LocalAws) -> None:
         )
 
     assert _race(aws, claim_two_items) == [1] * ROUNDS
+
+
+# -- a cancelled transaction changes nothing (the local AWS rolls back the items it named, not a table copy)
+
+STREAMED = "atomic-streamed"
+
+
+@pytest.fixture(scope="module")
+def streamed(aws: LocalAws) -> Any:
+    dynamodb = _new_client(aws)
+    dynamodb.create_table(
+        TableName=STREAMED,
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    return dynamodb
+
+
+def _items(dynamodb: Any) -> list[dict[str, Any]]:
+    items = dynamodb.scan(TableName=STREAMED, ConsistentRead=True)["Items"]
+    return sorted(items, key=lambda item: (item["pk"]["S"], item["sk"]["S"]))
+
+
+def _stream_records(aws: LocalAws) -> list[dict[str, Any]]:
+    arn = aws.client("dynamodb").describe_table(TableName=STREAMED)["Table"]["LatestStreamArn"]
+    streams = aws.client("dynamodbstreams")
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+    return list(streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"])
+
+
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def _writes(pk: str, *, failing: bool) -> list[dict[str, Any]]:
+    """Update one item (in place, with a list inside), add one in a new partition, delete one, then check."""
+    return [
+        {
+            "Update": {
+                "TableName": STREAMED,
+                "Key": _key(pk, "kept"),
+                "UpdateExpression": "SET n = n + :one, tags = list_append(tags, :tag)",
+                "ExpressionAttributeValues": {":one": {"N": "1"}, ":tag": {"L": [{"S": "new"}]}},
+            }
+        },
+        {"Put": {"TableName": STREAMED, "Item": {**_key(f"{pk}-new", "added"), "n": {"N": "7"}}}},
+        {"Delete": {"TableName": STREAMED, "Key": _key(pk, "gone")}},
+        {
+            "ConditionCheck": {
+                "TableName": STREAMED,
+                "Key": _key(pk, "absent" if failing else "anchor"),
+                "ConditionExpression": "attribute_exists(pk)",
+            }
+        },
+    ]
+
+
+def test_a_cancelled_transaction_leaves_items_and_stream_as_they_were(aws: LocalAws, streamed: Any) -> None:
+    streamed.put_item(TableName=STREAMED, Item={**_key("u1", "kept"), "n": {"N": "1"}, "tags": {"L": []}})
+    streamed.put_item(TableName=STREAMED, Item={**_key("u1", "gone"), "n": {"N": "2"}})
+    before, records_before = _items(streamed), _stream_records(aws)
+
+    with pytest.raises(ClientError) as cancelled:
+        streamed.transact_write_items(TransactItems=_writes("u1", failing=True))
+
+    assert cancelled.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert _items(streamed) == before
+    assert _stream_records(aws) == records_before
+    assert (
+        streamed.query(
+            TableName=STREAMED,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": "u1-new"}},
+        )["Items"]
+        == []
+    )
+
+
+def test_a_committed_transaction_applies_every_write_once(aws: LocalAws, streamed: Any) -> None:
+    streamed.put_item(TableName=STREAMED, Item={**_key("u2", "kept"), "n": {"N": "1"}, "tags": {"L": []}})
+    streamed.put_item(TableName=STREAMED, Item={**_key("u2", "gone"), "n": {"N": "2"}})
+    streamed.put_item(TableName=STREAMED, Item=_key("u2", "anchor"))
+    records_before = len(_stream_records(aws))
+
+    streamed.transact_write_items(TransactItems=_writes("u2", failing=False))
+
+    kept = streamed.get_item(TableName=STREAMED, Key=_key("u2", "kept"), ConsistentRead=True)["Item"]
+    assert (kept["n"], kept["tags"]) == ({"N": "2"}, {"L": [{"S": "new"}]})
+    assert "Item" in streamed.get_item(TableName=STREAMED, Key=_key("u2-new", "added"), ConsistentRead=True)
+    assert "Item" not in streamed.get_item(TableName=STREAMED, Key=_key("u2", "gone"), ConsistentRead=True)
+    events = [record["eventName"] for record in _stream_records(aws)[records_before:]]
+    assert events == ["MODIFY", "INSERT", "REMOVE"]
