@@ -314,6 +314,13 @@ def test_invited_users_in_the_rest_of_the_lifecycle(env: Env, people: dict[str, 
     suspended = env.call("suspend-user", "POST", f"/users/{quote(uid, safe='')}/suspend", as_user=admin)
     assert suspended.status == 200 and suspended.json()["status"] == "SUSPENDED"
     assert link_get(env, latest).json()["code"] == "link_invalid"
+    # enabling gives the invitation state back (no password was ever set), not ACTIVE; the user is
+    # unblocked in Auth0 like anyone enabled, and a reset sends a fresh invitation again
+    enabled = env.call("enable-user", "POST", f"/users/{quote(uid, safe='')}/enable", as_user=admin)
+    assert enabled.status == 200 and enabled.json()["status"] == "INVITED"
+    assert env.user(uid).status == "INVITED" and env.idp.users[uid].blocked is False
+    reset = env.call("reset-password", "POST", f"/users/{quote(uid, safe='')}/password-reset", as_user=admin)
+    assert reset.status == 202 and len(invitations_to(env, "i@acme.example")) == 4
     # delete works
     deleted = env.call("delete-user", "DELETE", f"/users/{quote(uid, safe='')}", as_user=admin)
     assert deleted.status in (202, 204)

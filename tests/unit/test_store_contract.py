@@ -106,6 +106,20 @@ def test_a_user_reads_back_as_written_with_its_email(store: UserStore) -> None:
     assert store.get_user("auth0|nobody") is None and store.user_id_for_email("no@example.com") is None
 
 
+def test_many_users_read_back_at_once_past_a_batch_of_100(store: UserStore) -> None:
+    users = [user(id=f"auth0|many{i:03d}", email=f"many{i:03d}@example.com") for i in range(130)]
+    for u in users:
+        store.put_user(u)
+    asked = [u.id for u in reversed(users)] + ["auth0|nobody"]
+    assert store.get_users(asked) == {u.id: u for u in users}
+    # suspended in the record, so a later enable can give the invitation state back
+    invited = user(
+        id="auth0|was-invited", email="was@example.com", status="SUSPENDED", suspended_from="INVITED"
+    )
+    store.put_user(invited)
+    assert store.get_user(invited.id) == invited
+
+
 def test_update_is_conditional_on_the_version_and_a_failure_applies_nothing(store: UserStore) -> None:
     store.put_account("acme", "Acme")
     u = user()
@@ -758,3 +772,77 @@ def test_a_list_pass_meets_every_user_and_entry_once_and_tells_what_is_out_of_st
     assert all(not p.out_of_step for p in users.values())
     assert members == [("acme", u1.id), ("globex", u2.id)]
     assert store.get_user(u1.id) == renamed and store.get_user(u2.id) == moved  # versions unchanged
+
+
+# ------------------------------------------------------------------------ DynamoDB's unprocessed batches
+class _Withholding:
+    """The moto client, except that a batch read or write processes only its first key or request and
+    leaves the rest unprocessed, ``times`` times, as DynamoDB does when a partition is throttled."""
+
+    def __init__(self, client: Any, times: int) -> None:
+        self._client, self.times, self.calls = client, times, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803 - boto3's name
+        self.calls += 1
+        ((table, request),) = RequestItems.items()
+        if self.times <= 0:
+            return dict(self._client.batch_get_item(RequestItems=RequestItems))
+        self.times -= 1
+        first, rest = request["Keys"][:1], request["Keys"][1:]
+        resp = dict(self._client.batch_get_item(RequestItems={table: {**request, "Keys": first}}))
+        return {**resp, "UnprocessedKeys": {table: {**request, "Keys": rest}} if rest else {}}
+
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+        self.calls += 1
+        ((table, requests),) = RequestItems.items()
+        if self.times <= 0:
+            return dict(self._client.batch_write_item(RequestItems=RequestItems))
+        self.times -= 1
+        return {"UnprocessedItems": {table: requests}}  # nothing written this time
+
+
+@pytest.fixture
+def throttled(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, _Withholding, list[float]]]:
+    from moto import mock_aws
+
+    import usermgmt.adapters.dynamo as dynamo
+
+    waits: list[float] = []
+    monkeypatch.setattr(dynamo.time, "sleep", waits.append)
+    with mock_aws():
+        import boto3
+
+        client = boto3.client("dynamodb", region_name="eu-central-1")
+        create_table(client, TABLE)
+        withholding = _Withholding(client, 0)
+        yield dynamo.DynamoStore(withholding, TABLE), withholding, waits  # type: ignore[arg-type]
+
+
+def test_unprocessed_keys_are_asked_again_with_backoff(throttled: Any) -> None:
+    store, client, waits = throttled
+    users = [user(id=f"auth0|t{i}", email=f"t{i}@example.com") for i in range(5)]
+    for u in users:
+        store.put_user(u)
+    client.times, client.calls = 3, 0
+    assert store.get_users([u.id for u in users]) == {u.id: u for u in users}
+    assert client.calls == 4 and waits == [0.05, 0.1, 0.2]  # one key a time, then the rest; backoff doubles
+
+
+def test_unprocessed_writes_are_sent_again_and_give_up_as_a_503(throttled: Any) -> None:
+    from usermgmt.errors import StoreUnavailable
+
+    store, client, waits = throttled
+    client.times = 2
+    for key in ("k1", "k2"):
+        store.incr_counter(key, int(NOW) + 60)
+    store.delete_counters(["k1", "k2"])  # withheld twice, deleted on the third request
+    assert waits == [0.05, 0.1]
+    assert store.read_counter("k1") == 0 and store.read_counter("k2") == 0
+    client.times, client.calls = 100, 0
+    waits.clear()
+    with pytest.raises(StoreUnavailable):
+        store.delete_counters(["a", "b", "c"])
+    assert client.calls == 6 and waits == [0.05, 0.1, 0.2, 0.4, 0.8]  # no wait after the last request

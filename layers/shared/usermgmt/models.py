@@ -45,6 +45,8 @@ class User:
     created_at: str = ""
     updated_at: str = ""
     tokens_valid_after: int = 0
+    # INVITED when a suspension replaced INVITED: enabling gives the invitation state back, not ACTIVE
+    suspended_from: str | None = None
     # purpose -> sha256 of the link that is currently valid for that purpose
     links: dict[str, str] = field(default_factory=dict)
     # The Auth0 sync marker as the store keeps it (read-only here: the store maintains it): what the

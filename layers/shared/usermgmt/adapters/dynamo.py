@@ -16,7 +16,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -101,7 +101,8 @@ _KEEP_ATTR = "tombstone"
 _LINK_RECORD = "LINKREF#"
 _JOB_ITEM_RECORD = "JOBITEM#"  # a bulk job's decided item, in the partition of the user it named
 _BATCH_WRITE_MAX = 25
-_BATCH_WRITE_ATTEMPTS = 5
+_BATCH_GET_MAX = 100
+_BATCH_ATTEMPTS = 6  # a batch's unprocessed keys or items are asked again this often, with backoff
 
 _USER_FIELDS: dict[str, str] = {
     # domain attribute -> item attribute
@@ -122,6 +123,7 @@ _USER_FIELDS: dict[str, str] = {
     "created_at": "createdAt",
     "updated_at": "updatedAt",
     "tokens_valid_after": "tokensValidAfter",
+    "suspended_from": "suspendedFrom",
     "links": "links",
 }
 
@@ -638,21 +640,54 @@ class DynamoStore:
         return user_from_item(item) if item else None
 
     def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
-        """Several users in one round trip (strongly consistent)."""
+        """Several users, one round trip per 100 (strongly consistent)."""
         ids = list(dict.fromkeys(user_ids))
         if len(ids) == 1:
             user = self.get_user(ids[0])
             return {user.id: user} if user else {}
-        keys = [_user_key(i) for i in ids]
-        found: dict[str, User] = {}
-        request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
-        while request:
-            resp = self._call("batch_get_item", RequestItems=request)
-            for item in resp.get("Responses", {}).get(self._table, []):
-                user = user_from_item(item)
-                found[user.id] = user
-            request = resp.get("UnprocessedKeys") or {}
-        return found
+        users = (user_from_item(item) for item in self._batch_get([_user_key(i) for i in ids]))
+        return {user.id: user for user in users}
+
+    def _batch_get(self, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The items at ``keys`` that exist (strongly consistent), 100 keys a request."""
+        items: list[dict[str, Any]] = []
+        for start in range(0, len(keys), _BATCH_GET_MAX):
+            request = {
+                self._table: {"Keys": list(keys[start : start + _BATCH_GET_MAX]), "ConsistentRead": True}
+            }
+            self._until_processed(
+                "batch_get_item",
+                request,
+                "UnprocessedKeys",
+                lambda resp: items.extend(resp.get("Responses", {}).get(self._table, [])),
+            )
+        return items
+
+    def _batch_write(self, requests: Sequence[dict[str, Any]]) -> None:
+        """Put and delete requests, 25 a request (not atomic: each item is written or deleted alone)."""
+        for start in range(0, len(requests), _BATCH_WRITE_MAX):
+            batch = {self._table: list(requests[start : start + _BATCH_WRITE_MAX])}
+            self._until_processed("batch_write_item", batch, "UnprocessedItems")
+
+    def _until_processed(
+        self,
+        operation: str,
+        request: dict[str, Any],
+        leftover: str,
+        answered: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """Send a batch, then what DynamoDB left unprocessed with exponential backoff (as it asks); 503
+        (``StoreUnavailable``) when some is still left after ``_BATCH_ATTEMPTS`` requests."""
+        for attempt in range(_BATCH_ATTEMPTS):
+            resp = self._call(operation, RequestItems=request)
+            if answered is not None:
+                answered(resp)
+            request = resp.get(leftover) or {}
+            if not request:
+                return
+            if attempt + 1 < _BATCH_ATTEMPTS:
+                time.sleep(min(1.0, 0.05 * 2**attempt))
+        raise StoreUnavailable(f"{operation}: items left unprocessed")
 
     def user_id_for_email(self, email: str) -> str | None:
         resp = self._call("get_item", TableName=self._table, Key=_email_key(email), ConsistentRead=True)
@@ -1021,16 +1056,7 @@ class DynamoStore:
             }
             for user_id in dict.fromkeys(user_ids)
         ]
-        for start in range(0, len(requests), 25):
-            pending: dict[str, Any] = {self._table: requests[start : start + 25]}
-            for attempt in range(8):
-                resp = self._call("batch_write_item", RequestItems=pending)
-                pending = resp.get("UnprocessedItems") or {}
-                if not pending:
-                    break
-                time.sleep(min(1.0, 0.05 * 2**attempt))
-            if pending:
-                raise StoreUnavailable("items not written")
+        self._batch_write(requests)
 
     def get_job(self, job_id: str) -> BulkJob | None:
         resp = self._call("get_item", TableName=self._table, Key=_job_key(job_id), ConsistentRead=True)
@@ -1066,16 +1092,8 @@ class DynamoStore:
             kwargs["ExclusiveStartKey"] = start
         resp = self._call("query", **kwargs)
         ids = [str(i["jobId"]["S"]) for i in resp.get("Items", [])]
-        found: dict[str, BulkJob] = {}
-        request: dict[str, Any] = (
-            {self._table: {"Keys": [_job_key(i) for i in ids], "ConsistentRead": True}} if ids else {}
-        )
-        while request:
-            got = self._call("batch_get_item", RequestItems=request)
-            for item in got.get("Responses", {}).get(self._table, []):
-                job = _job_from(item)
-                found[job.id] = job
-            request = got.get("UnprocessedKeys") or {}
+        jobs = (_job_from(item) for item in self._batch_get([_job_key(i) for i in ids]))
+        found = {job.id: job for job in jobs}
         last = resp.get("LastEvaluatedKey")
         return [found[i] for i in ids if i in found], (_encode_cursor(last) if last else None)
 
@@ -1096,18 +1114,9 @@ class DynamoStore:
         return counts
 
     def job_items(self, job_id: str, user_ids: Sequence[str]) -> dict[str, BulkItem]:
-        found: dict[str, BulkItem] = {}
-        ids = list(dict.fromkeys(user_ids))
-        for start in range(0, len(ids), 100):
-            keys = [_job_item_key(job_id, u) for u in ids[start : start + 100]]
-            request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
-            while request:
-                resp = self._call("batch_get_item", RequestItems=request)
-                for item in resp.get("Responses", {}).get(self._table, []):
-                    bulk = _bulk_item(item)
-                    found[bulk.user_id] = bulk
-                request = resp.get("UnprocessedKeys") or {}
-        return found
+        keys = [_job_item_key(job_id, u) for u in dict.fromkeys(user_ids)]
+        items = (_bulk_item(item) for item in self._batch_get(keys))
+        return {item.user_id: item for item in items}
 
     def user_job_items(self, user_id: str) -> list[BulkItem]:
         kwargs: dict[str, Any] = {
@@ -1256,29 +1265,18 @@ class DynamoStore:
 
     def get_accounts(self, account_ids: Iterable[str]) -> dict[str, Account]:
         ids = list(dict.fromkeys(account_ids))
-        found: dict[str, Account] = {}
-        for start in range(0, len(ids), 50):
-            chunk = ids[start : start + 50]
-            keys = [_account_key(a) for a in chunk] + [_counts_key(a) for a in chunk]
-            names: dict[str, str] = {}
-            counts: dict[str, dict[str, int]] = {}
-            request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
-            while request:
-                resp = self._call("batch_get_item", RequestItems=request)
-                for item in resp.get("Responses", {}).get(self._table, []):
-                    data = _plain(item)
-                    account_id = str(data["pk"]).removeprefix("ACCOUNT#")
-                    if data["sk"] == "ACCOUNT":
-                        names[account_id] = str(data.get("name", account_id))
-                    else:
-                        counts[account_id] = {
-                            k: int(v) for k, v in data.items() if k not in ("pk", "sk") and isinstance(v, int)
-                        }
-                request = resp.get("UnprocessedKeys") or {}
-            for a in chunk:
-                if a in names:
-                    found[a] = Account(a, names[a], counts.get(a, {}))
-        return found
+        names: dict[str, str] = {}
+        counts: dict[str, dict[str, int]] = {}
+        for item in self._batch_get([key for a in ids for key in (_account_key(a), _counts_key(a))]):
+            data = _plain(item)
+            account_id = str(data["pk"]).removeprefix("ACCOUNT#")
+            if data["sk"] == "ACCOUNT":
+                names[account_id] = str(data.get("name", account_id))
+            else:
+                counts[account_id] = {
+                    k: int(v) for k, v in data.items() if k not in ("pk", "sk") and isinstance(v, int)
+                }
+        return {a: Account(a, names[a], counts.get(a, {})) for a in ids if a in names}
 
     def account_ids(self, after: str | None, limit: int) -> tuple[list[str], bool]:
         values: dict[str, Any] = {":p": {"S": ACCOUNTS_LP}}
@@ -1318,11 +1316,10 @@ class DynamoStore:
                 break
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
         counts = dict.fromkeys(COUNTED_STATUSES, 0)
-        for start in range(0, len(user_ids), 100):
-            for user in self.get_users(user_ids[start : start + 100]).values():
-                if account_id in user.account_ids:
-                    for bucket in count_buckets(user):
-                        counts[bucket] = counts.get(bucket, 0) + 1
+        for user in self.get_users(user_ids).values():
+            if account_id in user.account_ids:
+                for bucket in count_buckets(user):
+                    counts[bucket] = counts.get(bucket, 0) + 1
         item = {**_counts_key(account_id), **{s: {"N": str(n)} for s, n in counts.items()}}
         self._call("put_item", TableName=self._table, Item=item)
         return counts
@@ -1364,16 +1361,8 @@ class DynamoStore:
             for user, _ in users
             for a in sorted(user.account_ids)
         }
-        stored: dict[tuple[str, str], dict[str, Any]] = {}
         keys = [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in wanted]
-        for start in range(0, len(keys), 100):
-            chunk = keys[start : start + 100]
-            request: dict[str, Any] = {self._table: {"Keys": chunk, "ConsistentRead": True}}
-            while request:
-                got = self._call("batch_get_item", RequestItems=request)
-                for item in got.get("Responses", {}).get(self._table, []):
-                    stored[(item["pk"]["S"], item["sk"]["S"])] = item
-                request = got.get("UnprocessedKeys") or {}
+        stored = {(item["pk"]["S"], item["sk"]["S"]): item for item in self._batch_get(keys)}
         passed = []
         for user, listed_in_step in users:
             out = set() if listed_in_step else {LIST_ALL}
@@ -1530,8 +1519,7 @@ class DynamoStore:
 
     def remove_events(self, events: Sequence[OutboxEvent]) -> None:
         keys = [{"pk": {"S": f"OUTBOX#{e.user_id}"}, "sk": {"S": e.key}} for e in events]
-        for start in range(0, len(keys), _BATCH_WRITE_MAX):
-            self._batch_delete(keys[start : start + _BATCH_WRITE_MAX])
+        self._batch_delete(keys)
 
     def count_publish_attempt(self, event: OutboxEvent) -> int:
         try:
@@ -1698,10 +1686,8 @@ class DynamoStore:
                 for k in keys
                 if k["sk"]["S"].startswith(_LINK_RECORD)
             ]
-            for start in range(0, len(links), _BATCH_WRITE_MAX):
-                self._batch_delete(links[start : start + _BATCH_WRITE_MAX])
-            for start in range(0, len(keys), _BATCH_WRITE_MAX):
-                self._batch_delete(keys[start : start + _BATCH_WRITE_MAX])
+            self._batch_delete(links)
+            self._batch_delete(keys)
             erased += len(keys)
             last = resp.get("LastEvaluatedKey")
             if not last:
@@ -1710,18 +1696,10 @@ class DynamoStore:
 
     def delete_counters(self, counter_keys: Sequence[str]) -> None:
         keys = [{"pk": {"S": f"RATE#{k}"}, "sk": {"S": "RATE"}} for k in dict.fromkeys(counter_keys)]
-        for start in range(0, len(keys), _BATCH_WRITE_MAX):
-            self._batch_delete(keys[start : start + _BATCH_WRITE_MAX])
+        self._batch_delete(keys)
 
-    def _batch_delete(self, keys: list[dict[str, Any]]) -> None:
-        request: dict[str, Any] = {self._table: [{"DeleteRequest": {"Key": key}} for key in keys]}
-        for attempt in range(_BATCH_WRITE_ATTEMPTS):
-            resp = self._call("batch_write_item", RequestItems=request)
-            request = resp.get("UnprocessedItems") or {}
-            if not request:
-                return
-            time.sleep(0.05 * 2**attempt)  # DynamoDB asks for backoff on unprocessed items
-        raise StoreUnavailable("items left unprocessed")
+    def _batch_delete(self, keys: Sequence[dict[str, Any]]) -> None:
+        self._batch_write([{"DeleteRequest": {"Key": key}} for key in keys])
 
     # -------------------------------------------------------------------------------- expiry (cleanup)
     def expired_links(self, cutoff: int, limit: int, start_key: dict[str, Any] | None = None) -> ExpiredPage:

@@ -126,6 +126,7 @@ def _plan_suspend(access: Access, now: float) -> Plan | None:
     diff(changes, "status", t.status, SUSPENDED)
     after = t.evolve(
         status=SUSPENDED,
+        suspended_from=INVITED if t.status == INVITED else None,  # enable gives INVITED back
         tokens_valid_after=max(t.tokens_valid_after, revocation_second(now)),
         links={},  # a link is good only while it is the user's current one for its purpose
     )
@@ -145,10 +146,16 @@ def _plan_enable(access: Access, now: float) -> Plan | None:
     t = access.target
     if t.status in (ACTIVE, INVITED):  # an INVITED user is not suspended: nothing to enable
         return None
+    # a user suspended before accepting their invitation has no password yet: they are INVITED again
+    # (their invitation ended with the suspension; a password reset sends a fresh one)
+    status = INVITED if t.suspended_from == INVITED else ACTIVE
     changes: list[dict[str, Any]] = []
-    diff(changes, "status", t.status, ACTIVE)
+    diff(changes, "status", t.status, status)
     return Plan(
-        after=t.evolve(status=ACTIVE), action=ENABLED_ACTION, changes=changes, sync=frozenset({BLOCKED})
+        after=t.evolve(status=status, suspended_from=None),
+        action=ENABLED_ACTION,
+        changes=changes,
+        sync=frozenset({BLOCKED}),
     )
 
 

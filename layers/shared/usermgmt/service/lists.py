@@ -519,10 +519,8 @@ class ListService:
         started: float,
     ) -> list[dict[str, Any]]:
         """The page's items from the records (strongly consistent), as GET shows them to this caller."""
-        records: dict[str, User] = {}
         ids = [e.user_id for e in entries]
-        for start in range(0, len(ids), 100):
-            records.update(self.d.store.get_users(ids[start : start + 100]))
+        records = self.d.store.get_users(ids)
         self.last_stats.records_read += len(ids)
         items = []
         for entry in entries:
@@ -673,9 +671,7 @@ class ListService:
                 repair.own_entry = LIST_ALL in passed.out_of_step
             in_segment = {p.user.id: p.user for p in segment.users}
             elsewhere = sorted({u for _, u in segment.members if u not in in_segment})
-            others: dict[str, User] = {}
-            for start in range(0, len(elsewhere), 100):
-                others.update(store.get_users(elsewhere[start : start + 100]))
+            others = store.get_users(elsewhere)
             for account_id, user_id in segment.members:
                 holder = in_segment.get(user_id) or others.get(user_id)
                 if holder is not None and account_id in holder.account_ids:
