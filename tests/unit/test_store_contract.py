@@ -785,7 +785,7 @@ class _Withholding:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
-    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803 - boto3's name
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
         self.calls += 1
         ((table, request),) = RequestItems.items()
         if self.times <= 0:
@@ -795,7 +795,7 @@ class _Withholding:
         resp = dict(self._client.batch_get_item(RequestItems={table: {**request, "Keys": first}}))
         return {**resp, "UnprocessedKeys": {table: {**request, "Keys": rest}} if rest else {}}
 
-    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
         self.calls += 1
         ((table, requests),) = RequestItems.items()
         if self.times <= 0:
