@@ -285,10 +285,13 @@ class Env:
 
     def configure(self, **changes: Any) -> None:
         """Change settings: a new container over the same store, fakes and clock (as a new deploy)."""
-        c = self.container
-        self.container = container_module.Container(
-            c.settings.replace(**changes),
-            store=c.store,
+        self.container = self.build(self.container.settings.replace(**changes), self.container.store)
+
+    def build(self, settings: Settings, store: Any) -> container_module.Container:
+        """A container of ``settings`` over ``store`` and this environment's fakes, made the current one."""
+        c = container_module.Container(
+            settings,
+            store=store,
             idp=self.idp,
             mailer=self.mailer,
             clock=self.clock,
@@ -296,7 +299,8 @@ class Env:
             queue=self.queue,
             public_queue=self.public_queue,
         )
-        container_module.override(self.container)
+        container_module.override(c)
+        return c
 
     @staticmethod
     def metric_count(name: str) -> float:
@@ -553,29 +557,17 @@ def wired_env(store: Any, dynamodb: Any) -> Iterator[Env]:
     settings = Settings(
         table_name=TABLE, public_base_url="https://users.example.com", auth0_domain="tenant.example"
     )
-    idp, mailer, clock, bus = FakeIdentityProvider(), RecordingMailer(), FakeClock(), RecordingBus()
-    queue, public_queue = RecordingQueue(), RecordingQueue()
-    c = container_module.Container(
-        settings,
-        idp=idp,
-        mailer=mailer,
-        clock=clock,
-        store=store,
-        bus=bus,
-        queue=queue,
-        public_queue=public_queue,
-    )
-    container_module.override(c)
     e = Env(
-        container=c,
-        idp=idp,
-        mailer=mailer,
-        clock=clock,
+        container=None,  # type: ignore[arg-type] - built just below, over the fakes
+        idp=FakeIdentityProvider(),
+        mailer=RecordingMailer(),
+        clock=FakeClock(),
         dynamodb=dynamodb,
-        bus=bus,
-        queue=queue,
-        public_queue=public_queue,
+        bus=RecordingBus(),
+        queue=RecordingQueue(),
+        public_queue=RecordingQueue(),
     )
+    e.container = e.build(settings, store)
     _ENVS.append(e)
     e.add_account("acme", "Acme Corp")
     e.add_account("globex", "Globex Inc")

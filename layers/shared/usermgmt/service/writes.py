@@ -306,11 +306,7 @@ class Writer:
             logger.info(
                 "link issued", extra={"action": plan.action, "target": before.id, "actor": actor.type}
             )
-            if not plan.mail_required:
-                self.send([e for e in plan.emails if not self._blocked(before, plan.after, e.to)])
-            metric = METRICS.get(plan.action)
-            if metric:
-                count(metric)
+            self._announce(before, plan.after, plan)
             return Applied(plan.after, plan)
         raise DependencyUnavailable("The user is being changed by others; try again")
 
@@ -429,12 +425,16 @@ class Writer:
                 "idpSync": after.idp_sync,
             },
         )
+        self._announce(committed.before, after, plan)
+        return after
+
+    def _announce(self, before: User | None, after: User, plan: Plan) -> None:
+        """After a write: the plan's emails (unless sent before the commit) and the action's metric."""
         if not plan.mail_required:
-            self.send([e for e in plan.emails if not self._blocked(committed.before, after, e.to)])
+            self.send([e for e in plan.emails if not self._blocked(before, after, e.to)])
         metric = METRICS.get(plan.action)
         if metric:
             count(metric)
-        return after
 
     def _forget_counters(self, user: User) -> None:
         """A deleted user's rate counters go with them (they are named by a keyed hash of the person's
