@@ -169,3 +169,42 @@ def test_any_extra_or_protected_key_is_422_and_changes_nothing(
     assert r.status == 422, r
     assert {e["field"] for e in r.json()["errors"]} >= set(extra)
     assert env.user(user.id) == user
+
+
+def test_a_run_reads_page_after_page_while_its_time_lasts(env: Env, admin: User) -> None:
+    env.configure(sync_batch_size=2)
+    users = [
+        env.add_user(f"p{i}@acme.example", first=f"Page{i}", memberships={"acme": ["Buyer"]})
+        for i in range(5)
+    ]
+    env.idp.fail_next(5, IdpUnavailable("status 503"))
+    for u in users:
+        r = env.call(FN, "PATCH", f"/users/{u.id}", as_user=admin, body={"lastName": "Paged"})
+        assert r.status == 200 and r.json()["idpSync"] == "pending"
+    sync = env.container.sync
+    # without the Lambda's clock: one page
+    assert sync.run_due(env.container.passwords)["synced"] == 2
+    # with time left: every page, in one run
+    assert sync.run_due(env.container.passwords, lambda: 50_000)["synced"] == 3
+    assert all(env.idp.users[u.id].family_name == "Paged" for u in users)
+
+
+def test_a_run_stops_reading_pages_when_its_time_runs_out(env: Env, admin: User) -> None:
+    env.configure(sync_batch_size=2)
+    users = [
+        env.add_user(f"q{i}@acme.example", first=f"Quick{i}", memberships={"acme": ["Buyer"]})
+        for i in range(5)
+    ]
+    env.idp.fail_next(5, IdpUnavailable("status 503"))
+    for u in users:
+        assert (
+            env.call(FN, "PATCH", f"/users/{u.id}", as_user=admin, body={"lastName": "Later"}).status == 200
+        )
+    reserve = (env.container.settings.auth0_timeout_seconds * 3 + 2) * 1000
+
+    def time_left() -> int:  # time for three pushes, then no more
+        pushed = sum(env.idp.users[u.id].family_name == "Later" for u in users)
+        return reserve + 1 if pushed < 3 else reserve - 1
+
+    assert env.container.sync.run_due(env.container.passwords, time_left)["synced"] == 3
+    assert sum(env.idp.users[u.id].family_name == "Later" for u in users) == 3

@@ -140,9 +140,20 @@ def test_one_user_whose_push_raises_does_not_stop_the_run(
     outcome = env.run_sync()
     assert (outcome["errors"], outcome["synced"]) == (1, 1)
     assert env.idp.users[carol.id].family_name == "Fine"
-    assert env.user(bob.id).idp_sync == "pending"  # still queued: retried once its lease lapses
+    assert env.user(bob.id).idp_sync == "pending"  # still queued, deferred with backoff like an outage
+    settings = env.container.settings
+    runs = 1
+    while env.metric_count("IdpSyncStuck") == 0 and runs < 3 * settings.sync_max_attempts:
+        env.clock.advance(settings.sync_max_delay_seconds + 1)
+        assert env.run_sync()["errors"] == 1
+        runs += 1
+    # each failure counts as an attempt, so a user that keeps failing alarms as stuck
+    assert env.metric_count("IdpSyncStuck") >= 1 and runs <= settings.sync_max_attempts
+    # and waits its backoff: it is not due again when its lease lapses, ahead of everyone behind it
+    due = env.store.due_work(env.clock.now() + settings.sync_lease_seconds + 1, 100)
+    assert all(work.key != bob.id for work in due)
     monkeypatch.undo()
-    env.clock.advance(env.container.settings.sync_lease_seconds + 1)
+    env.clock.advance(settings.sync_max_delay_seconds + 1)
     assert env.run_sync()["synced"] == 1 and env.idp.users[bob.id].family_name == "Poison"
 
 

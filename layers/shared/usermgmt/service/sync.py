@@ -44,7 +44,7 @@ from usermgmt.errors import (
 from usermgmt.models import SUSPENDED, User
 from usermgmt.observability import MetricUnit, count, logger, metrics
 from usermgmt.ports import Deps, IdpNewUser, IdpUserUpdate
-from usermgmt.store import OutboxEvent, SyncState
+from usermgmt.store import DueWork, OutboxEvent, SyncState
 
 PROFILE = "profile"  # name, given_name, family_name
 BLOCKED = "blocked"
@@ -265,36 +265,63 @@ class SyncEngine:
 
     # ------------------------------------------------------------------------------ the schedule
     def run_due(self, claims: ClaimFinisher, time_left_ms: Callable[[], int] | None = None) -> dict[str, Any]:
-        """One run of sync-identity: every due marker and lapsed claim, bounded by batch size and time."""
+        """One run of sync-identity: due markers and lapsed claims, a page of ``SYNC_BATCH_SIZE`` at a
+        time, oldest first, while the run's time allows (without ``time_left_ms``: one page)."""
         s = self.d.settings
-        store = self.d.store
         owner_prefix = new_id()
         outcome = {SYNCED: 0, PENDING: 0, FAILED: 0, "skipped": 0, "claims": 0, "errors": 0}
         self.publish_backlog_age()
         reserve_ms = (s.auth0_timeout_seconds * 3 + 2) * 1000  # a push of one user, as a rule
-        for n, work in enumerate(store.due_work(self.d.clock.now(), s.sync_batch_size)):
-            if time_left_ms is not None and time_left_ms() < reserve_ms:
+        seen: set[tuple[str, str]] = set()
+
+        def time_left() -> bool:
+            return time_left_ms is None or time_left_ms() >= reserve_ms
+
+        while time_left():
+            page = self.d.store.due_work(self.d.clock.now(), s.sync_batch_size)
+            fresh = [work for work in page if (work.kind, work.key) not in seen]
+            for work in fresh:
+                if not time_left():
+                    break
+                seen.add((work.kind, work.key))
+                self._run_one(work, claims, f"{owner_prefix}-{len(seen)}", outcome)
+            # a short page was all that is due; a page of only work seen already (leased elsewhere, or
+            # due again at once) would only repeat itself; tests and callers without a clock: one page
+            if len(page) < s.sync_batch_size or not fresh or time_left_ms is None:
                 break
-            try:
-                if work.kind == "link":
-                    claims.finish_lapsed_claim(work.key)
-                    outcome["claims"] += 1
-                    continue
-                now = self.d.clock.now()
-                owner = f"{owner_prefix}-{n}"
-                taken = store.acquire_lease(work.key, owner, now, now + s.sync_lease_seconds, due_only=True)
-                if taken is None:
-                    outcome["skipped"] += 1  # another run holds it, or it is not due any more
-                    continue
-                state, user = taken
-                outcome[self.finish(state, user)] += 1
-            except Exception as exc:  # one poisoned item must not stop the run (its lease lapses)
-                logger.warning(
-                    "sync item failed", extra={"error_type": type(exc).__name__, "kind": work.kind}
-                )
-                count("IdpSyncError")
-                outcome["errors"] += 1
         return outcome
+
+    def _run_one(self, work: DueWork, claims: ClaimFinisher, owner: str, outcome: dict[str, Any]) -> None:
+        store = self.d.store
+        held: SyncState | None = None
+        try:
+            if work.kind == "link":
+                claims.finish_lapsed_claim(work.key)
+                outcome["claims"] += 1
+                return
+            now = self.d.clock.now()
+            taken = store.acquire_lease(
+                work.key, owner, now, now + self.d.settings.sync_lease_seconds, due_only=True
+            )
+            if taken is None:
+                outcome["skipped"] += 1  # another run holds it, or it is not due any more
+                return
+            held, user = taken
+            outcome[self.finish(held, user)] += 1
+        except Exception as exc:  # one poisoned item must not stop the run
+            logger.warning("sync item failed", extra={"error_type": type(exc).__name__, "kind": work.kind})
+            count("IdpSyncError")
+            outcome["errors"] += 1
+            if held is not None:
+                self._defer_poisoned(held)
+
+    def _defer_poisoned(self, state: SyncState) -> None:
+        """A user whose push raised is retried with backoff like an outage (and alarms as stuck), not
+        at every run ahead of everyone behind it; if even that fails, its lease lapses instead."""
+        try:
+            self._defer(state, None, inline=False, access_denied=False)
+        except Exception as exc:
+            logger.warning("sync item not deferred", extra={"error_type": type(exc).__name__})
 
     def publish_backlog_age(self) -> float:
         """Publish ``IdpSyncOldestDueAge``: how long the oldest due work has waited (0: nothing due).
