@@ -16,6 +16,10 @@ Bounded and repeatable: a fixed seed, deterministic generation, at most ``--max-
 operation and phase. Exit status 1 when any run reports a failure; the reports (JUnit XML and
 schemathesis' own output) go to ``--report-dir``.
 
+The routes that revoke sessions run last, in a second schemathesis run: naming the caller (``/me``, or
+their own id) they end the caller's token, and the first run must test a signed-in caller throughout;
+between the two, ``GET /me`` must still answer 200 for a person's token (the run fails otherwise).
+
 The machine caller (``machine``) is a client-credentials token of the seed's machine client with every
 scope (SPEC section 3): platform reach through scopes, ``/me`` refused.
 """
@@ -31,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -214,8 +219,21 @@ def document_with_seeded_ids(source: Path, target: Path) -> None:
     target.write_text(json.dumps(document, indent=2), encoding="utf-8")
 
 
+# Revoking sessions ends the caller's own token when it names the caller (``/me/sessions/revoke``, or
+# the caller's id among the seeded ones): everything after would test only 401s. Those routes run last,
+# in a schemathesis run of their own, after a check that the token still works.
+SELF_ENDING = "/sessions/revoke$"
+
+
 def schemathesis_command(
-    document: Path, api_url: str, token: str | None, *, max_examples: int, seed: int, report_dir: Path
+    document: Path,
+    api_url: str,
+    token: str | None,
+    *,
+    max_examples: int,
+    seed: int,
+    report_dir: Path,
+    part: str = "main",
 ) -> list[str]:
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
@@ -242,7 +260,9 @@ def schemathesis_command(
         "--report",
         "junit",
         "--report-junit-path",
-        str(report_dir / "junit.xml"),
+        str(report_dir / f"junit-{part}.xml"),
+        "--exclude-path-regex" if part == "main" else "--include-path-regex",
+        SELF_ENDING,
     ]
     if token is not None:
         command += ["--header", f"Authorization: Bearer {token}"]
@@ -260,23 +280,46 @@ def run_caller(
         workdir = Path(tmp)
         with local_stack(workdir) as stack:
             token = stack.machine_login() if who == MACHINE else stack.login(PEOPLE[who]) if who else None
-            command = schemathesis_command(
-                document, stack.api_url, token, max_examples=max_examples, seed=seed, report_dir=report_dir
-            )
             print(f"==== {name}: schemathesis against {stack.api_url}", flush=True)
-            output = report_dir / "schemathesis.txt"
-            with output.open("wb") as sink:
-                process = subprocess.Popen(
-                    command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            code = 0
+            for part in ("main", "last"):
+                command = schemathesis_command(
+                    document,
+                    stack.api_url,
+                    token,
+                    max_examples=max_examples,
+                    seed=seed,
+                    report_dir=report_dir,
+                    part=part,
                 )
-                for line in process.stdout or ():
-                    sink.write(line)
-                    sys.stdout.buffer.write(line)
-                    sys.stdout.flush()
-                code = process.wait()
+                code = code or _schemathesis(command, report_dir / f"schemathesis-{part}.txt")
+                if part == "main" and who not in (None, MACHINE) and not _token_works(stack.api_url, token):
+                    print(f"==== {name}: the caller's token stopped working during the run", flush=True)
+                    code = code or 1
         shutil.copy(workdir / "stack.log", report_dir / "stack.log")
     print(f"==== {name}: exit {code} in {time.monotonic() - started:.0f}s", flush=True)
     return code
+
+
+def _schemathesis(command: list[str], output: Path) -> int:
+    """Run it, its output both shown and kept in ``output``; its exit status."""
+    with output.open("wb") as sink:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for line in process.stdout or ():
+            sink.write(line)
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+        return process.wait()
+
+
+def _token_works(api_url: str, token: str | None) -> bool:
+    """``GET /me`` answers 200: the run tested a signed-in person, not 401s."""
+    request = urllib.request.Request(f"{api_url}/me", headers={"authorization": f"Bearer {token}"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback only
+            return bool(answer.status == 200)
+    except urllib.error.HTTPError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
