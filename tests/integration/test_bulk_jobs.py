@@ -185,7 +185,9 @@ def test_auth0_429_and_503_slow_a_500_item_job_and_fail_no_item(memory_env: Env)
     users = [env.add_user(f"u{i:03d}@acme.example", memberships={"acme": ["Buyer"]}) for i in range(N_USERS)]
     pauses: list[float] = []
     env.container.bulk.pause = pauses.append
-    env.idp.fail_next(60, IdpUnavailable("rate_limited", retry_after=1.0), method="update_user")
+    # Auth0's rate limit asks for 3 s (x-ratelimit-reset), or more than the pause's cap; 5xx ask nothing
+    env.idp.fail_next(30, IdpUnavailable("rate_limited", retry_after=3.0), method="update_user")
+    env.idp.fail_next(30, IdpUnavailable("rate_limited", retry_after=120.0), method="update_user")
     env.idp.fail_next(40, IdpUnavailable("server_error"), method="update_user")
     r = start(env, admin, {"action": "suspend", "userIds": [u.id for u in users]})
     assert r.status == 202, r
@@ -200,6 +202,8 @@ def test_auth0_429_and_503_slow_a_500_item_job_and_fail_no_item(memory_env: Env)
         "failed": 0,
     }
     assert len(pauses) == 100, "each refusal of Auth0 slows the job"
+    assert sorted(set(pauses)) == [1.0, 3.0, 5.0]  # as long as Auth0 asked, within 1 to 5 s
+    assert (pauses.count(3.0), pauses.count(5.0), pauses.count(1.0)) == (30, 30, 40)
     assert all((user := env.user(u.id)) is not None and user.status == "SUSPENDED" for u in users)
     for _ in range(60):  # the never-lost sync finishes what Auth0 refused
         env.clock.advance(3600)

@@ -284,6 +284,7 @@ class Container:
             lifecycle=self.lifecycle,
             passwords=self.passwords,
             targets=ListTargets(self.lists),
+            sync=self.sync,
         )
 
 

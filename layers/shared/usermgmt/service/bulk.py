@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from usermgmt.service.lifecycle import LifecycleService
     from usermgmt.service.lists import ListService
     from usermgmt.service.passwords import PasswordService
+    from usermgmt.service.sync import SyncEngine
     from usermgmt.service.users import UserService
 
 QUEUED, RUNNING, CANCELLED = "queued", "running", "cancelled"
@@ -81,6 +82,9 @@ PENDING, SKIPPED, FAILED = "pending", "skipped", "failed"
 ITEM_STATUSES = (PENDING, SUCCEEDED, SKIPPED, FAILED)
 ITEMS_PER_MESSAGE = 10
 MAX_KEY_LENGTH = 255
+# an item Auth0 refused for now (429, 5xx) pauses the worker this long at least, or as long as Auth0
+# asked up to the cap (a message of 10 items must still fit in the worker's timeout)
+MIN_PAUSE_SECONDS, MAX_PAUSE_SECONDS = 1.0, 5.0
 
 # action -> the scope a machine caller's token needs for each of its items
 ACTIONS: dict[str, str] = {
@@ -166,6 +170,7 @@ class BulkService:
         lifecycle: LifecycleService,
         passwords: PasswordService,
         targets: TargetResolver,
+        sync: SyncEngine | None = None,
         pause: Callable[[float], None] = time.sleep,
     ) -> None:
         self.d = deps
@@ -174,6 +179,7 @@ class BulkService:
         self.lifecycle = lifecycle
         self.passwords = passwords
         self.targets = targets
+        self.sync = sync
         self.pause = pause
 
     # ------------------------------------------------------------------------------ callers
@@ -414,9 +420,11 @@ class BulkService:
         if marker.outcome == "changed":
             count("BulkItemSucceeded")
             if idp_sync == "pending":
-                # Auth0 could not take the change now (429, 5xx): the sync finishes it; slow down
+                # Auth0 could not take the change now (429, 5xx): the sync finishes it; slow down for
+                # as long as Auth0 asked (its rate limit's reset), within bounds
                 count("BulkJobThrottled")
-                self.pause(1.0)
+                asked = self.sync.take_retry_after() if self.sync is not None else None
+                self.pause(min(MAX_PAUSE_SECONDS, max(MIN_PAUSE_SECONDS, asked or 0.0)))
             return  # decided in the commit of the change (BulkItems)
         if marker.outcome == "would_change":
             self._decide(job, BulkItem(job.id, user_id, SUCCEEDED, None, "Would be changed (dry run)"))

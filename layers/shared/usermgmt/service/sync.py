@@ -90,6 +90,14 @@ class ClaimFinisher(Protocol):
 class SyncEngine:
     def __init__(self, deps: Deps) -> None:
         self.d = deps
+        # how long Auth0 asked the last inline push that it refused to wait (429 ``x-ratelimit-reset``
+        # or ``Retry-After``); a bulk job paces itself by it (``take_retry_after``)
+        self._retry_after: float | None = None
+
+    def take_retry_after(self) -> float | None:
+        """What Auth0 asked an inline push to wait since the last call (None: nothing asked)."""
+        retry_after, self._retry_after = self._retry_after, None
+        return retry_after
 
     # ------------------------------------------------------------------------------ pushing
     def push(self, state: SyncState, user: User | None) -> frozenset[str]:
@@ -242,6 +250,7 @@ class SyncEngine:
         attempts = state.attempts + 1
         if inline:
             delay = 0.0  # the next scheduled run retries at once; backoff starts there
+            self._retry_after = retry_after
         else:
             delay = min(s.sync_max_delay_seconds, s.sync_base_delay_seconds * 2 ** min(attempts - 1, 30))
             delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
