@@ -25,7 +25,7 @@ from typing import Any
 from usermgmt.auth import Actor
 from usermgmt.observability import count, logger
 from usermgmt.ports import BusEntry, BusUnavailable, Deps, EventBus
-from usermgmt.service.sync import new_id
+from usermgmt.service.sync import fields_of, new_id
 from usermgmt.service.writes import Change
 from usermgmt.settings import Settings
 from usermgmt.store import Op, OutboxEvent, PutEvent
@@ -153,7 +153,7 @@ def sync_failed_event(deps: Deps, user_id: str, version: int, failed: frozenset[
         user_id=user_id,
         version=version,
         at=at,
-        fields=sorted(failed),
+        fields=fields_of(failed),
         actor=Actor("system", "sync"),
         request_id=new_id(),
     )

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from usermgmt.clock import rfc3339
@@ -52,6 +52,21 @@ EMAIL = "email"  # email + email_verified
 REVOKE = "revoke"  # sessions and refresh tokens (where AUTH0_REVOKE_SESSIONS is on)
 DELETE = "delete"
 CREATE = "create"  # a new user: created in Auth0 under the id chosen here (SPEC section 13)
+# the user's fields (as the API names them) whose values each group pushes: what a refusal is about
+FIELDS_OF_GROUP: dict[str, tuple[str, ...]] = {
+    PROFILE: ("firstName", "lastName"),
+    BLOCKED: ("status",),
+    EMAIL: ("email", "emailVerified"),
+    CREATE: ("email", "firstName", "lastName"),
+    REVOKE: (),
+    DELETE: (),
+}
+
+
+def fields_of(groups: Iterable[str]) -> list[str]:
+    """The API field names behind sync groups, in a stable order (events name fields, not groups)."""
+    return sorted({name for group in groups for name in FIELDS_OF_GROUP.get(group, ())})
+
 
 SYNCED, PENDING, FAILED = "synced", "pending", "failed"
 # the longest one Auth0 call may take (token fetch + request, each bounded by the timeout per phase)
