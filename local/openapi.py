@@ -166,7 +166,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Read a user's audit trail",
         "Platform administrators only (403 for a delegated administrator in scope). Newest first.",
         (Ok(200, models.AuditPage, "One page of the audit trail"),),
-        ("validation_failed", "forbidden", "user_not_found", *STORE),
+        ("validation_failed", "invalid_cursor", "forbidden", "user_not_found", *STORE),
         query=("limit", "cursor"),
     ),
     ("POST", "/users/{userId}/suspend"): Operation(
@@ -536,7 +536,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "List bulk jobs",
         "The caller's jobs, newest first (platform administrators: everyone's).",
         (Ok(200, models.BulkJobList, "One page of jobs"),),
-        ("validation_failed", "forbidden", "insufficient_scope", *STORE),
+        ("validation_failed", "invalid_cursor", "forbidden", "insufficient_scope", *STORE),
         query=("page", "cursor"),
     ),
     ("GET", "/bulk-jobs/{jobId}"): Operation(
@@ -553,7 +553,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Read a bulk job's items",
         "Each target's status and, for a skipped or failed one, the code of SPEC section 9.",
         (Ok(200, models.BulkItemList, "One page of items"),),
-        ("validation_failed", "forbidden", "insufficient_scope", "job_not_found", *STORE),
+        (
+            "validation_failed",
+            "invalid_cursor",
+            "invalid_filter",
+            "forbidden",
+            "insufficient_scope",
+            "job_not_found",
+            *STORE,
+        ),
         query=("status", "page", "cursor"),
     ),
     ("POST", "/bulk-jobs/{jobId}/cancel"): Operation(

@@ -383,6 +383,15 @@ def test_a_filter_over_many_pages_finds_every_user_once(env: Env, cast: dict[str
         if not cursor:
             break
     assert found == made
+    # a cursor or status the lists cannot take: 400 with the list codes of every other list
+    job_items = f"/bulk-jobs/{r.json()['id']}/items"
+    for path, query, code in (
+        (job_items, {"cursor": "bm9wZQ"}, "invalid_cursor"),
+        (job_items, {"status": "GONE"}, "invalid_filter"),
+        ("/bulk-jobs", {"cursor": "bm9wZQ"}, "invalid_cursor"),
+    ):
+        refused = env.call("bulk-jobs", "GET", path, as_user=cast["admin"], query=query)
+        assert (refused.status, refused.json()["code"]) == (400, code), (path, query)
     env.configure(bulk_max_targets=229)
     over = start(env, cast["admin"], {"action": "suspend", "filter": {"emailPrefix": "many"}}, key="over")
     assert over.status == 422 and over.json()["errors"][0]["field"] == "filter"

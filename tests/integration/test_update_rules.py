@@ -179,7 +179,7 @@ def test_audit_pages_newest_first_with_an_opaque_cursor(env: Env, cast: dict[str
             break
     assert seen == ["Name4", "Name3", "Name2", "Name1", "Name0"] and pages == 3
     bad = env.call(FN, "GET", f"/users/{carol.id}/audit", as_user=cast["admin"], query={"cursor": "bm9wZQ"})
-    assert bad.status == 422 and fields(bad) == {"cursor"}
+    assert bad.status == 400 and bad.json()["code"] == "invalid_cursor"
     too_many = env.call(FN, "GET", f"/users/{carol.id}/audit", as_user=cast["admin"], query={"limit": "101"})
     assert too_many.status == 422 and fields(too_many) == {"limit"}
 

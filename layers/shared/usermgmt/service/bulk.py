@@ -41,6 +41,7 @@ from usermgmt.errors import (
     FieldProblem,
     Forbidden,
     IdempotencyKeyReused,
+    InvalidCursor,
     InvalidFilter,
     JobFinished,
     JobNotFound,
@@ -329,7 +330,7 @@ class BulkService:
         try:
             jobs, next_cursor = self.d.store.jobs_page(None if caller.platform else caller.sub, limit, cursor)
         except ValueError:
-            raise ValidationFailed(errors=[FieldProblem("cursor", "is not a cursor of this list")]) from None
+            raise InvalidCursor() from None
         items = [job_view(j, self.d.store.job_counts(j.id)) for j in jobs]
         return {"items": items, "nextCursor": next_cursor}
 
@@ -338,13 +339,11 @@ class BulkService:
     ) -> dict[str, Any]:
         job = self._visible(self.caller(ctx), job_id)
         if status is not None and status not in ITEM_STATUSES:
-            raise ValidationFailed(
-                errors=[FieldProblem("status", f"must be one of {', '.join(ITEM_STATUSES)}")]
-            )
+            raise InvalidFilter(f"status must be one of {', '.join(ITEM_STATUSES)}")
         try:
             page, next_cursor = self.d.store.job_items_page(job.id, status, limit, cursor)
         except ValueError:
-            raise ValidationFailed(errors=[FieldProblem("cursor", "is not a cursor of this list")]) from None
+            raise InvalidCursor() from None
         return {"items": [item_view(i) for i in page], "nextCursor": next_cursor}
 
     def cancel(self, ctx: RequestCtx, job_id: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from usermgmt.errors import (
     EmailTaken,
     FieldProblem,
     Forbidden,
+    InvalidCursor,
     RateLimited,
     ValidationFailed,
 )
@@ -77,7 +78,7 @@ class UserService:
         try:
             page = self.d.store.audit_page(access.target.id, limit, cursor)
         except ValueError:
-            raise ValidationFailed(errors=[FieldProblem("cursor", "is not a cursor of this list")]) from None
+            raise InvalidCursor() from None
         return {"items": page.items, "nextCursor": page.cursor}
 
     # ------------------------------------------------------------------------------ email change
