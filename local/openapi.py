@@ -66,6 +66,7 @@ class Ok:
     html: bool = False
     links: Mapping[str, str] = field(default_factory=dict)  # link name -> operationId (userId from body)
     links_from_request: bool = False  # userId of the links from the request path instead
+    headers: tuple[str, ...] = ()  # further headers of the answer (components/headers)
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Needs a recent sign-in (REAUTH_MAX_AGE_SECONDS; otherwise 401 reauthentication_required with"
         " maxAge and WWW-Authenticate, RFC 9470). Every access token issued until now is refused, this"
         " one too.",
-        (Ok(200, USER, "The caller, signed out"),),
+        (Ok(200, USER, "The caller, signed out", etag=True),),
         ("reauthentication_required", *STORE),
     ),
     ("GET", "/users/{userId}/export"): Operation(
@@ -214,7 +215,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Platform administrators only (403 for a delegated administrator in scope). One JSON document"
         " (Content-Disposition: attachment): the record, outstanding links (never a token), the audit"
         " entries. The export is itself audited (user.exported).",
-        (Ok(200, models.UserExport, "The export"),),
+        (Ok(200, models.UserExport, "The export", headers=("Content-Disposition",)),),
         ("forbidden", "user_not_found", *STORE),
     ),
     ("GET", "/me/export"): Operation(
@@ -222,7 +223,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "me",
         "Export everything held about me",
         "One JSON document (Content-Disposition: attachment); audited (user.exported).",
-        (Ok(200, models.UserExport, "The export"),),
+        (Ok(200, models.UserExport, "The export", headers=("Content-Disposition",)),),
         STORE,
     ),
     ("POST", "/users/{userId}/enable"): Operation(
@@ -273,7 +274,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Email a user a password-reset link",
         "Administrators in scope. The answer names the masked address, never the link.",
         (Ok(202, models.SentTo, "The link is on its way"),),
-        ("user_not_found", "user_suspended", "rate_limited", *STORE),
+        ("user_not_found", "user_suspended", "email_undeliverable", "rate_limited", *STORE),
     ),
     ("POST", "/me/password-reset"): Operation(
         "sendMyPasswordReset",
@@ -281,7 +282,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Email me a password-reset link",
         "The caller's own address gets the link.",
         (Ok(202, models.SentTo, "The link is on its way"),),
-        ("rate_limited", *STORE),
+        ("email_undeliverable", "rate_limited", *STORE),
     ),
     ("POST", "/password-reset"): Operation(
         "requestPasswordReset",
@@ -329,7 +330,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Email a user a verification link",
         "Administrators in scope. To the pending address if there is one, else to the current one.",
         (Ok(202, models.SentTo, "The link is on its way"),),
-        ("user_not_found", "user_suspended", "nothing_to_verify", "rate_limited", *STORE),
+        (
+            "user_not_found",
+            "user_suspended",
+            "nothing_to_verify",
+            "email_undeliverable",
+            "rate_limited",
+            *STORE,
+        ),
     ),
     ("POST", "/me/verification-email"): Operation(
         "sendMyVerificationEmail",
@@ -337,7 +345,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Email me a verification link",
         "To the pending address if there is one, else to the current one.",
         (Ok(202, models.SentTo, "The link is on its way"),),
-        ("nothing_to_verify", "rate_limited", *STORE),
+        ("nothing_to_verify", "email_undeliverable", "rate_limited", *STORE),
     ),
     ("GET", "/email-verification/{token}"): Operation(
         "showEmailVerificationLink",
@@ -392,7 +400,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Create a user (INVITED until they choose a password)",
         "Platform administrators only. The user is created here and, through the never-lost sync, in"
         " Auth0 (no usable password, email unverified); a link to choose a password is mailed.",
-        (Ok(201, USER, "The new user (Location names it)", etag=True, links={"GetUser": "getUser"}),),
+        (
+            Ok(
+                201,
+                USER,
+                "The new user (Location names it)",
+                etag=True,
+                links={"GetUser": "getUser"},
+                headers=("Location",),
+            ),
+        ),
         (*WRITE, "forbidden", "email_taken", *STORE),
         body="json:CreateUserBody",
         body_required=True,
@@ -516,10 +533,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         " caller's scope; each item is the single-user operation by the same caller. Idempotency-Key is"
         " required: the same key and body answer the first job again, another body is 409."
         f" The body may be up to {MAX_BULK_BODY_BYTES} bytes.",
-        (Ok(202, models.BulkJobOut, "The job (Location: /bulk-jobs/{jobId})"),),
+        (Ok(202, models.BulkJobOut, "The job (Location: /bulk-jobs/{jobId})", headers=("Location",)),),
         (
             *WRITE,
             "invalid_filter",
+            "account_not_found",
             "forbidden",
             "insufficient_scope",
             "idempotency_key_reused",
@@ -766,6 +784,7 @@ def _ok_response(ok: Ok) -> dict[str, Any]:
     headers: dict[str, Any] = {"Cache-Control": _header("Cache-Control")}
     if ok.etag:
         headers["ETag"] = _header("ETag")
+    headers.update({name: _header(name) for name in ok.headers})
     response["headers"] = headers
     content: dict[str, Any] = {}
     if ok.model is not None:
@@ -1035,6 +1054,16 @@ def _components() -> dict[str, Any]:
                 "description": 'The user\'s version ("7"); send it back as If-Match.',
                 "required": True,
                 "schema": {"type": "string", "pattern": '^"[0-9]+"$'},
+            },
+            "Location": {
+                "description": "Where the created resource is read (a path of this API).",
+                "required": True,
+                "schema": {"type": "string"},
+            },
+            "Content-Disposition": {
+                "description": "An attachment: browsers save the document as a file.",
+                "required": True,
+                "schema": {"type": "string"},
             },
             "Retry-After": {
                 "description": "Seconds to wait before trying again.",
