@@ -281,7 +281,12 @@ class SecretReadingIdp:
     """The fake Auth0, reading the client secret the way the real adapter does before it calls Auth0."""
 
     def __init__(self, fake: Any, arn: str) -> None:
-        self._fake, self._arn = fake, arn
+        import boto3
+
+        from usermgmt.adapters.secrets import CachedSecret
+
+        self._fake = fake
+        self._secret = CachedSecret(arn, lambda: boto3.client("secretsmanager"), then_seconds=0, max_age=0)
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._fake, name)
@@ -289,9 +294,7 @@ class SecretReadingIdp:
             return method
 
         def with_secret(*args: Any, **kwargs: Any) -> Any:
-            from aws_lambda_powertools.utilities.parameters import get_secret
-
-            get_secret(self._arn, max_age=300)  # as Container._auth0: a token needs the client secret
+            self._secret()  # as Container._auth0 reads it: a token needs the client secret
             return method(*args, **kwargs)
 
         return with_secret

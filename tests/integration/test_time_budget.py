@@ -176,3 +176,34 @@ def test_outside_an_invocation_there_is_no_limit() -> None:
     with budget.invocation(LambdaContext("x")):
         assert not budget.allows(15)
     assert budget.allows(10**9)
+
+
+def test_the_auth0_secret_is_read_only_when_the_read_still_fits() -> None:
+    from moto import mock_aws
+
+    from usermgmt.adapters.secrets import CachedSecret, SecretOutOfTime
+
+    now = [0.0]
+    then = 7.0  # what follows the read (token fetch, Management API call, settling)
+    enough = int((budget.AWS_CALL_SECONDS + then + budget.ANSWER_RESERVE_SECONDS) * 1000)
+    with mock_aws():
+        import boto3
+
+        client = boto3.client("secretsmanager", region_name="eu-central-1")
+        arn = client.create_secret(Name="auth0-client", SecretString="s3cret")["ARN"]
+        reads: list[str] = []
+        client.meta.events.register(
+            "before-call.secrets-manager.GetSecretValue", lambda **_: reads.append("read")
+        )
+        secret = CachedSecret(arn, lambda: client, then_seconds=then, clock=lambda: now[0])
+        with budget.invocation(Remaining(enough - 1)), pytest.raises(SecretOutOfTime):
+            secret()  # a cold read that could outlive the invocation is not started
+        assert reads == []
+        with budget.invocation(Remaining(enough)):
+            assert secret() == "s3cret"
+        with budget.invocation(Remaining(1)):
+            assert secret() == "s3cret"  # cached: no read, so no time needed
+        now[0] += 301  # the cache ends (a rotated secret is read again)
+        with budget.invocation(Remaining(enough - 1)), pytest.raises(SecretOutOfTime):
+            secret()
+        assert reads == ["read"]

@@ -103,15 +103,17 @@ class Container:
             connection=s.auth0_connection,
             timeout_seconds=s.auth0_timeout_seconds,
         )
-        arn = s.auth0_client_secret_arn
+        from usermgmt import budget
+        from usermgmt.adapters.secrets import CachedSecret
 
-        def secret() -> str:
-            from aws_lambda_powertools.utilities.parameters import get_secret
-
-            # Rotation: a container that still holds an old secret gets a 401, drops its token and
-            # fetches the secret again after max_age; until then the sync defers (never gives up).
-            return str(get_secret(arn, max_age=300))
-
+        # Rotation: a container that still holds an old secret gets a 401, drops its token and reads
+        # the secret again once its cache ends (5 minutes); until then the sync defers (never gives up).
+        secret = CachedSecret(
+            s.auth0_client_secret_arn,
+            lambda: aws_client("secretsmanager"),
+            # after the read: the token fetch and the Management API call, then settling the outcome
+            then_seconds=2 * s.auth0_timeout_seconds + budget.AWS_CALL_SECONDS,
+        )
         return Auth0IdentityProvider(config, ClientCredentialsToken(config, secret))
 
     def _ses(self) -> Mailer:
