@@ -276,6 +276,19 @@ def test_the_authenticated_budget_answers_429_with_retry_after(env: Env, people:
     assert env.call(FN, "POST", "/me/password-reset", as_user=bob).status == 202
 
 
+def test_per_ip_limit_counts_an_ipv6_client_by_its_64(env: Env, people: dict[str, User]) -> None:
+    # one subscriber holds a whole /64 and can pick a new address for every request
+    for i in range(30):
+        assert public(env, {"email": f"nobody{i}@acme.example"}, ip=f"2001:db8:1:2::{i + 1:x}").status == 202
+    r = public(env, {"email": "bob@acme.example"}, ip="2001:db8:1:2:ffff:ffff:ffff:ffff")
+    assert r.status == 429 and r.json()["code"] == "rate_limited"
+    # the next /64 is someone else; an IPv4 client written as IPv6 is that IPv4 client
+    assert public(env, {"email": "bob@acme.example"}, ip="2001:db8:1:3::1").status == 202
+    for i in range(30):
+        assert public(env, {"email": f"v4{i}@acme.example"}, ip="192.0.2.80").status == 202
+    assert public(env, {"email": "bob@acme.example"}, ip="::ffff:192.0.2.80").status == 429
+
+
 def test_per_ip_limit_across_public_and_renew(env: Env, people: dict[str, User]) -> None:
     ip = "192.0.2.44"
     for i in range(29):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 from collections.abc import Callable
 from typing import Protocol
@@ -49,6 +50,21 @@ class CounterStore(Protocol):
     def read_counter(self, counter_key: str) -> int:
         """The counter's count (0 when there is none)."""
         ...
+
+
+def client_network(source_ip: str) -> str:
+    """What a per-IP limit counts: the address itself for IPv4, its /64 for IPv6 (one subscriber gets
+    a whole /64 and can use any address in it, so counting addresses would let one client pass the
+    limit 2**64 times); unparsable or missing: one shared bucket."""
+    try:
+        address = ipaddress.ip_address(source_ip.strip())
+    except ValueError:
+        return "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def counter_digest(scope: str, key: str, pepper: str = "") -> str:
@@ -101,6 +117,10 @@ class RateLimiter:
         elapsed = (now - start) / w
         allowed = previous * (1 - elapsed) + current <= limit
         return allowed, self._retry_after(limit, previous, current, start, now)
+
+    def take_ip(self, scope: str, source_ip: str, limit: int, now: float) -> tuple[bool, int]:
+        """``take`` for the client's network (``client_network``) rather than its exact address."""
+        return self.take(scope, client_network(source_ip), limit, now)
 
     def _retry_after(self, limit: int, previous: int, current: int, start: int, now: float) -> int:
         w = self._window

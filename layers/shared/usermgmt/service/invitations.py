@@ -599,8 +599,8 @@ class InvitationService:
     # ------------------------------------------------------------------------------ renew
     def check_ip(self, source_ip: str) -> None:
         """The per-IP limit of the public renew routes (shared with the password-reset ones)."""
-        allowed, retry_after = self.limiter.take(
-            RESET_PER_IP, source_ip or "unknown", self.d.settings.reset_limit_per_ip, self.d.clock.now()
+        allowed, retry_after = self.limiter.take_ip(
+            RESET_PER_IP, source_ip, self.d.settings.reset_limit_per_ip, self.d.clock.now()
         )
         if not allowed:
             raise RateLimited(retry_after, "Too many requests from this address; try again later")

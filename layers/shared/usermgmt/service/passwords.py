@@ -92,8 +92,8 @@ class PasswordService:
     # ------------------------------------------------------------------------------ limits
     def check_ip(self, source_ip: str) -> None:
         """The per-IP limit of the public routes (POST /password-reset and renew): 429 beyond it."""
-        allowed, retry_after = self.limiter.take(
-            RESET_PER_IP, source_ip or "unknown", self.d.settings.reset_limit_per_ip, self.d.clock.now()
+        allowed, retry_after = self.limiter.take_ip(
+            RESET_PER_IP, source_ip, self.d.settings.reset_limit_per_ip, self.d.clock.now()
         )
         if not allowed:
             count("ResetIpRateLimited")

@@ -125,9 +125,7 @@ class VerificationService:
     def check_ip(self, source_ip: str) -> None:
         """The per-IP limit of the public renew route: 429 ``rate_limited`` beyond it."""
         limit = self.d.settings.reset_limit_per_ip
-        allowed, retry_after = self.limiter.take(
-            VERIFY_RENEW_PER_IP, source_ip or "unknown", limit, self.d.clock.now()
-        )
+        allowed, retry_after = self.limiter.take_ip(VERIFY_RENEW_PER_IP, source_ip, limit, self.d.clock.now())
         if not allowed:
             count("VerifyRenewRateLimited")
             raise RateLimited(retry_after, "Too many requests from this address; try again later")
