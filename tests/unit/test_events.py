@@ -149,6 +149,45 @@ def test_a_change_auth0_refuses_for_good_is_told_too(env: Env, admin: User, bob:
     assert_thin_and_valid(env, bob, admin)
 
 
+def test_creating_inviting_activating_and_signing_out_emit_their_events(
+    env: Env, admin: User, bob: User
+) -> None:
+    invitation_link = re.compile(r"https://users\.example\.com/invitations/([A-Za-z0-9_-]+)")
+
+    def invitation_to(address: str) -> str:
+        return str(invitation_link.findall(env.mailer.to(address)[-1].text)[0])
+
+    body = {"email": "nina@new.example", "firstName": "Nina", "lastName": "Newcomer"}
+    created = env.call("create-user", "POST", "/users", as_user=admin, body=body)
+    assert created.status == 201, created
+    nina = env.user(created.json()["id"])
+    assert nina is not None
+    accepted = env.call(
+        "create-user",
+        "POST",
+        f"/invitations/{invitation_to('nina@new.example')}",
+        body={"newPassword": "N3w-Passw0rd!"},
+    )
+    assert accepted.status == 200, accepted
+    revoked = env.call("suspend-user", "POST", f"/users/{nina.id}/sessions/revoke", as_user=admin)
+    assert revoked.status == 200, revoked
+    # an existing user invited into another account: invited, then a member on accepting
+    invite = {"email": bob.email, "firstName": "B", "lastName": "B", "roles": ["Buyer"]}
+    invited = env.call("create-user", "POST", "/accounts/globex/invitations", as_user=admin, body=invite)
+    assert invited.status in (201, 202), invited
+    assert env.call("create-user", "POST", f"/invitations/{invitation_to(bob.email)}", body={}).status == 200
+    env.publish()
+
+    assert types_of(env, nina) == ["user.created", "user.activated", "user.sessions_revoked"]
+    nina_events = env.bus.of(nina.id)
+    assert [e["sequence"] for e in nina_events] == ["1", "2", "3"]
+    assert nina_events[0]["data"]["actor"] == {"type": "platform_admin", "id": admin.id}
+    assert nina_events[1]["data"]["actor"] == {"type": "self", "id": nina.id}  # the link she received
+    assert "status" in nina_events[1]["data"]["changedFields"]
+    assert types_of(env, bob) == ["user.invited", "user.memberships_changed"]
+    assert_thin_and_valid(env, bob, admin, nina)
+
+
 # ------------------------------------------------------------------------------ never lost, in order
 def test_a_publisher_that_dies_or_a_bus_that_refuses_only_delays_events(
     env: Env, admin: User, bob: User
