@@ -128,6 +128,9 @@ def test_an_export_is_an_audited_attachment_with_no_token_and_nothing_of_another
     audit = env.call(UPDATE, "GET", f"/users/{bob.id}/audit", as_user=people["admin"]).json()["items"]
     assert audit[0]["action"] == "user.exported" and audit[0]["actor"] == people["admin"].id
     assert r.json()["audit"][0]["action"] == "user.exported"
+    env.publish()  # its version's event says what happened; nothing changed to re-read
+    last = env.bus.of(bob.id)[-1]
+    assert (last["type"], last["data"]["changedFields"]) == ("user.exported", [])
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,9 @@ EVENT_TYPES: dict[str, str | None] = {
     "user.memberships_changed": "user.memberships_changed",
     "user.verification_email_sent": "user.updated",
     "user.invitation_revoked": "user.updated",  # a new link: every version has its event
+    # an export changes no field: its version's event says what happened, so consumers that re-read
+    # the user on user.updated are not sent to do so (and an export is worth knowing of)
+    "user.exported": "user.exported",
 }
 BULK_JOB_FINISHED = "bulk_job.finished"  # not a user's change: written by the bulk service
 IDP_SYNC_FAILED = "user.idp_sync_failed"
