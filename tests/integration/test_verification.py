@@ -463,9 +463,14 @@ def test_resend_by_administrators(
 
 
 def test_resend_answers_503_when_the_email_cannot_be_sent(env: Env, people: dict[str, User]) -> None:
+    uma = people["uma"]
+    assert env.call(FN, "POST", "/me/verification-email", as_user=uma).status == 202
+    earlier = token_in(env, uma.email, VERIFY_LINK)
     env.mailer.failing = True
-    r = env.call(FN, "POST", "/me/verification-email", as_user=people["uma"])
+    r = env.call(FN, "POST", "/me/verification-email", as_user=uma)
     assert r.status == 503 and r.json()["code"] == "dependency_unavailable" and "retry-after" in r.headers
+    # the link uma already has still works (L22)
+    assert env.call(FN, "GET", f"/email-verification/{earlier}").status == 200
 
 
 def test_resend_without_a_token_is_401(env: Env, people: dict[str, User]) -> None:

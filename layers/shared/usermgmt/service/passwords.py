@@ -141,7 +141,7 @@ class PasswordService:
 
         # An INVITED user has no password to reset: a fresh invitation (choose a password) goes instead.
         written = self.w.write(ctx, target_id, None, plan)
-        self.w.deliver_required(written.plan)
+        self.w.deliver_required(written.plan, written)
         return ResetRequested(sent_to=mask(written.user.email))
 
     def request_public(self, email: str, request_id: str, retry: bool = False) -> None:

@@ -90,7 +90,7 @@ class VerificationService:
             return planned
 
         written = self.w.write(ctx, target_id, None, plan)
-        self.w.deliver_required(written.plan)
+        self.w.deliver_required(written.plan, written)
         return mask(written.plan.emails[0].to) if written.plan else ""
 
     def send_for_event(self, user_id: str | None, email: str | None, event_id: str) -> bool:

@@ -37,7 +37,14 @@ from usermgmt.auth import (
     self_access,
 )
 from usermgmt.clock import rfc3339
-from usermgmt.errors import ConditionFailed, DependencyUnavailable, Forbidden, MailNotSent, VersionMismatch
+from usermgmt.errors import (
+    ConditionFailed,
+    DependencyUnavailable,
+    Forbidden,
+    MailNotSent,
+    StoreUnavailable,
+    VersionMismatch,
+)
 from usermgmt.links import address_hash, link_url, new_token
 from usermgmt.models import User, mail_blocked
 from usermgmt.observability import count, logger
@@ -493,13 +500,37 @@ class Writer:
                 logger.warning("email not sent", extra={"error_type": type(exc).__name__})
                 count("EmailFailed")
 
-    def deliver_required(self, plan: Plan | None) -> None:
-        """Send the emails of a committed send-only plan; ``MailNotSent`` (503) when one could not go out."""
+    def deliver_required(self, plan: Plan | None, written: Written | None = None) -> None:
+        """Send the emails of a committed send-only plan; ``MailNotSent`` (503) when one could not go out.
+
+        With ``written`` (the write that issued the plan's links), a failed send also gives the user
+        back the links that write superseded: the person keeps the link they already have, instead of
+        losing it to one that never reached them (security notes L22)."""
         for email in plan.emails if plan else []:
             try:
                 self.deliver(email)
             except MailUnavailable:
+                if written is not None:
+                    self._restore_links(written.access.target, written.user)
                 raise MailNotSent() from None
+
+    def _restore_links(self, before: User, after: User) -> None:
+        """Best effort, without a new version: only while the user is still as ``after`` left them."""
+        links = dict(after.links)
+        for slot in {*before.links, *after.links}:
+            if before.links.get(slot) == after.links.get(slot):
+                continue
+            if slot in before.links:
+                links[slot] = before.links[slot]
+            else:
+                links.pop(slot, None)
+        if links == after.links:
+            return
+        try:
+            self.d.store.transact([SetLinks(after, tuple(sorted(links.items())))])
+        except (ConditionFailed, StoreUnavailable):
+            return  # changed meanwhile, or the table is failing: the new link stays the current one
+        count("LinkRestored")
 
     def deliver(self, email: Email) -> None:
         """Send one email; raises ``MailUnavailable`` (logged without the address, counted)."""
