@@ -288,6 +288,66 @@ def test_resend_revoke_expire_and_renew(env: Env, people: dict[str, User]) -> No
     assert env.call(FN, "DELETE", f"/invitations/{gus_inv}", as_user=dana).status == 404
 
 
+def test_a_resend_to_an_address_ses_reported_is_409_and_changes_nothing(
+    env: Env, people: dict[str, User]
+) -> None:
+    """SPEC 16: an administrator's or machine's resend is a route whose purpose is an email."""
+    dana = people["dana"]
+    nina_inv = invite(env, dana, "acme", "nina@new.example").json()["invitationId"]
+    gus_inv = invite(env, dana, "acme", "gus@globex.example").json()["invitationId"]
+    (nina_token,) = invitations_to(env, "nina@new.example")
+    for address in ("nina@new.example", "gus@globex.example"):
+        assert env.container.deliverability.record("bounced", (address,), f"ses-{address}") == 1
+    env.configure(machine_client_ids="ops")
+    machine = {"gty": "client-credentials", "scope": "create:users", "azp": "ops"}
+    before, sent = env.scan(), len(env.mailer.sent)
+    callers = ((nina_inv, dana, None), (gus_inv, dana, None), (nina_inv, "ops@clients", machine))
+    for inv, caller, claims in callers:
+        r = env.call(FN, "POST", f"/invitations/{inv}/resend", as_user=caller, claims=claims)
+        assert r.status == 409 and r.json()["code"] == "email_undeliverable", r
+    # nothing changed: no new link, no audit entry, no email; the link sent before still works
+    assert env.scan() == before and len(env.mailer.sent) == sent
+    assert link_get(env, nina_token).status == 200
+    # the public renew of an expired link keeps its generic answer and issues and sends nothing either
+    # (it takes the address's slot of the renew limit, as for any address)
+    env.clock.advance(env.container.settings.invite_link_ttl_seconds + 1)
+
+    def kept() -> list[dict[str, Any]]:
+        return [i for i in env.scan() if not i["pk"]["S"].startswith("RATE#")]
+
+    before = kept()
+    renewed = env.call(FN, "POST", f"/invitations/{nina_token}/renew")
+    assert renewed.status == 202 and renewed.json() == {"status": "accepted"}
+    assert kept() == before and len(env.mailer.sent) == sent
+
+
+def test_a_resend_answers_503_when_the_email_cannot_be_sent(env: Env, people: dict[str, User]) -> None:
+    dana = people["dana"]
+    inv = invite(env, dana, "acme", "nina@new.example").json()["invitationId"]
+    env.mailer.failing = True
+    r = env.call(FN, "POST", f"/invitations/{inv}/resend", as_user=dana)
+    assert r.status == 503 and r.json()["code"] == "dependency_unavailable" and "retry-after" in r.headers
+    env.mailer.failing = False
+    assert env.call(FN, "POST", f"/invitations/{inv}/resend", as_user=dana).status == 202
+    assert len(invitations_to(env, "nina@new.example")) == 2
+
+
+def test_a_renew_whose_email_fails_is_retried_after_the_answer(env: Env, people: dict[str, User]) -> None:
+    invite(env, people["dana"], "acme", "nina@new.example")
+    (token,) = invitations_to(env, "nina@new.example")
+    env.clock.advance(env.container.settings.invite_link_ttl_seconds + 1)
+    env.mailer.failing = True
+    r = env.call(FN, "POST", f"/invitations/{token}/renew")
+    assert r.status == 202 and r.json() == {"status": "accepted"}
+    # the queued request failed five times and waits in the dead-letter queue; re-driven, it is mailed
+    assert len(env.public_queue.dead) == 1 and len(invitations_to(env, "nina@new.example")) == 1
+    env.mailer.failing = False
+    env.public_queue.messages, env.public_queue.dead = env.public_queue.dead, []
+    env.drain_public()
+    assert len(invitations_to(env, "nina@new.example")) == 2
+    assert link_get(env, invitations_to(env, "nina@new.example")[-1]).status == 200
+
+
 # ------------------------------------------------------------------------------------ INVITED elsewhere
 def test_invited_users_in_the_rest_of_the_lifecycle(env: Env, people: dict[str, User]) -> None:
     admin = people["admin"]

@@ -40,6 +40,7 @@ from usermgmt.errors import (
     AccountNotFound,
     DependencyUnavailable,
     EmailTaken,
+    EmailUndeliverable,
     FieldProblem,
     Forbidden,
     IdpUnavailable,
@@ -48,7 +49,16 @@ from usermgmt.errors import (
     ValidationFailed,
 )
 from usermgmt.links import INVITE, hash_token, plausible_token
-from usermgmt.models import ACTIVE, INVITED, ROLES, Membership, User, normalize_email, user_view
+from usermgmt.models import (
+    ACTIVE,
+    INVITED,
+    ROLES,
+    Membership,
+    User,
+    mail_blocked,
+    normalize_email,
+    user_view,
+)
 from usermgmt.observability import count
 from usermgmt.ports import Deps
 from usermgmt.ratelimit import RESET_PER_IP, RateLimiter
@@ -360,6 +370,9 @@ class InvitationService:
         return {"items": items}
 
     def resend(self, ctx: RequestCtx, invitation_id: str) -> InvitationSent:
+        """An administrator's or machine's resend: 202 with where it went, 404 when the invitation is
+        gone, 409 ``email_undeliverable`` (nothing changed) when SES reported the address, 503 when the
+        email could not be sent (SPEC sections 13 and 16; the send-only routes' rules)."""
         caller, invitation = self._invitation_in_scope(ctx, invitation_id)
         sent = self._reissue(invitation.id, self._actor(caller), ctx.request_id)
         if sent is None:
@@ -367,7 +380,11 @@ class InvitationService:
         return sent
 
     def _reissue(self, invitation_id: str, actor: Actor, request_id: str) -> InvitationSent | None:
-        """A fresh link for a pending invitation (the older one dies), mailed; None when it is gone."""
+        """A fresh link for a pending invitation (the older one dies), mailed; None when it is gone.
+
+        An address SES reported is 409 for an administrator and quietly nothing for the public renew;
+        the email is sent after the commit (``_deliver``).
+        """
         store = self.d.store
         ttl = self.d.settings.invite_link_ttl_seconds
         sent: list[InvitationSent] = []
@@ -377,6 +394,10 @@ class InvitationService:
             user = store.get_user(invitation.user_id) if invitation else None
             if invitation is None or user is None or user.status not in (INVITED, ACTIVE):
                 return None
+            if mail_blocked(user, user.email):
+                if _anonymous(actor):
+                    return None  # the renew route answered already; nothing is sent
+                raise EmailUndeliverable()
             url, links, link_ops = self.w.issue_link(
                 user, INVITE, now, ttl, ref=invitation.id, slot=slot_of(invitation.id)
             )
@@ -404,13 +425,17 @@ class InvitationService:
                     errors={
                         "invitation": DependencyUnavailable("The invitation changed meanwhile; try again")
                     },
+                    mail_required=True,
                     push_inline=False,
                 ),
                 now,
             )
 
         applied = self._write(actor)(actor, request_id, plan)
-        return sent[0] if applied is not None else None
+        if applied is None:
+            return None
+        self._deliver(actor, applied)
+        return sent[0]
 
     def revoke(self, ctx: RequestCtx, invitation_id: str) -> None:
         """End an invitation; an INVITED user it created with no other membership is deleted with it."""
@@ -634,15 +659,27 @@ class InvitationService:
     def _send_welcome(self, user_id: str, actor: Actor, request_id: str) -> None:
         def plan(now: float) -> tuple[User | None, Plan, float] | None:
             user = self.d.store.get_user(user_id)
-            if user is None or user.status != INVITED:
+            if user is None or user.status != INVITED or mail_blocked(user, user.email):
                 return None
-            return user, plan_welcome_link(self.w, user, now), now
+            return user, plan_welcome_link(self.w, user, now, mail_required=True), now
 
-        self._write(actor)(actor, request_id, plan)
+        applied = self._write(actor)(actor, request_id, plan)
+        if applied is not None:
+            self._deliver(actor, applied)
 
     def _write(self, actor: Actor) -> Callable[[Actor, str, DirectPlanner], Applied | None]:
         """An anonymous request's link takes no new version (security notes L1); anyone else's does."""
-        return self.w.write_links if actor.type in ("public", "storefront") else self.w.write_direct
+        return self.w.write_links if _anonymous(actor) else self.w.write_direct
+
+    def _deliver(self, actor: Actor, applied: Applied) -> None:
+        """The emails of a committed ``mail_required`` plan. An administrator's or machine's send answers
+        503 when one could not go out (``MailNotSent``); an anonymous renew raises ``MailUnavailable``,
+        so its queued request is delivered again (as the password-reset renew does)."""
+        if _anonymous(actor):
+            for email in applied.plan.emails:
+                self.w.deliver(email)
+        else:
+            self.w.deliver_required(applied.plan)
 
     # ------------------------------------------------------------------------------ storefront sign-up
     def register(self, user_id: str, event_id: str) -> None:
@@ -697,6 +734,11 @@ class InvitationService:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def _anonymous(actor: Actor) -> bool:
+    """A public route or a storefront event: no caller to tell anything (the generic answer)."""
+    return actor.type in ("public", "storefront")
 
 
 def _memberships_json(memberships: tuple[Membership, ...]) -> list[dict[str, Any]]:
