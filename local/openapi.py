@@ -415,9 +415,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "listInvitations",
         "invitations",
         "List an account's pending invitations",
-        "Platform administrators and administrators of the account; expired ones are listed as such.",
-        (Ok(200, models.InvitationList, "The pending invitations"),),
-        ("account_not_found", *STORE),
+        "Platform administrators and administrators of the account; expired ones are listed as such,"
+        " oldest first. Pages of limit with a signed cursor bound to the caller and the account,"
+        " expiring; a page may hold fewer than limit items and still have a nextCursor.",
+        (Ok(200, models.InvitationList, "One page of the pending invitations"),),
+        ("validation_failed", "invalid_cursor", "account_not_found", *STORE),
+        query=("limit", "cursor"),
     ),
     ("POST", "/invitations/{invitation}/resend"): Operation(
         "resendInvitation",

@@ -490,8 +490,8 @@ def test_invitations_are_written_replaced_listed_and_ended_on_their_conditions(s
     assert store.get_invitation(first.id) == first
     assert store.get_invitation("acme~nothere") is None
     assert store.get_invitation("not an id") is None
-    assert store.account_invitations("acme", 10) == [second, first]  # oldest first
-    assert store.account_invitations("nowhere", 10) == []
+    assert store.account_invitations("acme", 10) == ([second, first], False)  # in id order
+    assert store.account_invitations("nowhere", 10) == ([], False)
     with pytest.raises(ConditionFailed) as failed:
         store.transact([PutInvitation(first, ttl=0)])  # a new one never overwrites
     assert failed.value.label == "invitation"
@@ -504,7 +504,21 @@ def test_invitations_are_written_replaced_listed_and_ended_on_their_conditions(s
         store.transact([DeleteInvitation(first.id, "t1")])  # its link moved on
     store.transact([DeleteInvitation(first.id, "t2")])
     assert store.get_invitation(first.id) is None
-    assert store.account_invitations("acme", 10) == [second]
+    assert store.account_invitations("acme", 10) == ([second], False)
+
+
+def test_an_accounts_invitations_page_in_id_order_after_any_id(store: UserStore) -> None:
+    keys = [f"{n:03d}" for n in range(7)]
+    invitations = [_invitation(k, token=f"t{k}") for k in keys]
+    store.transact([PutInvitation(inv, ttl=0) for inv in reversed(invitations)])
+    store.transact([PutInvitation(_invitation("000", account="acme2"), ttl=0)])  # another account
+    assert store.account_invitations("acme", 3) == (invitations[:3], True)
+    assert store.account_invitations("acme", 3, invitations[2].id) == (invitations[3:6], True)
+    assert store.account_invitations("acme", 3, invitations[5].id) == (invitations[6:], False)
+    assert store.account_invitations("acme", 1, invitations[6].id) == ([], False)
+    # after an id no invitation has (any more): the ones after its place
+    assert store.account_invitations("acme", 2, "acme~0025") == (invitations[3:5], True)
+    assert store.account_invitations("acme", 6, invitations[0].id) == (invitations[1:], False)
 
 
 def test_a_link_keeps_its_ref(store: UserStore) -> None:

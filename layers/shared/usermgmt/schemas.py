@@ -374,6 +374,7 @@ class InvitationView(_Body):
 
 class InvitationList(_Body):
     items: Annotated[list[InvitationView], Field(description="oldest first")]
+    nextCursor: Annotated[str | None, Field(description="pass as cursor for the next page; null: no more")]
 
 
 class InvitationLinkInfo(_Body):

@@ -658,8 +658,12 @@ class UserStore(Protocol):
     # invitations (SPEC section 13)
     def get_invitation(self, invitation_id: str) -> Invitation | None: ...
 
-    def account_invitations(self, account_id: str, limit: int) -> list[Invitation]:
-        """At most ``limit`` of the account's invitations (expired ones too), oldest first."""
+    def account_invitations(
+        self, account_id: str, limit: int, after: str | None = None
+    ) -> tuple[list[Invitation], bool]:
+        """At most ``limit`` of the account's invitations (expired ones too) in id order (oldest first:
+        an id's key starts with its creation time), after the invitation id ``after``; True when more
+        follow. One strongly consistent Query of the account's partition."""
         ...
 
     # bulk jobs (SPEC section 14)

@@ -1023,24 +1023,29 @@ class DynamoStore:
         item = resp.get("Item")
         return _invitation_from_item(item) if item else None
 
-    def account_invitations(self, account_id: str, limit: int) -> list[Invitation]:
-        found: list[Invitation] = []
+    def account_invitations(
+        self, account_id: str, limit: int, after: str | None = None
+    ) -> tuple[list[Invitation], bool]:
+        # from ``after`` (inclusive, then left out) to the end of the INVITATION# keys
+        start = _invitation_key(after)["sk"]["S"] if after is not None else "INVITATION#"
         kwargs: dict[str, Any] = {
             "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :inv)",
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :start AND :end",
             "ExpressionAttributeValues": {
                 ":pk": {"S": f"ACCOUNT#{account_id}"},
-                ":inv": {"S": "INVITATION#"},
+                ":start": {"S": start},
+                ":end": {"S": "INVITATION$"},  # '$' follows '#': past every invitation's key
             },
             "ConsistentRead": True,
         }
-        while len(found) < limit:
-            resp = self._call("query", Limit=limit - len(found), **kwargs)
-            found += [_invitation_from_item(i) for i in resp.get("Items", [])]
-            if not resp.get("LastEvaluatedKey"):
-                break
+        found: list[Invitation] = []
+        while True:
+            resp = self._call("query", Limit=limit + 1 - len(found), **kwargs)
+            found += [_invitation_from_item(i) for i in resp.get("Items", []) if i["sk"]["S"] != start]
+            more = bool(resp.get("LastEvaluatedKey"))
+            if len(found) > limit or not more:
+                return found[:limit], len(found) > limit or more
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        return sorted(found, key=lambda inv: (inv.created_at, inv.id))
 
     # -------------------------------------------------------------------------------- bulk jobs
     def put_job_items(self, job: BulkJob, user_ids: Sequence[str]) -> None:

@@ -662,17 +662,21 @@ class MemoryStore:
         with self._lock:
             return self.invitations.get(invitation_id)
 
-    def account_invitations(self, account_id: str, limit: int) -> list[Invitation]:
+    def account_invitations(
+        self, account_id: str, limit: int, after: str | None = None
+    ) -> tuple[list[Invitation], bool]:
         with self._lock:
-            found = sorted(
+            start = (split_invitation_id(after) or ("", ""))[1] if after is not None else ""
+            keyed = sorted(
                 (
-                    inv
+                    (parts[1], inv)
                     for iid, inv in self.invitations.items()
-                    if (split_invitation_id(iid) or ("",))[0] == account_id
+                    if (parts := split_invitation_id(iid)) is not None and parts[0] == account_id
                 ),
-                key=lambda inv: inv.id,
-            )[:limit]
-            return sorted(found, key=lambda inv: (inv.created_at, inv.id))
+                key=lambda pair: pair[0],
+            )
+            rest = [inv for key, inv in keyed if key > start]
+            return rest[:limit], len(rest) > limit
 
     def put_account(self, account_id: str, name: str) -> None:
         with self._lock:

@@ -17,6 +17,7 @@ Suspension and deletion clear the user's links, so they end invitations too.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from usermgmt.errors import (
     FieldProblem,
     Forbidden,
     IdpUnavailable,
+    InvalidCursor,
     InvitationNotFound,
     RateLimited,
     ValidationFailed,
@@ -64,6 +66,7 @@ from usermgmt.ports import Deps
 from usermgmt.ratelimit import RESET_PER_IP, RateLimiter
 from usermgmt.service import linkcheck
 from usermgmt.service.linkcheck import EXPIRED, INVALID, SUPERSEDED, USED
+from usermgmt.service.lists import ListCursors
 from usermgmt.service.sync import CREATE, DELETE, EMAIL, new_id
 from usermgmt.service.writes import Applied, DirectPlanner, Plan, Writer
 from usermgmt.store import (
@@ -92,7 +95,8 @@ REVOKED_ACTION = "user.invitation_revoked"
 INVITE_PER_ADDRESS = "invite-address"  # invitation emails a renew may send per address
 WELCOME_SLOT = INVITE
 CLAIM_SECONDS = 60
-MAX_LISTED = 100
+DEFAULT_LISTED, MAX_LISTED = 50, 100  # invitations per page of GET /accounts/{accountId}/invitations
+READ_BUDGET = 1000  # invitations one list call may read to fill its page (hidden ones included)
 
 
 class UnknownIdpUser(Exception):
@@ -165,6 +169,7 @@ class InvitationService:
         self.d = deps
         self.w = writer
         self.limiter = RateLimiter(deps.store, deps.settings.rate_limit_window_seconds)
+        self.cursors = ListCursors(deps.settings)
 
     # ------------------------------------------------------------------------------ callers
     def _caller(self, ctx: RequestCtx, scope: str = CREATE_USERS) -> User:
@@ -281,7 +286,9 @@ class InvitationService:
         def plan(now: float) -> tuple[User | None, Plan, float]:
             # one user read whoever holds the address (the same work for both answers)
             existing = store.get_user(owner or fresh_id)
-            invitation_id = f"{account_id}{INVITATION_ID_SEPARATOR}{secrets.token_hex(16)}"
+            # the key starts with the creation time, so the account's list pages oldest first
+            key = f"{int(now):010d}{secrets.token_hex(16)}"
+            invitation_id = f"{account_id}{INVITATION_ID_SEPARATOR}{key}"
             new = existing is None
             user = existing or User(
                 id=fresh_id,
@@ -346,28 +353,54 @@ class InvitationService:
         count("InvitationSent")
         return sent[0]
 
-    def list_pending(self, ctx: RequestCtx, account_id: str) -> dict[str, Any]:
-        self._account_admin(ctx, account_id, READ_USERS)
+    def list_pending(
+        self, ctx: RequestCtx, account_id: str, limit: int = DEFAULT_LISTED, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """A page of the account's invitations, oldest first: ``{"items", "nextCursor"}``.
+
+        Invitations whose user was deleted or whose link ended (suspension) are left out; the page is
+        filled from further reads of the partition, up to ``READ_BUDGET`` invitations per call (then it
+        may be short, with a ``nextCursor``). The cursor is the lists' (``ListCursors``): bound to the
+        caller and the account, expiring; anything else is 400 ``invalid_cursor``.
+        """
+        caller = self._account_admin(ctx, account_id, READ_USERS)
+        store = self.d.store
         now = self.d.clock.now()
-        invitations = self.d.store.account_invitations(account_id, MAX_LISTED)
-        users = self.d.store.get_users({inv.user_id for inv in invitations}) if invitations else {}
-        items = []
-        for inv in invitations:
-            user = users.get(inv.user_id)
-            if user is None or user.links.get(slot_of(inv.id)) is None:
-                continue  # the user was deleted, or suspended (their links ended)
-            items.append(
-                {
-                    "invitationId": inv.id,
-                    "accountId": inv.account_id,
-                    "email": mask(user.email),
-                    "roles": list(inv.roles),
-                    "createdAt": rfc3339(inv.created_at),
-                    "expiresAt": rfc3339(inv.expires_at),
-                    "status": "pending" if inv.expires_at > now else "expired",
-                }
-            )
-        return {"items": items}
+        digest = hashlib.sha256(f"invitations\x1f{account_id}".encode()).hexdigest()[:32]
+        after: str | None = None
+        if cursor is not None:
+            after = self.cursors.open(cursor, caller.id, digest, now).get("a")
+            if not isinstance(after, str) or (split_invitation_id(after) or ("",))[0] != account_id:
+                raise InvalidCursor()
+        items: list[dict[str, Any]] = []
+        read, more = 0, True
+        while more and len(items) < limit and read < READ_BUDGET:
+            invitations, more = store.account_invitations(account_id, max(limit - len(items), 25), after)
+            if not invitations:
+                break
+            read += len(invitations)
+            users = store.get_users({inv.user_id for inv in invitations})
+            for inv in invitations:
+                if len(items) == limit:
+                    more = True  # the rest of this read is the next page's
+                    break
+                after = inv.id
+                user = users.get(inv.user_id)
+                if user is None or user.links.get(slot_of(inv.id)) is None:
+                    continue  # the user was deleted, or suspended (their links ended)
+                items.append(
+                    {
+                        "invitationId": inv.id,
+                        "accountId": inv.account_id,
+                        "email": mask(user.email),
+                        "roles": list(inv.roles),
+                        "createdAt": rfc3339(inv.created_at),
+                        "expiresAt": rfc3339(inv.expires_at),
+                        "status": "pending" if inv.expires_at > now else "expired",
+                    }
+                )
+        next_cursor = self.cursors.issue(caller.id, digest, now, now, after) if more and after else None
+        return {"items": items, "nextCursor": next_cursor}
 
     def resend(self, ctx: RequestCtx, invitation_id: str) -> InvitationSent:
         """An administrator's or machine's resend: 202 with where it went, 404 when the invitation is
