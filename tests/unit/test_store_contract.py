@@ -521,6 +521,34 @@ def test_an_accounts_invitations_page_in_id_order_after_any_id(store: UserStore)
     assert store.account_invitations("acme", 6, invitations[0].id) == (invitations[1:], False)
 
 
+def test_a_users_invitations_are_found_and_erased_through_their_link_records(store: UserStore) -> None:
+    u, other = user(1), user(2)
+    store.put_user(u)
+    store.put_user(other)
+    mine, accepted = _invitation("a1", token="t1"), _invitation("c3", token="t3")
+    theirs = Invitation(**{**_invitation("b2", account="globex", token="t2").__dict__, "user_id": other.id})
+    ttl = int(NOW) + 9999
+    for n, inv in enumerate((mine, theirs, accepted), start=1):
+        lk = Link(f"{n:064x}", "invite", inv.user_id, inv.expires_at, int(NOW), ref=inv.id)
+        store.transact(
+            [
+                PutInvitation(inv, ttl=ttl),
+                PutLink(lk, ttl=ttl),
+                RecordLink(inv.user_id, lk.token_hash, ttl, inv.id),
+            ]
+        )
+    store.transact([RecordLink(u.id, f"{9:064x}", ttl)])  # a link about no invitation
+    store.transact([DeleteInvitation(accepted.id, "t3")])  # accepted: its record stays, it is gone
+    assert store.user_invitations(u.id) == [mine]
+    assert store.user_invitations(other.id) == [theirs]
+    store.transact([DeleteUser(u)])
+
+    assert store.erase_deleted_user(u.id) == 3  # three link records
+
+    assert store.get_invitation(mine.id) is None and store.user_invitations(u.id) == []
+    assert store.get_invitation(theirs.id) == theirs
+
+
 def test_a_link_keeps_its_ref(store: UserStore) -> None:
     lk = Link(
         token_hash="f" * 64,
