@@ -420,7 +420,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Invite an address into an account",
         "Platform administrators and administrators of the account. The same 202 whether or not a user"
         " has the address: a new person is created (INVITED) with the roles in the account; an existing"
-        " user gains the membership when they accept.",
+        " user gains the membership when they accept. The email follows the commit, best effort (an"
+        " address SES reported gets none): resend answers 409 email_undeliverable or 503 when it cannot"
+        " go out.",
         (Ok(202, models.InvitationSent, "The invitation is on its way"),),
         (*WRITE, "account_not_found", *STORE),
         body="json:InvitationBody",
@@ -430,17 +432,22 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "listInvitations",
         "invitations",
         "List an account's pending invitations",
-        "Platform administrators and administrators of the account; expired ones are listed as such.",
-        (Ok(200, models.InvitationList, "The pending invitations"),),
-        ("account_not_found", *STORE),
+        "Platform administrators and administrators of the account; expired ones are listed as such,"
+        " oldest first. Pages of limit with a signed cursor bound to the caller and the account,"
+        " expiring; a page may hold fewer than limit items and still have a nextCursor.",
+        (Ok(200, models.InvitationList, "One page of the pending invitations"),),
+        ("validation_failed", "invalid_cursor", "account_not_found", *STORE),
+        query=("limit", "cursor"),
     ),
     ("POST", "/invitations/{invitation}/resend"): Operation(
         "resendInvitation",
         "invitations",
         "Mail a fresh invitation link (the older one dies)",
-        "Administrators of the invitation's account.",
+        "Administrators of the invitation's account. 409 email_undeliverable, with nothing changed, when"
+        " SES reported the invited address as bounced or complained; 503 when the email could not be"
+        " sent (the fresh link was issued but not mailed: resend again).",
         (Ok(202, models.InvitationSent, "The invitation is on its way"),),
-        ("invitation_not_found", *STORE),
+        ("invitation_not_found", "email_undeliverable", *STORE),
     ),
     ("DELETE", "/invitations/{invitation}"): Operation(
         "revokeInvitation",

@@ -3,7 +3,7 @@
 HTTP (API Gateway, payload 2.0):
   POST   /users                                platform administrators: 201 the INVITED user + Location
   POST   /accounts/{accountId}/invitations     account administrators: 202 {"invitationId", ...}
-  GET    /accounts/{accountId}/invitations     administrators of the account: 200 {"items"}
+  GET    /accounts/{accountId}/invitations     administrators of the account: 200 {"items", "nextCursor"}
   POST   /invitations/{invitationId}/resend    administrators of its account: 202 as above
   DELETE /invitations/{invitationId}           administrators of its account: 204
   GET    /invitations/{token}                  the link page (changes nothing); JSON {"purpose": ...}
@@ -21,7 +21,15 @@ from urllib.parse import quote
 from aws_lambda_powertools.event_handler import Response
 
 from usermgmt import container, pages
-from usermgmt.api import empty_response, json_body, json_response, make_resolver, media_type, request_ctx
+from usermgmt.api import (
+    empty_response,
+    json_body,
+    json_response,
+    make_resolver,
+    media_type,
+    query_int,
+    request_ctx,
+)
 from usermgmt.errors import (
     DependencyUnavailable,
     InvitationNotFound,
@@ -38,7 +46,7 @@ from usermgmt.events import (
     parse_user_or_email,
 )
 from usermgmt.observability import lambda_entry
-from usermgmt.service.invitations import InvitationService
+from usermgmt.service.invitations import DEFAULT_LISTED, MAX_LISTED, InvitationService
 from usermgmt.service.passwords import MAX_PASSWORD_CHARS
 
 USER_REGISTERED = "UserRegistered"
@@ -73,7 +81,9 @@ def invite(accountId: str) -> Response[str]:
 
 @app.get("/accounts/<accountId>/invitations")
 def list_invitations(accountId: str) -> Response[str]:
-    return json_response(200, _service().list_pending(request_ctx(app), accountId))
+    limit = query_int(app, "limit", default=DEFAULT_LISTED, low=1, high=MAX_LISTED)
+    cursor = app.current_event.get_query_string_value("cursor")
+    return json_response(200, _service().list_pending(request_ctx(app), accountId, limit, cursor))
 
 
 @app.post("/invitations/<invitationId>/resend")

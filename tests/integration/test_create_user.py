@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -12,7 +13,8 @@ from tests.conftest import Env, Response, add_cast, storefront_event
 from usermgmt import container as container_module
 from usermgmt.errors import IdpUnavailable
 from usermgmt.models import User
-from usermgmt.service.invitations import UnknownIdpUser
+from usermgmt.service.invitations import UnknownIdpUser, slot_of
+from usermgmt.store import Invitation, PutInvitation
 
 FN = "create-user"
 LINK = re.compile(r"https://users\.example\.com/invitations/([A-Za-z0-9_-]+)")
@@ -286,6 +288,170 @@ def test_resend_revoke_expire_and_renew(env: Env, people: dict[str, User]) -> No
     assert link_get(env, gus_token).json()["code"] == "link_invalid"
     assert env.user(gus.id) is not None
     assert env.call(FN, "DELETE", f"/invitations/{gus_inv}", as_user=dana).status == 404
+
+
+def test_a_resend_to_an_address_ses_reported_is_409_and_changes_nothing(
+    env: Env, people: dict[str, User]
+) -> None:
+    """SPEC 16: an administrator's or machine's resend is a route whose purpose is an email."""
+    dana = people["dana"]
+    nina_inv = invite(env, dana, "acme", "nina@new.example").json()["invitationId"]
+    gus_inv = invite(env, dana, "acme", "gus@globex.example").json()["invitationId"]
+    (nina_token,) = invitations_to(env, "nina@new.example")
+    for address in ("nina@new.example", "gus@globex.example"):
+        assert env.container.deliverability.record("bounced", (address,), f"ses-{address}") == 1
+    env.configure(machine_client_ids="ops")
+    machine = {"gty": "client-credentials", "scope": "create:users", "azp": "ops"}
+    before, sent = env.scan(), len(env.mailer.sent)
+    callers = ((nina_inv, dana, None), (gus_inv, dana, None), (nina_inv, "ops@clients", machine))
+    for inv, caller, claims in callers:
+        r = env.call(FN, "POST", f"/invitations/{inv}/resend", as_user=caller, claims=claims)
+        assert r.status == 409 and r.json()["code"] == "email_undeliverable", r
+    # nothing changed: no new link, no audit entry, no email; the link sent before still works
+    assert env.scan() == before and len(env.mailer.sent) == sent
+    assert link_get(env, nina_token).status == 200
+    # the public renew of an expired link keeps its generic answer and issues and sends nothing either
+    # (it takes the address's slot of the renew limit, as for any address)
+    env.clock.advance(env.container.settings.invite_link_ttl_seconds + 1)
+
+    def kept() -> list[dict[str, Any]]:
+        return [i for i in env.scan() if not i["pk"]["S"].startswith("RATE#")]
+
+    before = kept()
+    renewed = env.call(FN, "POST", f"/invitations/{nina_token}/renew")
+    assert renewed.status == 202 and renewed.json() == {"status": "accepted"}
+    assert kept() == before and len(env.mailer.sent) == sent
+
+
+def test_a_resend_answers_503_when_the_email_cannot_be_sent(env: Env, people: dict[str, User]) -> None:
+    dana = people["dana"]
+    inv = invite(env, dana, "acme", "nina@new.example").json()["invitationId"]
+    env.mailer.failing = True
+    r = env.call(FN, "POST", f"/invitations/{inv}/resend", as_user=dana)
+    assert r.status == 503 and r.json()["code"] == "dependency_unavailable" and "retry-after" in r.headers
+    env.mailer.failing = False
+    assert env.call(FN, "POST", f"/invitations/{inv}/resend", as_user=dana).status == 202
+    assert len(invitations_to(env, "nina@new.example")) == 2
+
+
+def test_a_renew_whose_email_fails_is_retried_after_the_answer(env: Env, people: dict[str, User]) -> None:
+    invite(env, people["dana"], "acme", "nina@new.example")
+    (token,) = invitations_to(env, "nina@new.example")
+    env.clock.advance(env.container.settings.invite_link_ttl_seconds + 1)
+    env.mailer.failing = True
+    r = env.call(FN, "POST", f"/invitations/{token}/renew")
+    assert r.status == 202 and r.json() == {"status": "accepted"}
+    # the queued request failed five times and waits in the dead-letter queue; re-driven, it is mailed
+    assert len(env.public_queue.dead) == 1 and len(invitations_to(env, "nina@new.example")) == 1
+    env.mailer.failing = False
+    env.public_queue.messages, env.public_queue.dead = env.public_queue.dead, []
+    env.drain_public()
+    assert len(invitations_to(env, "nina@new.example")) == 2
+    assert link_get(env, invitations_to(env, "nina@new.example")[-1]).status == 200
+
+
+def many_invitations(
+    env: Env, count: int, shown_if: Callable[[int], bool] = lambda n: n % 3 != 2
+) -> list[str]:
+    """``count`` invitations into acme written through the store (cheap), oldest first; every tenth has
+    a deleted user, and those not ``shown_if`` a user whose link for them ended (suspended): neither is
+    listed. Returns the ids the list shows, in order."""
+    nina = env.add_user("nina@new.example", first="Nina", memberships={"acme": ["Buyer"]}, status="INVITED")
+    now = int(env.clock.now())
+    ops, slots, shown = [], {}, []
+    for n in range(count):
+        inv = Invitation(
+            id=f"acme~{now - count + n:010d}{n:032x}",
+            account_id="acme",
+            user_id="auth0|deleted" if n % 10 == 9 else nina.id,
+            roles=("Buyer",),
+            created_at=now - count + n,
+            expires_at=now + 3600,
+            token_hash=f"{n:064x}",
+            invited_by="auth0|someone",
+        )
+        ops.append(PutInvitation(inv, ttl=now + 86400))
+        if n % 10 != 9 and shown_if(n):
+            slots[slot_of(inv.id)] = inv.token_hash
+            shown.append(inv.id)
+    for i in range(0, len(ops), 25):
+        env.store.transact(ops[i : i + 25])
+    env.store.put_user(nina.evolve(links=slots))
+    return shown
+
+
+def walk(env: Env, caller: User, query: dict[str, str]) -> list[dict[str, Any]]:
+    pages: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        q = {**query, **({"cursor": cursor} if cursor else {})}
+        r = env.call(FN, "GET", "/accounts/acme/invitations", as_user=caller, query=q)
+        assert r.status == 200, r
+        pages.append(r.json())
+        cursor = r.json()["nextCursor"]
+        if cursor is None:
+            return pages
+        assert len(pages) < 50, "the walk never ends"
+
+
+def test_the_invitations_list_pages_past_100_and_leaves_out_ended_ones(
+    env: Env, people: dict[str, User]
+) -> None:
+    shown = many_invitations(env, 260)
+    assert len(shown) > 150
+    for query, size in (({}, 50), ({"limit": "100"}, 100), ({"limit": "7"}, 7)):
+        pages = walk(env, people["dana"], query)
+        listed = [i["invitationId"] for p in pages for i in p["items"]]
+        assert listed == shown  # each once, oldest first, the hidden ones left out
+        assert all(len(p["items"]) == size for p in pages[:-1]) and 0 < len(pages[-1]["items"]) <= size
+    first = env.call(FN, "GET", "/accounts/acme/invitations", as_user=people["dana"]).json()["items"][0]
+    assert first == {
+        "invitationId": shown[0],
+        "accountId": "acme",
+        "email": "n***@new.example",
+        "roles": ["Buyer"],
+        "createdAt": first["createdAt"],
+        "expiresAt": first["expiresAt"],
+        "status": "pending",
+    }
+    assert "tokenHash" not in str(first) and "0" * 60 not in str(first)
+
+
+def test_an_invitations_page_that_reads_only_hidden_ones_is_short_and_the_walk_goes_on(
+    env: Env, people: dict[str, User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown = many_invitations(env, 120, lambda n: n in (0, 1, 118))
+    monkeypatch.setattr("usermgmt.service.invitations.READ_BUDGET", 30)  # reads of 25 per call: 2
+    pages = walk(env, people["admin"], {"limit": "2"})
+    assert [i["invitationId"] for p in pages for i in p["items"]] == shown
+    # 0-1 fill the first page; 2-51 and 52-101 are read by two calls that find nothing to show
+    assert [len(p["items"]) for p in pages] == [2, 0, 0, 1]
+
+
+def test_a_bad_invitations_cursor_or_limit_is_400(env: Env, people: dict[str, User]) -> None:
+    many_invitations(env, 30)
+    dana, admin = people["dana"], people["admin"]
+
+    def get(caller: User, account: str, query: dict[str, str]) -> Response:
+        return env.call(FN, "GET", f"/accounts/{account}/invitations", as_user=caller, query=query)
+
+    cursor = get(dana, "acme", {"limit": "2"}).json()["nextCursor"]
+    assert cursor and get(dana, "acme", {"cursor": cursor}).status == 200
+    env.store.put_account("globex", "Globex")
+    for caller, account, bad in (
+        (dana, "acme", "not-a-cursor"),
+        (dana, "acme", cursor[:-2] + ("AA" if not cursor.endswith("AA") else "BB")),  # tampered
+        (admin, "acme", cursor),  # another caller's
+        (admin, "globex", get(admin, "acme", {"limit": "2"}).json()["nextCursor"]),  # another account's
+    ):
+        r = get(caller, account, {"cursor": bad})
+        assert r.status == 400 and r.json()["code"] == "invalid_cursor", r
+    env.clock.advance(env.container.settings.list_cursor_ttl_seconds + 1)
+    expired = get(dana, "acme", {"cursor": cursor})
+    assert expired.status == 400 and expired.json()["code"] == "invalid_cursor"
+    for limit in ("0", "101", "ten"):
+        r = get(dana, "acme", {"limit": limit})
+        assert r.status == 422 and r.json()["code"] == "validation_failed", r
 
 
 # ------------------------------------------------------------------------------------ INVITED elsewhere

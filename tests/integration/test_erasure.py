@@ -3,8 +3,9 @@
 The search covers what a table copy could be searched for: the user's id, names, account number and
 every address they had, in clear and in every hashed form the code stores (a plain SHA-256 and the
 HMAC under ``HASH_PEPPER``, with each prefix the code hashes them with). The person has links of every
-kind a user gathers (current, superseded, used, ended by a suspension) and rate counters. Only the
-tombstone audit entry (user id, actor, time, action) may remain.
+kind a user gathers (current, superseded, used, ended by a suspension), invitations (one a suspension
+ended, one pending) and rate counters. Only the tombstone audit entry (user id, actor, time, action)
+may remain.
 """
 
 from __future__ import annotations
@@ -82,9 +83,12 @@ def bart(env: Env) -> tuple[User, User]:
     assert env.store.get_link(hash_token(token)).status == "used"
     ok(env.call("reset-password", "POST", f"/users/{user.id}/password-reset", as_user=admin))
     ok(env.call("reset-password", "POST", f"/users/{user.id}/password-reset", as_user=admin))
+    invitation = {"email": ADDRESSES[0], "firstName": "Bartolo", "lastName": "Q", "roles": ["Buyer"]}
+    ok(env.call("create-user", "POST", "/accounts/globex/invitations", as_user=admin, body=invitation))
     # a suspension ends every link the user holds (they stay in the table as dead links)
     ok(env.call("suspend-user", "POST", f"/users/{user.id}/suspend", as_user=admin))
     ok(env.call("enable-user", "POST", f"/users/{user.id}/enable", as_user=admin))
+    ok(env.call("create-user", "POST", "/accounts/globex/invitations", as_user=admin, body=invitation))
     ok(env.call("reset-password", "POST", f"/users/{user.id}/password-reset", as_user=admin))
     env.clock.advance(2)  # a token issued after the suspension
     ok(env.call("update-user", "PATCH", "/me", as_user=user, body={"email": ADDRESSES[1]}))
@@ -97,6 +101,8 @@ def bart(env: Env) -> tuple[User, User]:
     ]
     assert len(dead) >= 5, "the person has dead links"
     assert any(i["pk"]["S"].startswith("RATE#") for i in residue(env, user)), "and rate counters"
+    invitations = [i for i in before if i["sk"]["S"].startswith("INVITATION#")]
+    assert len(invitations) == 2 and all(i["userId"]["S"] == user.id for i in invitations)
     return user, admin
 
 

@@ -29,6 +29,7 @@ EXPORT_SECTION = {
     "ACCOUNT/MEMBER": "user",  # a membership entry of the users list: a copy of user.memberships
     "USER/LINKREF": "links",  # the record of a link issued to the user (its hash only), for erasure
     "USER/JOBITEM": "bulkJobItems",  # a bulk job's decided item that named the user
+    "ACCOUNT/INVITATION": "invitations",  # an invitation naming the user (in its account's partition)
 }
 # Erased with the user but not exported: the send-limit counters of the user's addresses and id (a
 # keyed hash and a count of recent requests; they expire within three windows anyway)
@@ -50,6 +51,9 @@ def one_of_everything(env: Env, people: dict[str, User]) -> User:
     assert env.call(UPDATE, "PATCH", "/me", as_user=bob, body={"firstName": "Robert"}).status == 200
     assert env.call(UPDATE, "PATCH", "/me", as_user=bob, body={"email": "rob@new.example"}).status == 200
     assert env.call(RESET, "POST", f"/users/{bob.id}/password-reset", as_user=ada).status == 202
+    body = {"email": bob.email, "firstName": "Bob", "lastName": "Buyer", "roles": ["Approver", "Buyer"]}
+    invited = env.call("create-user", "POST", "/accounts/globex/invitations", as_user=ada, body=body)
+    assert invited.status == 202, invited
     job = env.call(
         "bulk-jobs",
         "POST",
@@ -61,7 +65,8 @@ def one_of_everything(env: Env, people: dict[str, User]) -> User:
     assert job.status == 202, job
     env.drain_bulk()
     user = env.user(bob.id)
-    assert user is not None and set(user.links) == {"verify", "cancel", "reset"}
+    invitation = invited.json()["invitationId"]
+    assert user is not None and set(user.links) == {"verify", "cancel", "reset", f"invite:{invitation}"}
     return user
 
 
@@ -95,6 +100,15 @@ def test_an_export_holds_every_kind_of_item_a_deletion_erases(env: Env, people: 
     assert len(document["audit"]) == len(audits)
     assert document["user"]["email"] == "bob@acme.example"
     assert document["user"]["pendingEmail"] == "rob@new.example"
+    assert document["invitations"] == [
+        {
+            "accountId": "globex",
+            "roles": ["Buyer", "Approver"],
+            "createdAt": ANY,
+            "expiresAt": ANY,
+            "status": "pending",
+        }
+    ]
     assert document["bulkJobItems"] == [
         {
             "jobId": document["bulkJobItems"][0]["jobId"],
@@ -131,6 +145,49 @@ def test_an_export_is_an_audited_attachment_with_no_token_and_nothing_of_another
     env.publish()  # its version's event says what happened; nothing changed to re-read
     last = env.bus.of(bob.id)[-1]
     assert (last["type"], last["data"]["changedFields"]) == ("user.exported", [])
+
+
+def test_an_invited_persons_export_lists_their_invitations_and_erasure_removes_them(
+    env: Env, people: dict[str, User]
+) -> None:
+    """Found through the person's own link records: also an invitation a suspension ended (no longer in
+    ``user.links``), and one that has expired; a deletion leaves no invitation item naming them."""
+    ada, dana = people["admin"], people["dana"]
+    body = {"email": "nina@new.example", "firstName": "Nina", "lastName": "New", "roles": ["Buyer"]}
+    first = env.call("create-user", "POST", "/accounts/acme/invitations", as_user=dana, body=body)
+    nina = env.user(env.store.user_id_for_email("nina@new.example") or "")
+    assert first.status == 202 and nina is not None
+    # suspended and enabled: the first invitation's link ended; a second one, into globex, is pending
+    for action in ("suspend", "enable"):
+        assert env.call(f"{action}-user", "POST", f"/users/{nina.id}/{action}", as_user=ada).status == 200
+    second = env.call("create-user", "POST", "/accounts/globex/invitations", as_user=ada, body=body)
+    assert second.status == 202
+    r = env.call(EXPORT, "GET", f"/users/{nina.id}/export", as_user=ada)
+    assert r.status == 200, r
+    from usermgmt.schemas import UserExport
+
+    UserExport.model_validate(r.json())
+    assert [(i["accountId"], i["status"]) for i in r.json()["invitations"]] == [
+        ("acme", "ended"),
+        ("globex", "pending"),
+    ]
+    assert [link["kind"] for link in r.json()["links"]] == ["invite"]
+    env.clock.advance(env.container.settings.invite_link_ttl_seconds + 1)
+    later = env.call(EXPORT, "GET", f"/users/{nina.id}/export", as_user=ada).json()["invitations"]
+    assert [i["status"] for i in later] == ["ended", "expired"]
+    for invitation in (first.json()["invitationId"], second.json()["invitationId"]):
+        assert env.store.get_invitation(invitation) is not None
+
+    assert env.call(DELETE, "DELETE", f"/users/{nina.id}", as_user=ada).status in (202, 204)
+    env.run_sync()
+    env.publish()
+
+    for invitation in (first.json()["invitationId"], second.json()["invitationId"]):
+        assert env.store.get_invitation(invitation) is None
+    holding = [i for i in env.scan() if nina.id in json.dumps(i)]
+    assert [(i["pk"]["S"], i["sk"]["S"].split("#")[0], i["action"]["S"]) for i in holding] == [
+        (f"USER#{nina.id}", "AUDIT", "user.deleted")  # the tombstone audit entry SPEC section 7 keeps
+    ]
 
 
 @pytest.mark.parametrize(

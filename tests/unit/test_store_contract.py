@@ -490,8 +490,8 @@ def test_invitations_are_written_replaced_listed_and_ended_on_their_conditions(s
     assert store.get_invitation(first.id) == first
     assert store.get_invitation("acme~nothere") is None
     assert store.get_invitation("not an id") is None
-    assert store.account_invitations("acme", 10) == [second, first]  # oldest first
-    assert store.account_invitations("nowhere", 10) == []
+    assert store.account_invitations("acme", 10) == ([second, first], False)  # in id order
+    assert store.account_invitations("nowhere", 10) == ([], False)
     with pytest.raises(ConditionFailed) as failed:
         store.transact([PutInvitation(first, ttl=0)])  # a new one never overwrites
     assert failed.value.label == "invitation"
@@ -504,7 +504,49 @@ def test_invitations_are_written_replaced_listed_and_ended_on_their_conditions(s
         store.transact([DeleteInvitation(first.id, "t1")])  # its link moved on
     store.transact([DeleteInvitation(first.id, "t2")])
     assert store.get_invitation(first.id) is None
-    assert store.account_invitations("acme", 10) == [second]
+    assert store.account_invitations("acme", 10) == ([second], False)
+
+
+def test_an_accounts_invitations_page_in_id_order_after_any_id(store: UserStore) -> None:
+    keys = [f"{n:03d}" for n in range(7)]
+    invitations = [_invitation(k, token=f"t{k}") for k in keys]
+    store.transact([PutInvitation(inv, ttl=0) for inv in reversed(invitations)])
+    store.transact([PutInvitation(_invitation("000", account="acme2"), ttl=0)])  # another account
+    assert store.account_invitations("acme", 3) == (invitations[:3], True)
+    assert store.account_invitations("acme", 3, invitations[2].id) == (invitations[3:6], True)
+    assert store.account_invitations("acme", 3, invitations[5].id) == (invitations[6:], False)
+    assert store.account_invitations("acme", 1, invitations[6].id) == ([], False)
+    # after an id no invitation has (any more): the ones after its place
+    assert store.account_invitations("acme", 2, "acme~0025") == (invitations[3:5], True)
+    assert store.account_invitations("acme", 6, invitations[0].id) == (invitations[1:], False)
+
+
+def test_a_users_invitations_are_found_and_erased_through_their_link_records(store: UserStore) -> None:
+    u, other = user(1), user(2)
+    store.put_user(u)
+    store.put_user(other)
+    mine, accepted = _invitation("a1", token="t1"), _invitation("c3", token="t3")
+    theirs = Invitation(**{**_invitation("b2", account="globex", token="t2").__dict__, "user_id": other.id})
+    ttl = int(NOW) + 9999
+    for n, inv in enumerate((mine, theirs, accepted), start=1):
+        lk = Link(f"{n:064x}", "invite", inv.user_id, inv.expires_at, int(NOW), ref=inv.id)
+        store.transact(
+            [
+                PutInvitation(inv, ttl=ttl),
+                PutLink(lk, ttl=ttl),
+                RecordLink(inv.user_id, lk.token_hash, ttl, inv.id),
+            ]
+        )
+    store.transact([RecordLink(u.id, f"{9:064x}", ttl)])  # a link about no invitation
+    store.transact([DeleteInvitation(accepted.id, "t3")])  # accepted: its record stays, it is gone
+    assert store.user_invitations(u.id) == [mine]
+    assert store.user_invitations(other.id) == [theirs]
+    store.transact([DeleteUser(u)])
+
+    assert store.erase_deleted_user(u.id) == 3  # three link records
+
+    assert store.get_invitation(mine.id) is None and store.user_invitations(u.id) == []
+    assert store.get_invitation(theirs.id) == theirs
 
 
 def test_a_link_keeps_its_ref(store: UserStore) -> None:

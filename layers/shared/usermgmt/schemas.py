@@ -249,6 +249,19 @@ class ExportedJobItem(_Body):
     detail: str | None
 
 
+class ExportedInvitation(_Body):
+    """An invitation naming the person (SPEC section 13), pending until accepted or revoked."""
+
+    accountId: str
+    roles: list[Role]
+    createdAt: Annotated[str, Field(description="RFC 3339 UTC")]
+    expiresAt: Annotated[str, Field(description="RFC 3339 UTC")]
+    status: Annotated[
+        Literal["pending", "expired", "ended"],
+        Field(description="ended: its link ended (a suspension, a confirmed change of email)"),
+    ]
+
+
 class UserExport(_Body):
     """Everything held about one person (SPEC section 18); never a token, a hash or a link URL."""
 
@@ -256,6 +269,9 @@ class UserExport(_Body):
     exportedAt: Annotated[str, Field(description="RFC 3339 UTC")]
     user: ExportedUser
     links: Annotated[list[ExportedLink], Field(description="the user's outstanding links")]
+    invitations: Annotated[
+        list[ExportedInvitation], Field(description="the invitations naming the user, oldest first")
+    ]
     audit: Annotated[list[AuditEntry], Field(description="every audit entry about the user, newest first")]
     bulkJobItems: Annotated[
         list[ExportedJobItem], Field(description="the decided items of bulk jobs that named the user")
@@ -374,6 +390,7 @@ class InvitationView(_Body):
 
 class InvitationList(_Body):
     items: Annotated[list[InvitationView], Field(description="oldest first")]
+    nextCursor: Annotated[str | None, Field(description="pass as cursor for the next page; null: no more")]
 
 
 class InvitationLinkInfo(_Body):

@@ -473,11 +473,16 @@ class SetJobStatus:
 class RecordLink:
     """Remember that ``user_id`` was issued the link ``token_hash`` (the hash only), until ``ttl``: so
     erasure (``erase_deleted_user``) also finds the links the user no longer holds (superseded, used,
-    expired), not only those in ``user.links`` (security notes L15). Goes with every ``PutLink``."""
+    expired), not only those in ``user.links`` (security notes L15). Goes with every ``PutLink``.
+
+    ``ref`` is the link's (an invitation link: its invitation id, whose item has the same ``ttl``), so
+    the user's invitations are found from their own partition, for the export and the erasure, even
+    after a suspension ended their links."""
 
     user_id: str
     token_hash: str
     ttl: int
+    ref: str | None = None
     label: str = "link-record"
 
 
@@ -644,7 +649,8 @@ class UserStore(Protocol):
     # erasure and expiry
     def erase_deleted_user(self, user_id: str) -> int:
         """Delete what is left of a deleted user but the tombstone and its audit entry: older audit
-        entries and every link recorded for them (``RecordLink``). Returns how many items went."""
+        entries, every link recorded for them (``RecordLink``) and the invitations those records name.
+        Returns how many items of the user's partition went."""
         ...
 
     def delete_counters(self, counter_keys: Sequence[str]) -> None:
@@ -658,8 +664,17 @@ class UserStore(Protocol):
     # invitations (SPEC section 13)
     def get_invitation(self, invitation_id: str) -> Invitation | None: ...
 
-    def account_invitations(self, account_id: str, limit: int) -> list[Invitation]:
-        """At most ``limit`` of the account's invitations (expired ones too), oldest first."""
+    def user_invitations(self, user_id: str) -> list[Invitation]:
+        """The invitations naming ``user_id``, found through the user's link records (``RecordLink``
+        ``ref``): one Query of the user's partition and one batch read. By id."""
+        ...
+
+    def account_invitations(
+        self, account_id: str, limit: int, after: str | None = None
+    ) -> tuple[list[Invitation], bool]:
+        """At most ``limit`` of the account's invitations (expired ones too) in id order (oldest first:
+        an id's key starts with its creation time), after the invitation id ``after``; True when more
+        follow. One strongly consistent Query of the account's partition."""
         ...
 
     # bulk jobs (SPEC section 14)

@@ -211,6 +211,12 @@ def _invitation_from_item(item: dict[str, Any]) -> Invitation:
     )
 
 
+def _invitation_refs(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The invitation ids that link records (``RecordLink``) name, each once."""
+    refs = (str(r["ref"]["S"]) for r in records if "ref" in r)
+    return list(dict.fromkeys(ref for ref in refs if split_invitation_id(ref) is not None))
+
+
 def _member_key(account_id: str, user_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"ACCOUNT#{account_id}"}, "sk": {"S": f"MEMBER#{user_id}"}}
 
@@ -995,12 +1001,13 @@ class DynamoStore:
                         "ExpressionAttributeValues": job_values,
                     }
                 }
-            case RecordLink(user_id=user_id, token_hash=token_hash, ttl=ttl):
+            case RecordLink(user_id=user_id, token_hash=token_hash, ttl=ttl, ref=ref):
                 # in the user's partition (erasure reads it), named by the link's hash only
                 item = {
                     "pk": {"S": f"USER#{user_id}"},
                     "sk": {"S": f"{_LINK_RECORD}{token_hash}"},
                     "ttl": {"N": str(ttl)},
+                    **({"ref": {"S": ref}} if ref else {}),
                 }
                 return {"Put": {"TableName": t, "Item": item}}
             case NoUser(user_id=user_id):
@@ -1023,24 +1030,49 @@ class DynamoStore:
         item = resp.get("Item")
         return _invitation_from_item(item) if item else None
 
-    def account_invitations(self, account_id: str, limit: int) -> list[Invitation]:
-        found: list[Invitation] = []
+    def user_invitations(self, user_id: str) -> list[Invitation]:
         kwargs: dict[str, Any] = {
             "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :inv)",
-            "ExpressionAttributeValues": {
-                ":pk": {"S": f"ACCOUNT#{account_id}"},
-                ":inv": {"S": "INVITATION#"},
-            },
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :rec)",
+            "ExpressionAttributeValues": {":pk": {"S": f"USER#{user_id}"}, ":rec": {"S": _LINK_RECORD}},
+            "ProjectionExpression": "#ref",
+            "ExpressionAttributeNames": {"#ref": "ref"},
             "ConsistentRead": True,
         }
-        while len(found) < limit:
-            resp = self._call("query", Limit=limit - len(found), **kwargs)
-            found += [_invitation_from_item(i) for i in resp.get("Items", [])]
+        ids: list[str] = []
+        while True:
+            resp = self._call("query", **kwargs)
+            ids += _invitation_refs(resp.get("Items", []))
             if not resp.get("LastEvaluatedKey"):
                 break
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        return sorted(found, key=lambda inv: (inv.created_at, inv.id))
+        keys = [_invitation_key(iid) for iid in sorted(set(ids))]
+        found = (_invitation_from_item(item) for item in self._batch_get(keys))
+        return sorted((inv for inv in found if inv.user_id == user_id), key=lambda inv: inv.id)
+
+    def account_invitations(
+        self, account_id: str, limit: int, after: str | None = None
+    ) -> tuple[list[Invitation], bool]:
+        # from ``after`` (inclusive, then left out) to the end of the INVITATION# keys
+        start = _invitation_key(after)["sk"]["S"] if after is not None else "INVITATION#"
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :start AND :end",
+            "ExpressionAttributeValues": {
+                ":pk": {"S": f"ACCOUNT#{account_id}"},
+                ":start": {"S": start},
+                ":end": {"S": "INVITATION$"},  # '$' follows '#': past every invitation's key
+            },
+            "ConsistentRead": True,
+        }
+        found: list[Invitation] = []
+        while True:
+            resp = self._call("query", Limit=limit + 1 - len(found), **kwargs)
+            found += [_invitation_from_item(i) for i in resp.get("Items", []) if i["sk"]["S"] != start]
+            more = bool(resp.get("LastEvaluatedKey"))
+            if len(found) > limit or not more:
+                return found[:limit], len(found) > limit or more
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     # -------------------------------------------------------------------------------- bulk jobs
     def put_job_items(self, job: BulkJob, user_ids: Sequence[str]) -> None:
@@ -1659,9 +1691,10 @@ class DynamoStore:
 
         Older audit entries hold emails and names, so they go too, and so does every link recorded in
         the partition (``RecordLink``): superseded, used and expired ones too, which ``user.links`` no
-        longer names. Idempotent and resumable: a run after a crash deletes what the previous one
-        left (a link is deleted before its record). Does nothing while the user's record exists (this
-        only ever finishes a deletion). Returns how many of the partition's items it deleted.
+        longer names, and the invitation a record names (its item holds the user id). Idempotent and
+        resumable: a run after a crash deletes what the previous one left (a link and its invitation
+        are deleted before its record). Does nothing while the user's record exists (this only ever
+        finishes a deletion). Returns how many of the partition's items it deleted.
         """
         if self.get_user(user_id) is not None:
             return 0
@@ -1669,8 +1702,8 @@ class DynamoStore:
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk",
             "ExpressionAttributeValues": {":pk": {"S": f"USER#{user_id}"}},
-            "ProjectionExpression": "pk, sk, #keep",
-            "ExpressionAttributeNames": {"#keep": _KEEP_ATTR},
+            "ProjectionExpression": "pk, sk, #keep, #ref",
+            "ExpressionAttributeNames": {"#keep": _KEEP_ATTR, "#ref": "ref"},
             "ConsistentRead": True,
         }
         erased = 0
@@ -1687,6 +1720,7 @@ class DynamoStore:
                 if k["sk"]["S"].startswith(_LINK_RECORD)
             ]
             self._batch_delete(links)
+            self._batch_delete([_invitation_key(iid) for iid in _invitation_refs(resp.get("Items", []))])
             self._batch_delete(keys)
             erased += len(keys)
             last = resp.get("LastEvaluatedKey")

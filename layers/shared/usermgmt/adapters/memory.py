@@ -147,6 +147,7 @@ class MemoryStore:
         self.job_item_records: dict[str, dict[str, BulkItem]] = {}
         self.job_count_records: dict[str, dict[str, int]] = {}
         self.link_records: dict[str, set[str]] = {}  # user id -> token hashes (``RecordLink``)
+        self.invitation_refs: dict[str, set[str]] = {}  # user id -> invitation ids (``RecordLink.ref``)
         self.job_item_refs: dict[
             str, dict[str, BulkItem]
         ] = {}  # user id -> job id -> item (``RecordJobItem``)
@@ -352,8 +353,10 @@ class MemoryStore:
                 counts[status] = counts.get(status, 0) + 1
             case RecordJobItem(item=item):
                 self.job_item_refs.setdefault(item.user_id, {})[item.job_id] = item
-            case RecordLink(user_id=uid, token_hash=token_hash):
+            case RecordLink(user_id=uid, token_hash=token_hash, ref=ref):
                 self.link_records.setdefault(uid, set()).add(token_hash)
+                if ref:
+                    self.invitation_refs.setdefault(uid, set()).add(ref)
             case SetJobStatus(job_id=job_id, status=status, at=at):
                 job = self.jobs[job_id]
                 if status == "running":
@@ -627,6 +630,8 @@ class MemoryStore:
             job_items = self.job_item_refs.pop(user_id, {})
             for token_hash in records:
                 self.links.pop(token_hash, None)
+            for invitation_id in self.invitation_refs.pop(user_id, set()):
+                self.invitations.pop(invitation_id, None)
             return len(gone) + len(records) + len(job_items)
 
     def delete_counters(self, counter_keys: Sequence[str]) -> None:
@@ -662,17 +667,26 @@ class MemoryStore:
         with self._lock:
             return self.invitations.get(invitation_id)
 
-    def account_invitations(self, account_id: str, limit: int) -> list[Invitation]:
+    def user_invitations(self, user_id: str) -> list[Invitation]:
         with self._lock:
-            found = sorted(
+            found = (self.invitations.get(iid) for iid in sorted(self.invitation_refs.get(user_id, ())))
+            return [inv for inv in found if inv is not None and inv.user_id == user_id]
+
+    def account_invitations(
+        self, account_id: str, limit: int, after: str | None = None
+    ) -> tuple[list[Invitation], bool]:
+        with self._lock:
+            start = (split_invitation_id(after) or ("", ""))[1] if after is not None else ""
+            keyed = sorted(
                 (
-                    inv
+                    (parts[1], inv)
                     for iid, inv in self.invitations.items()
-                    if (split_invitation_id(iid) or ("",))[0] == account_id
+                    if (parts := split_invitation_id(iid)) is not None and parts[0] == account_id
                 ),
-                key=lambda inv: inv.id,
-            )[:limit]
-            return sorted(found, key=lambda inv: (inv.created_at, inv.id))
+                key=lambda pair: pair[0],
+            )
+            rest = [inv for key, inv in keyed if key > start]
+            return rest[:limit], len(rest) > limit
 
     def put_account(self, account_id: str, name: str) -> None:
         with self._lock:
@@ -789,6 +803,7 @@ class MemoryStore:
                     "audit": {u: dict(e) for u, e in self.audit.items()},
                     "counters": dict(self.counters),
                     "link_records": {u: set(r) for u, r in self.link_records.items()},
+                    "invitation_refs": {u: set(r) for u, r in self.invitation_refs.items()},
                     "job_item_refs": {u: dict(r) for u, r in self.job_item_refs.items()},
                     "members": {a: dict(m) for a, m in self.members.items()},
                     "account_counts": {a: dict(c) for a, c in self.account_counts.items()},

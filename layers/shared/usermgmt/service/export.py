@@ -3,8 +3,10 @@
 What is exported follows what a deletion erases (``Writer.commit`` with ``delete`` and the store's
 ``erase_deleted_user``): the record (with its email reservation, memberships and a pending email
 change), the user's outstanding links (kind, created, expires, status; never a token, a hash or a
-URL) and the audit entries about them. ``tests/integration/test_export.py`` derives the kinds of items
-a deletion removes from the table itself and fails when one of them has no place here.
+URL), the invitations naming them (account, roles, created, expires, status; never the link's hash
+nor who invited them), the audit entries about them and the bulk-job items that named them.
+``tests/integration/test_export.py`` derives the kinds of items a deletion removes from the table
+itself and fails when one of them has no place here.
 
 Each export is audited (``user.exported``) through the one write path. Who may export: the person
 (``/me/export``) and platform administrators (``/users/{userId}/export``; a delegated administrator in
@@ -19,6 +21,7 @@ from usermgmt.auth import READ_USERS, Access, RequestCtx, require_platform
 from usermgmt.clock import rfc3339
 from usermgmt.models import User, user_view
 from usermgmt.ports import Deps
+from usermgmt.service.invitations import slot_of
 from usermgmt.service.writes import Plan, Writer
 
 EXPORTED_ACTION = "user.exported"
@@ -54,6 +57,7 @@ class ExportService:
                 "tokensValidAfter": user.tokens_valid_after,
             },
             "links": self._links(user),
+            "invitations": self._invitations(user),
             "audit": self._audit(user.id),
             "bulkJobItems": [
                 {"jobId": i.job_id, "status": i.status, "code": i.code, "detail": i.detail}
@@ -63,13 +67,13 @@ class ExportService:
 
     def _links(self, user: User) -> list[dict[str, Any]]:
         links: list[dict[str, Any]] = []
-        for purpose, token_hash in sorted(user.links.items()):
+        for _slot, token_hash in sorted(user.links.items()):
             link = self.d.store.get_link(token_hash)
             if link is None or link.user_id != user.id:
                 continue
             links.append(
                 {
-                    "kind": purpose,
+                    "kind": link.purpose,  # an invitation's slot names its invitation: not a kind
                     "createdAt": rfc3339(link.created_at),
                     "expiresAt": rfc3339(link.expires_at),
                     "status": link.status,
@@ -77,6 +81,26 @@ class ExportService:
                 }
             )
         return links
+
+    def _invitations(self, user: User) -> list[dict[str, Any]]:
+        """Every invitation item naming the user (found through their link records, so also those a
+        suspension ended, which the user's ``links`` no longer name; erasure deletes the same ones)."""
+        now = self.d.clock.now()
+        found = sorted(self.d.store.user_invitations(user.id), key=lambda inv: (inv.created_at, inv.id))
+        return [
+            {
+                "accountId": inv.account_id,
+                "roles": list(inv.roles),
+                "createdAt": rfc3339(inv.created_at),
+                "expiresAt": rfc3339(inv.expires_at),
+                "status": (
+                    "ended"  # its link ended (a suspension, a confirmed email change): it cannot be used
+                    if user.links.get(slot_of(inv.id)) != inv.token_hash
+                    else ("pending" if inv.expires_at > now else "expired")
+                ),
+            }
+            for inv in found
+        ]
 
     def _audit(self, user_id: str) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = []

@@ -17,6 +17,7 @@ Suspension and deletion clear the user's links, so they end invitations too.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Callable
@@ -40,20 +41,32 @@ from usermgmt.errors import (
     AccountNotFound,
     DependencyUnavailable,
     EmailTaken,
+    EmailUndeliverable,
     FieldProblem,
     Forbidden,
     IdpUnavailable,
+    InvalidCursor,
     InvitationNotFound,
     RateLimited,
     ValidationFailed,
 )
 from usermgmt.links import INVITE, hash_token, plausible_token
-from usermgmt.models import ACTIVE, INVITED, ROLES, Membership, User, normalize_email, user_view
+from usermgmt.models import (
+    ACTIVE,
+    INVITED,
+    ROLES,
+    Membership,
+    User,
+    mail_blocked,
+    normalize_email,
+    user_view,
+)
 from usermgmt.observability import count
 from usermgmt.ports import Deps
 from usermgmt.ratelimit import RESET_PER_IP, RateLimiter
 from usermgmt.service import linkcheck
 from usermgmt.service.linkcheck import EXPIRED, INVALID, SUPERSEDED, USED
+from usermgmt.service.lists import ListCursors
 from usermgmt.service.sync import CREATE, DELETE, EMAIL, new_id
 from usermgmt.service.writes import Applied, DirectPlanner, Plan, Writer
 from usermgmt.store import (
@@ -82,7 +95,8 @@ REVOKED_ACTION = "user.invitation_revoked"
 INVITE_PER_ADDRESS = "invite-address"  # invitation emails a renew may send per address
 WELCOME_SLOT = INVITE
 CLAIM_SECONDS = 60
-MAX_LISTED = 100
+DEFAULT_LISTED, MAX_LISTED = 50, 100  # invitations per page of GET /accounts/{accountId}/invitations
+READ_BUDGET = 1000  # invitations one list call may read to fill its page (hidden ones included)
 
 
 class UnknownIdpUser(Exception):
@@ -155,6 +169,7 @@ class InvitationService:
         self.d = deps
         self.w = writer
         self.limiter = RateLimiter(deps.store, deps.settings.rate_limit_window_seconds)
+        self.cursors = ListCursors(deps.settings)
 
     # ------------------------------------------------------------------------------ callers
     def _caller(self, ctx: RequestCtx, scope: str = CREATE_USERS) -> User:
@@ -271,7 +286,9 @@ class InvitationService:
         def plan(now: float) -> tuple[User | None, Plan, float]:
             # one user read whoever holds the address (the same work for both answers)
             existing = store.get_user(owner or fresh_id)
-            invitation_id = f"{account_id}{INVITATION_ID_SEPARATOR}{secrets.token_hex(16)}"
+            # the key starts with the creation time, so the account's list pages oldest first
+            key = f"{int(now):010d}{secrets.token_hex(16)}"
+            invitation_id = f"{account_id}{INVITATION_ID_SEPARATOR}{key}"
             new = existing is None
             user = existing or User(
                 id=fresh_id,
@@ -336,30 +353,59 @@ class InvitationService:
         count("InvitationSent")
         return sent[0]
 
-    def list_pending(self, ctx: RequestCtx, account_id: str) -> dict[str, Any]:
-        self._account_admin(ctx, account_id, READ_USERS)
+    def list_pending(
+        self, ctx: RequestCtx, account_id: str, limit: int = DEFAULT_LISTED, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """A page of the account's invitations, oldest first: ``{"items", "nextCursor"}``.
+
+        Invitations whose user was deleted or whose link ended (suspension) are left out; the page is
+        filled from further reads of the partition, up to ``READ_BUDGET`` invitations per call (then it
+        may be short, with a ``nextCursor``). The cursor is the lists' (``ListCursors``): bound to the
+        caller and the account, expiring; anything else is 400 ``invalid_cursor``.
+        """
+        caller = self._account_admin(ctx, account_id, READ_USERS)
+        store = self.d.store
         now = self.d.clock.now()
-        invitations = self.d.store.account_invitations(account_id, MAX_LISTED)
-        users = self.d.store.get_users({inv.user_id for inv in invitations}) if invitations else {}
-        items = []
-        for inv in invitations:
-            user = users.get(inv.user_id)
-            if user is None or user.links.get(slot_of(inv.id)) is None:
-                continue  # the user was deleted, or suspended (their links ended)
-            items.append(
-                {
-                    "invitationId": inv.id,
-                    "accountId": inv.account_id,
-                    "email": mask(user.email),
-                    "roles": list(inv.roles),
-                    "createdAt": rfc3339(inv.created_at),
-                    "expiresAt": rfc3339(inv.expires_at),
-                    "status": "pending" if inv.expires_at > now else "expired",
-                }
-            )
-        return {"items": items}
+        digest = hashlib.sha256(f"invitations\x1f{account_id}".encode()).hexdigest()[:32]
+        after: str | None = None
+        if cursor is not None:
+            after = self.cursors.open(cursor, caller.id, digest, now).get("a")
+            if not isinstance(after, str) or (split_invitation_id(after) or ("",))[0] != account_id:
+                raise InvalidCursor()
+        items: list[dict[str, Any]] = []
+        read, more = 0, True
+        while more and len(items) < limit and read < READ_BUDGET:
+            invitations, more = store.account_invitations(account_id, max(limit - len(items), 25), after)
+            if not invitations:
+                break
+            read += len(invitations)
+            users = store.get_users({inv.user_id for inv in invitations})
+            for inv in invitations:
+                if len(items) == limit:
+                    more = True  # the rest of this read is the next page's
+                    break
+                after = inv.id
+                user = users.get(inv.user_id)
+                if user is None or user.links.get(slot_of(inv.id)) is None:
+                    continue  # the user was deleted, or suspended (their links ended)
+                items.append(
+                    {
+                        "invitationId": inv.id,
+                        "accountId": inv.account_id,
+                        "email": mask(user.email),
+                        "roles": list(inv.roles),
+                        "createdAt": rfc3339(inv.created_at),
+                        "expiresAt": rfc3339(inv.expires_at),
+                        "status": "pending" if inv.expires_at > now else "expired",
+                    }
+                )
+        next_cursor = self.cursors.issue(caller.id, digest, now, now, after) if more and after else None
+        return {"items": items, "nextCursor": next_cursor}
 
     def resend(self, ctx: RequestCtx, invitation_id: str) -> InvitationSent:
+        """An administrator's or machine's resend: 202 with where it went, 404 when the invitation is
+        gone, 409 ``email_undeliverable`` (nothing changed) when SES reported the address, 503 when the
+        email could not be sent (SPEC sections 13 and 16; the send-only routes' rules)."""
         caller, invitation = self._invitation_in_scope(ctx, invitation_id)
         sent = self._reissue(invitation.id, self._actor(caller), ctx.request_id)
         if sent is None:
@@ -367,7 +413,11 @@ class InvitationService:
         return sent
 
     def _reissue(self, invitation_id: str, actor: Actor, request_id: str) -> InvitationSent | None:
-        """A fresh link for a pending invitation (the older one dies), mailed; None when it is gone."""
+        """A fresh link for a pending invitation (the older one dies), mailed; None when it is gone.
+
+        An address SES reported is 409 for an administrator and quietly nothing for the public renew;
+        the email is sent after the commit (``_deliver``).
+        """
         store = self.d.store
         ttl = self.d.settings.invite_link_ttl_seconds
         sent: list[InvitationSent] = []
@@ -377,6 +427,10 @@ class InvitationService:
             user = store.get_user(invitation.user_id) if invitation else None
             if invitation is None or user is None or user.status not in (INVITED, ACTIVE):
                 return None
+            if mail_blocked(user, user.email):
+                if _anonymous(actor):
+                    return None  # the renew route answered already; nothing is sent
+                raise EmailUndeliverable()
             url, links, link_ops = self.w.issue_link(
                 user, INVITE, now, ttl, ref=invitation.id, slot=slot_of(invitation.id)
             )
@@ -404,13 +458,17 @@ class InvitationService:
                     errors={
                         "invitation": DependencyUnavailable("The invitation changed meanwhile; try again")
                     },
+                    mail_required=True,
                     push_inline=False,
                 ),
                 now,
             )
 
         applied = self._write(actor)(actor, request_id, plan)
-        return sent[0] if applied is not None else None
+        if applied is None:
+            return None
+        self._deliver(actor, applied)
+        return sent[0]
 
     def revoke(self, ctx: RequestCtx, invitation_id: str) -> None:
         """End an invitation; an INVITED user it created with no other membership is deleted with it."""
@@ -634,15 +692,27 @@ class InvitationService:
     def _send_welcome(self, user_id: str, actor: Actor, request_id: str) -> None:
         def plan(now: float) -> tuple[User | None, Plan, float] | None:
             user = self.d.store.get_user(user_id)
-            if user is None or user.status != INVITED:
+            if user is None or user.status != INVITED or mail_blocked(user, user.email):
                 return None
-            return user, plan_welcome_link(self.w, user, now), now
+            return user, plan_welcome_link(self.w, user, now, mail_required=True), now
 
-        self._write(actor)(actor, request_id, plan)
+        applied = self._write(actor)(actor, request_id, plan)
+        if applied is not None:
+            self._deliver(actor, applied)
 
     def _write(self, actor: Actor) -> Callable[[Actor, str, DirectPlanner], Applied | None]:
         """An anonymous request's link takes no new version (security notes L1); anyone else's does."""
-        return self.w.write_links if actor.type in ("public", "storefront") else self.w.write_direct
+        return self.w.write_links if _anonymous(actor) else self.w.write_direct
+
+    def _deliver(self, actor: Actor, applied: Applied) -> None:
+        """The emails of a committed ``mail_required`` plan. An administrator's or machine's send answers
+        503 when one could not go out (``MailNotSent``); an anonymous renew raises ``MailUnavailable``,
+        so its queued request is delivered again (as the password-reset renew does)."""
+        if _anonymous(actor):
+            for email in applied.plan.emails:
+                self.w.deliver(email)
+        else:
+            self.w.deliver_required(applied.plan)
 
     # ------------------------------------------------------------------------------ storefront sign-up
     def register(self, user_id: str, event_id: str) -> None:
@@ -697,6 +767,11 @@ class InvitationService:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def _anonymous(actor: Actor) -> bool:
+    """A public route or a storefront event: no caller to tell anything (the generic answer)."""
+    return actor.type in ("public", "storefront")
 
 
 def _memberships_json(memberships: tuple[Membership, ...]) -> list[dict[str, Any]]:

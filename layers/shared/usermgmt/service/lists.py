@@ -38,6 +38,7 @@ from usermgmt.errors import AccountNotFound, ConditionFailed, Forbidden, Invalid
 from usermgmt.models import ROLES, User, user_view
 from usermgmt.ports import Deps
 from usermgmt.service.writes import Change
+from usermgmt.settings import Settings
 from usermgmt.store import (
     ADMIN_BUCKET,
     COUNTED_STATUSES,
@@ -140,6 +141,43 @@ class CursorCodec:
         if not isinstance(payload, dict):
             raise InvalidCursor()
         return payload
+
+
+class ListCursors:
+    """The cursors of the API's lists that keep their place in a key (the users, the accounts, an
+    account's invitations): the position, the walk's start, the caller and a digest of the query, with
+    an expiry (``LIST_CURSOR_TTL_SECONDS``), in a ``CursorCodec``. ``InvalidCursor`` (400) for a cursor
+    of another caller, another query, an expired one or anything this stack did not issue."""
+
+    def __init__(self, s: Settings) -> None:
+        self.codec = CursorCodec(s.list_cursor_key or f"local-only:{s.table_name}:{s.stage}")
+        self.ttl = s.list_cursor_ttl_seconds
+
+    def open(self, cursor: str, caller_id: str, digest: str, now: float) -> dict[str, Any]:
+        payload = self.codec.decode(cursor)
+        try:
+            valid = (
+                payload["c"] == _caller_tag(caller_id)
+                and payload["q"] == digest
+                and float(payload["exp"]) >= now
+                and isinstance(payload["t0"], int | float)
+            )
+        except (KeyError, TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise InvalidCursor()
+        return payload
+
+    def issue(self, caller_id: str, digest: str, now: float, started: float, position: str) -> str:
+        return self.codec.encode(
+            {
+                "c": _caller_tag(caller_id),
+                "q": digest,
+                "exp": int(now) + self.ttl,
+                "t0": started,
+                "a": position,
+            }
+        )
 
 
 # ------------------------------------------------------------------------------------------------ queries
@@ -319,8 +357,7 @@ class ListStats:
 class ListService:
     def __init__(self, deps: Deps) -> None:
         self.d = deps
-        s = deps.settings
-        self.codec = CursorCodec(s.list_cursor_key or f"local-only:{s.table_name}:{s.stage}")
+        self.cursors = ListCursors(deps.settings)
         self.last_stats = ListStats()
 
     # ------------------------------------------------------------------------------ callers
@@ -369,7 +406,7 @@ class ListService:
         started = now
         continued = "cursor" in params
         if continued:
-            payload = self._open_cursor(params["cursor"], caller.id, digest, now)
+            payload = self.cursors.open(params["cursor"], caller.id, digest, now)
             after, started = payload.get("a"), float(payload["t0"])
             if after is not None and not isinstance(after, str):
                 raise InvalidCursor()
@@ -377,29 +414,8 @@ class ListService:
         items, position, more = self._page(scope, q, after, started, continued)
         cursor = None
         if more and position is not None:
-            cursor = self._cursor(caller.id, digest, now, started, position)
+            cursor = self.cursors.issue(caller.id, digest, now, started, position)
         return {"items": items, "nextCursor": cursor}
-
-    def _open_cursor(self, cursor: str, caller_id: str, digest: str, now: float) -> dict[str, Any]:
-        payload = self.codec.decode(cursor)
-        try:
-            valid = (
-                payload["c"] == _caller_tag(caller_id)
-                and payload["q"] == digest
-                and float(payload["exp"]) >= now
-                and isinstance(payload["t0"], int | float)
-            )
-        except (KeyError, TypeError, ValueError):
-            valid = False
-        if not valid:
-            raise InvalidCursor()
-        return payload
-
-    def _cursor(self, caller_id: str, digest: str, now: float, started: float, position: str) -> str:
-        ttl = self.d.settings.list_cursor_ttl_seconds
-        return self.codec.encode(
-            {"c": _caller_tag(caller_id), "q": digest, "exp": int(now) + ttl, "t0": started, "a": position}
-        )
 
     def _streams(self, scope: _Scope, q: UserQuery) -> tuple[list[_Stream], str, bool]:
         """The streams to merge, the index whose keys order them (``name``: both name indexes), and
@@ -573,7 +589,7 @@ class ListService:
         digest = hashlib.sha256(b"accounts").hexdigest()[:32]
         after: str | None = None
         if "cursor" in params:
-            after = self._open_cursor(params["cursor"], caller.id, digest, now).get("a")
+            after = self.cursors.open(params["cursor"], caller.id, digest, now).get("a")
             if not isinstance(after, str):
                 raise InvalidCursor()
         if caller.is_platform_admin:
@@ -586,7 +602,7 @@ class ListService:
             ids, more = rest[:limit], len(rest) > limit
         accounts = self.d.store.get_accounts(ids)
         items = [self._account_view(accounts[a], caller) for a in ids if a in accounts]
-        cursor = self._cursor(caller.id, digest, now, now, ids[-1]) if more and ids else None
+        cursor = self.cursors.issue(caller.id, digest, now, now, ids[-1]) if more and ids else None
         return {"items": items, "nextCursor": cursor}
 
     def get_account(self, ctx: RequestCtx, account_id: str) -> dict[str, Any]:

@@ -574,5 +574,5 @@ class Writer:
         )
         links = {**user.links, (slot or purpose): token_hash}
         item_ttl = expires + self.d.settings.cleanup_grace_seconds + LINK_TTL_GRACE
-        ops: list[Op] = [PutLink(link, ttl=item_ttl), RecordLink(user.id, token_hash, item_ttl)]
+        ops: list[Op] = [PutLink(link, ttl=item_ttl), RecordLink(user.id, token_hash, item_ttl, ref)]
         return link_url(self.d.settings.public_base_url, purpose, token), links, ops
