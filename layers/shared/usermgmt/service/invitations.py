@@ -712,7 +712,7 @@ class InvitationService:
             for email in applied.plan.emails:
                 self.w.deliver(email)
         else:
-            self.w.deliver_required(applied.plan)
+            self.w.deliver_required(applied.plan, applied)
 
     # ------------------------------------------------------------------------------ storefront sign-up
     def register(self, user_id: str, event_id: str) -> None:

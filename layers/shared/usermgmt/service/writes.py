@@ -132,10 +132,12 @@ class Written:
 
 @dataclass(frozen=True)
 class Applied:
-    """The outcome of a ``write_direct`` that changed something: the user as committed, and the plan."""
+    """The outcome of a ``write_direct`` that changed something: the user as committed, and the plan
+    (and the user as it was read before, None for a creation)."""
 
     user: User
     plan: Plan
+    before: User | None = None
 
 
 @dataclass(frozen=True)
@@ -281,7 +283,7 @@ class Writer:
                 before, plan, now, actor=actor or Actor("self", subject), request_id=request_id
             )
             if committed is not None:
-                return Applied(self.complete(committed, plan), plan)
+                return Applied(self.complete(committed, plan), plan, before)
         raise DependencyUnavailable("The user is being changed by others; try again")
 
     def write_links(self, actor: Actor, request_id: str, planner: DirectPlanner) -> Applied | None:
@@ -500,7 +502,7 @@ class Writer:
                 logger.warning("email not sent", extra={"error_type": type(exc).__name__})
                 count("EmailFailed")
 
-    def deliver_required(self, plan: Plan | None, written: Written | None = None) -> None:
+    def deliver_required(self, plan: Plan | None, written: Written | Applied | None = None) -> None:
         """Send the emails of a committed send-only plan; ``MailNotSent`` (503) when one could not go out.
 
         With ``written`` (the write that issued the plan's links), a failed send also gives the user
@@ -510,8 +512,10 @@ class Writer:
             try:
                 self.deliver(email)
             except MailUnavailable:
-                if written is not None:
+                if isinstance(written, Written):
                     self._restore_links(written.access.target, written.user)
+                elif written is not None and written.before is not None:
+                    self._restore_links(written.before, written.user)
                 raise MailNotSent() from None
 
     def _restore_links(self, before: User, after: User) -> None:
