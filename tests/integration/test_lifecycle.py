@@ -348,6 +348,32 @@ def test_each_action_emits_its_metric(
         assert metric in names, (route, names)
 
 
+def test_refusals_are_logged_as_owasp_security_events(
+    env: Env, people: dict[str, User], log_canary: Any
+) -> None:
+    bob, dana = people["bob"], people["dana"]
+    log_canary.lines.clear()
+    assert call(env, "delete", bob.id, dana).status == 403  # a delegated administrator may not delete
+    assert call(env, "suspend", dana.id, dana).status == 403  # nor suspend themselves
+    patched = env.call("update-user", "PATCH", f"/users/{bob.id}", as_user=dana, body={"firstName": 7})
+    assert patched.status == 422
+    assert call(env, "suspend", bob.id, dana).status == 200  # allowed: no security event
+    events = []
+    for line in dict.fromkeys(log_canary.lines):  # the log records as Powertools formats them, once each
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if "security_event" in record:  # "<event>:<caller>,<route key>"
+            event, _, route = record["security_event"].partition(",")
+            events.append((event, route.split(" ")[0]))
+    assert events == [
+        (f"authz_fail:{dana.id}", "DELETE"),
+        (f"authz_fail:{dana.id}", "POST"),
+        (f"input_validation_fail:{dana.id}", "PATCH"),
+    ]
+
+
 # ------------------------------------------------------------------------------------------------ delete
 @pytest.fixture
 def bart(env: Env, people: dict[str, User]) -> User:
