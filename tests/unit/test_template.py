@@ -359,3 +359,25 @@ def test_secret_readers_may_decrypt_a_customer_managed_key_only_through_secrets_
             }
             assert "kms:ViaService" in granted["Condition"]["StringEquals"]
             assert otherwise == {"Ref": "AWS::NoValue"}
+
+
+def _storefront_rules(stack: Stack) -> list[Any]:
+    bus = stack.parameters["StorefrontBusName"]
+    return [rule for f in stack.functions.values() for rule in f.rules if rule.bus_name == bus]
+
+
+@pytest.mark.parametrize("account", ["", "210987654321"])
+def test_storefront_rules_accept_events_of_one_account_only(raw: dict[str, Any], account: str) -> None:
+    from local.eventbus import matches_pattern
+
+    declared = raw.get("Parameters") or {}
+    parameters = {k: v for k, v in PARAMETERS.items() if k in declared}
+    stack = load_stack(TEMPLATE, parameters={**parameters, "StorefrontAccountId": account})
+    rules = _storefront_rules(stack)
+    assert len(rules) == 3  # password reset, verification, sign-up
+    allowed = account or stack.resolver.account_id  # empty: the stack's own account (security notes L19)
+    for rule in rules:
+        event = {"account": allowed, "source": stack.parameters["StorefrontSource"]}
+        event["detail-type"] = rule.pattern["detail-type"][0]
+        assert matches_pattern(rule.pattern, event), rule.event_id
+        assert not matches_pattern(rule.pattern, {**event, "account": "999999999999"}), rule.event_id
