@@ -410,9 +410,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 headers=("Location",),
             ),
         ),
-        (*WRITE, "forbidden", "email_taken", *STORE),
+        (*WRITE, "forbidden", "email_taken", "idempotency_key_reused", "user_not_found", *STORE),
         body="json:CreateUserBody",
         body_required=True,
+        query=("optional-idempotency-key",),
     ),
     ("POST", "/accounts/{accountId}/invitations"): Operation(
         "inviteIntoAccount",
@@ -870,13 +871,19 @@ def _parameters(path: str, op: Operation) -> list[dict[str, Any]]:
         params += _list_filters("accountId" in op.query)
     if "{jobId}" in path:
         params.append({"$ref": "#/components/parameters/jobId"})
-    if "idempotency-key" in op.query:
+    if "idempotency-key" in op.query or "optional-idempotency-key" in op.query:
+        required = "idempotency-key" in op.query
         params.append(
             {
                 "name": "Idempotency-Key",
                 "in": "header",
-                "required": True,
-                "description": "The caller's key for this job (1 to 255 characters)",
+                "required": required,
+                "description": (
+                    "The caller's key for this job (1 to 255 characters)"
+                    if required
+                    else "Optional (1 to 255 characters): the same key and body within 24 hours answer"
+                    " the user the first request created, and create nothing; another body is 409"
+                ),
                 "schema": {"type": "string", "minLength": 1, "maxLength": 255},
             }
         )

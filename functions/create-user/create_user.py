@@ -2,6 +2,7 @@
 
 HTTP (API Gateway, payload 2.0):
   POST   /users                                platform administrators: 201 the INVITED user + Location
+                                                (Idempotency-Key: a retry answers the same user)
   POST   /accounts/{accountId}/invitations     account administrators: 202 {"invitationId", ...}
   GET    /accounts/{accountId}/invitations     administrators of the account: 200 {"items", "nextCursor"}
   POST   /invitations/{invitationId}/resend    administrators of its account: 202 as above
@@ -68,7 +69,8 @@ def _invitation_id(raw: str) -> str:
 # ------------------------------------------------------------------------------------------------ admins
 @app.post("/users")
 def create_user() -> Response[str]:
-    view, version = _service().create(request_ctx(app), json_body(app))
+    key = app.current_event.headers.get("idempotency-key")  # optional: a retry answers the same user
+    view, version = _service().create(request_ctx(app), json_body(app), key)
     location = "/users/" + quote(view["id"], safe="")
     return json_response(201, view, etag=version, headers={"Location": location})
 

@@ -551,3 +551,60 @@ def test_an_invitation_into_an_account_id_no_invitation_can_carry_is_404(env: En
     for account in ("a~b", "ç", "x" * 250):
         r = env.call(FN, "POST", f"/accounts/{account}/invitations", as_user=admin, body=body)
         assert r.status == 404 and r.json()["code"] == "account_not_found", (account, r)
+
+
+# ------------------------------------------------------------------------------------ Idempotency-Key
+def create_keyed(env: Env, admin: User, body: dict[str, Any], key: str) -> Response:
+    return env.call(FN, "POST", "/users", as_user=admin, body=body, headers={"Idempotency-Key": key})
+
+
+def test_a_retried_create_with_its_key_answers_the_same_user(env: Env, people: dict[str, User]) -> None:
+    admin = people["admin"]
+    body = {"email": "kim@new.example", "firstName": "Kim", "lastName": "Keyed"}
+    first = create_keyed(env, admin, body, "script-run-1")
+    again = create_keyed(env, admin, body, "script-run-1")
+    assert first.status == again.status == 201
+    assert again.json() == first.json() and again.headers["location"] == first.headers["location"]
+    assert len(invitations_to(env, "kim@new.example")) == 1  # nothing created or sent twice
+    assert len(audit(env, first.json()["id"])) == 1
+    # the same key with another body: refused, nothing created
+    other = create_keyed(env, admin, {**body, "email": "kit@new.example"}, "script-run-1")
+    assert other.status == 409 and other.json()["code"] == "idempotency_key_reused"
+    assert env.store.user_id_for_email("kit@new.example") is None
+    # without a key a retry is a new request, as before
+    assert create(env, admin, body).json()["code"] == "email_taken"
+    # another caller's key is theirs alone
+    assert create_keyed(env, people["carol"], body, "script-run-1").status in (403, 404)
+    # a key answers for a day; then it is free, and the request is a new one
+    env.clock.advance(86400 + 1)
+    late = create_keyed(env, admin, body, "script-run-1")
+    assert late.status == 409 and late.json()["code"] == "email_taken"
+
+
+def test_two_creates_with_one_key_at_once_make_one_user(env: Env, people: dict[str, User]) -> None:
+    admin = people["admin"]
+    body = {"email": "duo@new.example", "firstName": "Duo", "lastName": "Racer"}
+    store = env.store
+    original = store.transact
+    answers: list[Response] = []
+    fired: list[bool] = []
+
+    def transact(ops: Any, *args: Any, **kwargs: Any) -> None:
+        if not fired:  # the duplicate commits first, between this request's checks and its commit
+            fired.append(True)
+            answers.append(create_keyed(env, admin, body, "same-moment"))
+        original(ops, *args, **kwargs)
+
+    store.transact = transact  # type: ignore[method-assign]
+    first = create_keyed(env, admin, body, "same-moment")
+    store.transact = original  # type: ignore[method-assign]
+    assert answers[0].status == first.status == 201, (answers[0], first)
+    assert answers[0].json()["id"] == first.json()["id"]
+    assert len(invitations_to(env, "duo@new.example")) == 1
+
+
+def test_a_bad_idempotency_key_is_422(env: Env, people: dict[str, User]) -> None:
+    body = {"email": "bad@new.example", "firstName": "B", "lastName": "Key"}
+    r = create_keyed(env, people["admin"], body, "x" * 256)
+    assert r.status == 422 and r.json()["errors"][0]["field"] == "Idempotency-Key"
+    assert env.store.user_id_for_email("bad@new.example") is None

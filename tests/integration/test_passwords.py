@@ -761,6 +761,10 @@ def test_template_wires_the_function_events_and_dead_letters() -> None:
     (rule,) = [e["Properties"] for e in props["Events"].values() if e["Type"] == "EventBridgeRule"]
     assert rule["EventBusName"] == {"Ref": "StorefrontBusName"}
     assert rule["Pattern"] == {
+        # one account's events only (security notes L19): StorefrontAccountId, or this stack's
+        "account": [
+            {"Fn::If": ["HasStorefrontAccount", {"Ref": "StorefrontAccountId"}, {"Ref": "AWS::AccountId"}]}
+        ],
         "source": [{"Ref": "StorefrontSource"}],
         "detail-type": ["PasswordResetRequested"],
     }
@@ -771,7 +775,9 @@ def test_template_wires_the_function_events_and_dead_letters() -> None:
     assert invoke["MaximumRetryAttempts"] == 2
     assert invoke["DestinationConfig"]["OnFailure"] == {"Type": "SQS", "Destination": dlq_arn}
     queue = resources["StorefrontEventsDlq"]["Properties"]
-    assert queue["MessageRetentionPeriod"] == 14 * 86400 and queue["SqsManagedSseEnabled"] is True
+    assert (
+        queue["MessageRetentionPeriod"] == 4 * 86400 and queue["SqsManagedSseEnabled"] is True
+    )  # a reset request names an address (L15)
     alarm = resources["StorefrontEventsDlqAlarm"]["Properties"]
     assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible" and alarm["Threshold"] == 0
     assert alarm["ComparisonOperator"] == "GreaterThanThreshold"

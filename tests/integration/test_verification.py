@@ -721,6 +721,10 @@ def test_template_wires_the_function() -> None:
     (rule,) = [e["Properties"] for e in props["Events"].values() if e["Type"] == "EventBridgeRule"]
     assert rule["EventBusName"] == {"Ref": "StorefrontBusName"}
     assert rule["Pattern"] == {
+        # one account's events only (security notes L19): StorefrontAccountId, or this stack's
+        "account": [
+            {"Fn::If": ["HasStorefrontAccount", {"Ref": "StorefrontAccountId"}, {"Ref": "AWS::AccountId"}]}
+        ],
         "source": [{"Ref": "StorefrontSource"}],
         "detail-type": ["VerificationEmailRequested"],
     }

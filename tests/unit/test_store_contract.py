@@ -888,3 +888,20 @@ def test_unprocessed_writes_are_sent_again_and_give_up_as_a_503(throttled: Any) 
     with pytest.raises(StoreUnavailable):
         store.delete_counters(["a", "b", "c"])
     assert client.calls == 6 and waits == [0.05, 0.1, 0.2, 0.4, 0.8]  # no wait after the last request
+
+
+def test_a_request_key_is_claimed_once_until_it_ends(store: UserStore) -> None:
+    from usermgmt.store import ClaimRequestKey, RequestKey
+
+    def claim(target: str, now: int) -> ClaimRequestKey:
+        return ClaimRequestKey("create-user", "auth0|ada", "k1", target, "h1", now + 100, now)
+
+    store.transact([claim("auth0|first", 1000)])
+    assert store.request_key("create-user", "auth0|ada", "k1") == RequestKey("auth0|first", "h1", 1100)
+    with pytest.raises(ConditionFailed) as held:
+        store.transact([claim("auth0|second", 1050)])
+    assert held.value.label == "idempotency-key"
+    assert store.request_key("create-user", "auth0|ada", "other") is None
+    assert store.request_key("invite", "auth0|ada", "k1") is None  # scopes and callers are apart
+    store.transact([claim("auth0|third", 1101)])  # ended (not yet removed by TTL): free again
+    assert store.request_key("create-user", "auth0|ada", "k1") == RequestKey("auth0|third", "h1", 1201)

@@ -430,6 +430,30 @@ class ClaimJobKey:
 
 
 @dataclass(frozen=True)
+class ClaimRequestKey:
+    """A caller's ``Idempotency-Key`` on a route (``scope``) for the request that made ``target``; fails
+    when the caller holds the key there already, unless that claim ended before ``now``."""
+
+    scope: str
+    caller: str
+    key: str
+    target: str
+    body_hash: str
+    expires_at: int
+    now: int
+    label: str = "idempotency-key"
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """What an ``Idempotency-Key`` was used for: the target it made, its body's hash, until when."""
+
+    target: str
+    body_hash: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
 class PutJobEntry:
     """The job in a list of jobs, newest first: its creator's (``owner`` = creator) or everyone's (``*``)."""
 
@@ -538,6 +562,7 @@ Op = (
     | AdjustAdminCount
     | PutJob
     | ClaimJobKey
+    | ClaimRequestKey
     | PutJobEntry
     | FinishItem
     | CountItem
@@ -686,6 +711,10 @@ class UserStore(Protocol):
 
     def job_for_key(self, created_by: str, key: str) -> str | None:
         """The id of the job ``created_by`` started with ``Idempotency-Key`` ``key``."""
+        ...
+
+    def request_key(self, scope: str, caller: str, key: str) -> RequestKey | None:
+        """The claim of ``ClaimRequestKey`` (strongly consistent; it may have ended: see ``expires_at``)."""
         ...
 
     def jobs_page(

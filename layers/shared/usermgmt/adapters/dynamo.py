@@ -35,6 +35,7 @@ from usermgmt.store import (
     BulkJob,
     ClaimEmail,
     ClaimJobKey,
+    ClaimRequestKey,
     CountItem,
     CreateUser,
     DeleteExpiredLink,
@@ -67,6 +68,7 @@ from usermgmt.store import (
     RecordJobItem,
     RecordLink,
     ReleaseEmail,
+    RequestKey,
     SetJobStatus,
     SetLinks,
     SyncState,
@@ -568,6 +570,11 @@ def _outbox_event(item: dict[str, Any]) -> OutboxEvent:
 _JOB_MUTABLE = ("status", "started_at", "finished_at")
 
 
+def _request_key_key(scope: str, caller: str, key: str) -> dict[str, Any]:
+    """REQKEY#<scope>#<caller> / KEY#<key>: an ``Idempotency-Key`` of a route other than bulk jobs."""
+    return {"pk": {"S": f"REQKEY#{scope}#{caller}"}, "sk": {"S": f"KEY#{key}"}}
+
+
 def _job_key(job_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}}
 
@@ -911,6 +918,22 @@ class DynamoStore:
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }
                 }
+            case ClaimRequestKey():
+                return {
+                    "Put": {
+                        "TableName": t,
+                        "Item": {
+                            **_request_key_key(op.scope, op.caller, op.key),
+                            "target": {"S": op.target},
+                            "bodyHash": {"S": op.body_hash},
+                            "expiresAt": {"N": str(op.expires_at)},
+                            "ttl": {"N": str(op.expires_at)},
+                        },
+                        # a claim that ended but DynamoDB's TTL has not removed yet is free again
+                        "ConditionExpression": "attribute_not_exists(pk) OR expiresAt < :now",
+                        "ExpressionAttributeValues": {":now": {"N": str(op.now)}},
+                    }
+                }
             case ClaimJobKey(created_by=created_by, key=key, job_id=job_id, expires_at=expires_at):
                 return {
                     "Put": {
@@ -1094,6 +1117,15 @@ class DynamoStore:
         resp = self._call("get_item", TableName=self._table, Key=_job_key(job_id), ConsistentRead=True)
         item = resp.get("Item")
         return _job_from(item) if item else None
+
+    def request_key(self, scope: str, caller: str, key: str) -> RequestKey | None:
+        resp = self._call(
+            "get_item", TableName=self._table, Key=_request_key_key(scope, caller, key), ConsistentRead=True
+        )
+        item = resp.get("Item")
+        if not item:
+            return None
+        return RequestKey(item["target"]["S"], item["bodyHash"]["S"], int(item["expiresAt"]["N"]))
 
     def job_for_key(self, created_by: str, key: str) -> str | None:
         resp = self._call(

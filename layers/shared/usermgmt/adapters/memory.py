@@ -30,6 +30,7 @@ from usermgmt.store import (
     BulkJob,
     ClaimEmail,
     ClaimJobKey,
+    ClaimRequestKey,
     CountItem,
     CreateUser,
     DeleteExpiredLink,
@@ -62,6 +63,7 @@ from usermgmt.store import (
     RecordJobItem,
     RecordLink,
     ReleaseEmail,
+    RequestKey,
     SetJobStatus,
     SetLinks,
     SyncState,
@@ -143,6 +145,7 @@ class MemoryStore:
         self.admin_count = 0
         self.jobs: dict[str, BulkJob] = {}
         self.job_keys: dict[tuple[str, str], str] = {}
+        self.request_keys: dict[tuple[str, str, str], RequestKey] = {}
         self.job_entries: dict[str, dict[str, str]] = {}  # owner -> "<createdAt>#<id>" -> job id
         self.job_item_records: dict[str, dict[str, BulkItem]] = {}
         self.job_count_records: dict[str, dict[str, int]] = {}
@@ -261,6 +264,9 @@ class MemoryStore:
                 return job.id not in self.jobs
             case ClaimJobKey(created_by=created_by, key=key):
                 return (created_by, key) not in self.job_keys
+            case ClaimRequestKey():
+                held = self.request_keys.get((op.scope, op.caller, op.key))
+                return held is None or held.expires_at < op.now
             case PutJobEntry() | CountItem() | RecordLink() | RecordJobItem():
                 return True
             case FinishItem(item=item):
@@ -344,6 +350,9 @@ class MemoryStore:
                 self.jobs[job.id] = job
             case ClaimJobKey(created_by=created_by, key=key, job_id=job_id):
                 self.job_keys[(created_by, key)] = job_id
+            case ClaimRequestKey():
+                claim = RequestKey(op.target, op.body_hash, op.expires_at)
+                self.request_keys[(op.scope, op.caller, op.key)] = claim
             case PutJobEntry(owner=owner, job=job):
                 self.job_entries.setdefault(owner, {})[f"{job.created_at}#{job.id}"] = job.id
             case FinishItem(item=item):
@@ -374,6 +383,10 @@ class MemoryStore:
     def get_job(self, job_id: str) -> BulkJob | None:
         with self._lock:
             return self.jobs.get(job_id)
+
+    def request_key(self, scope: str, caller: str, key: str) -> RequestKey | None:
+        with self._lock:
+            return self.request_keys.get((scope, caller, key))
 
     def job_for_key(self, created_by: str, key: str) -> str | None:
         with self._lock:

@@ -18,6 +18,8 @@ Suspension and deletion clear the user's links, so they end invitations too.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 import secrets
 import time
 from collections.abc import Callable
@@ -44,10 +46,12 @@ from usermgmt.errors import (
     EmailUndeliverable,
     FieldProblem,
     Forbidden,
+    IdempotencyKeyReused,
     IdpUnavailable,
     InvalidCursor,
     InvitationNotFound,
     RateLimited,
+    UserNotFound,
     ValidationFailed,
 )
 from usermgmt.links import INVITE, hash_token, plausible_token
@@ -74,6 +78,7 @@ from usermgmt.store import (
     AccountExists,
     AdjustCounts,
     ClaimEmail,
+    ClaimRequestKey,
     DeleteInvitation,
     DeleteLink,
     Invitation,
@@ -95,8 +100,21 @@ REVOKED_ACTION = "user.invitation_revoked"
 INVITE_PER_ADDRESS = "invite-address"  # invitation emails a renew may send per address
 WELCOME_SLOT = INVITE
 CLAIM_SECONDS = 60
+CREATE_KEY_SCOPE = "create-user"  # the Idempotency-Key claims of POST /users
+REQUEST_KEY_SECONDS = 86400  # a key answers its first request this long
+MAX_REQUEST_KEY_CHARS = 255
 DEFAULT_LISTED, MAX_LISTED = 50, 100  # invitations per page of GET /accounts/{accountId}/invitations
 READ_BUDGET = 1000  # invitations one list call may read to fill its page (hidden ones included)
+
+
+class _KeyClaimed(IdempotencyKeyReused):
+    """The creation's ``ClaimRequestKey`` failed: the same key was claimed meanwhile (``create`` replays)."""
+
+
+def _request_digest(pepper: str, body: object) -> str:
+    """A keyed hash of the request body (it names a person: never stored in clear or unkeyed)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hmac.new(pepper.encode() or b"usermgmt", canonical, hashlib.sha256).hexdigest()
 
 
 class UnknownIdpUser(Exception):
@@ -197,13 +215,30 @@ class InvitationService:
         return caller, invitation
 
     # ------------------------------------------------------------------------------ POST /users
-    def create(self, ctx: RequestCtx, body: object) -> tuple[dict[str, Any], int]:
-        """A platform administrator creates a user: 201 with the INVITED user; a welcome link is mailed."""
+    def create(self, ctx: RequestCtx, body: object, key: str | None = None) -> tuple[dict[str, Any], int]:
+        """A platform administrator creates a user: 201 with the INVITED user; a welcome link is mailed.
+
+        With an ``Idempotency-Key``, the same caller, key and body within ``REQUEST_KEY_SECONDS`` answer
+        the user that request created, as they are now, and create nothing (a script retrying after a
+        timeout gets its user, not ``email_taken``); the same key with another body is 409
+        ``idempotency_key_reused``. The key is claimed in the creation's own transaction."""
         from usermgmt.schemas import CreateUserBody, parse_body
 
         caller = self._caller(ctx)
         if not caller.is_platform_admin:
             raise Forbidden("Only a platform administrator may create users")
+        digest = ""
+        if key is not None:
+            if not 0 < len(key) <= MAX_REQUEST_KEY_CHARS or not key.isprintable():
+                raise ValidationFailed(
+                    errors=[
+                        FieldProblem("Idempotency-Key", f"must be 1 to {MAX_REQUEST_KEY_CHARS} characters")
+                    ]
+                )
+            digest = _request_digest(self.d.settings.hash_pepper, body)
+            replay = self._created_with(caller, key, digest)
+            if replay is not None:
+                return replay
         fields = parse_body(CreateUserBody, body)
         if self.d.store.user_id_for_email(fields.email) is not None:
             raise EmailTaken()
@@ -222,12 +257,45 @@ class InvitationService:
                 welcome.errors[op.label] = ValidationFailed(
                     errors=[FieldProblem(f"memberships.{i}.accountId", "is not a known account")]
                 )
+            if key is not None:
+                claim = ClaimRequestKey(
+                    CREATE_KEY_SCOPE,
+                    caller.id,
+                    key,
+                    user.id,
+                    digest,
+                    int(now) + REQUEST_KEY_SECONDS,
+                    int(now),
+                )
+                welcome.ops.append(claim)
+                welcome.errors[claim.label] = _KeyClaimed()
             return None, welcome, now
 
-        applied = self.w.write_direct(self._actor(caller), ctx.request_id, plan)
+        try:
+            applied = self.w.write_direct(self._actor(caller), ctx.request_id, plan)
+        except (_KeyClaimed, EmailTaken):
+            # the same key at the same moment (its claim or its address failed first): answer what that
+            # request made; anything else stands
+            replay = self._created_with(caller, key, digest) if key is not None else None
+            if replay is None:
+                raise
+            return replay
         if applied is None:  # pragma: no cover - a creation always plans
             raise DependencyUnavailable()
         return user_view(applied.user), applied.user.version
+
+    def _created_with(self, caller: User, key: str, digest: str) -> tuple[dict[str, Any], int] | None:
+        """The user an earlier ``POST /users`` with this key made, as it is now (None: no such request)."""
+        held = self.d.store.request_key(CREATE_KEY_SCOPE, caller.id, key)
+        if held is None or held.expires_at < int(self.d.clock.now()):
+            return None
+        if held.body_hash != digest:
+            raise IdempotencyKeyReused()
+        user = self.d.store.get_user(held.target)
+        if user is None:
+            raise UserNotFound("The user that request created has been deleted since")
+        count("CreateUserReplayed")
+        return user_view(user), user.version
 
     def _new_user(self, fields: CreateUserBody, now: float) -> User:
         memberships = tuple(m.to_domain() for m in fields.memberships)
