@@ -425,9 +425,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         " address SES reported gets none): resend answers 409 email_undeliverable or 503 when it cannot"
         " go out.",
         (Ok(202, models.InvitationSent, "The invitation is on its way"),),
-        (*WRITE, "account_not_found", *STORE),
+        (*WRITE, "account_not_found", "idempotency_key_reused", "invitation_not_found", *STORE),
         body="json:InvitationBody",
         body_required=True,
+        query=("optional-idempotency-key",),
     ),
     ("GET", "/accounts/{accountId}/invitations"): Operation(
         "listInvitations",
@@ -882,7 +883,7 @@ def _parameters(path: str, op: Operation) -> list[dict[str, Any]]:
                     "The caller's key for this job (1 to 255 characters)"
                     if required
                     else "Optional (1 to 255 characters): the same key and body within 24 hours answer"
-                    " the user the first request created, and create nothing; another body is 409"
+                    " what the first request made, and make nothing again; another body is 409"
                 ),
                 "schema": {"type": "string", "minLength": 1, "maxLength": 255},
             }

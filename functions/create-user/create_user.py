@@ -77,7 +77,8 @@ def create_user() -> Response[str]:
 
 @app.post("/accounts/<accountId>/invitations")
 def invite(accountId: str) -> Response[str]:
-    sent = _service().invite(request_ctx(app), accountId, json_body(app))
+    key = app.current_event.headers.get("idempotency-key")  # optional: a retry answers the same one
+    sent = _service().invite(request_ctx(app), accountId, json_body(app), key)
     return json_response(202, sent.as_json())
 
 

@@ -608,3 +608,28 @@ def test_a_bad_idempotency_key_is_422(env: Env, people: dict[str, User]) -> None
     r = create_keyed(env, people["admin"], body, "x" * 256)
     assert r.status == 422 and r.json()["errors"][0]["field"] == "Idempotency-Key"
     assert env.store.user_id_for_email("bad@new.example") is None
+
+
+def test_a_retried_invitation_with_its_key_answers_the_same_invitation(
+    env: Env, people: dict[str, User]
+) -> None:
+    dana = people["dana"]
+    body = {"email": "ivy@new.example", "firstName": "Ivy", "lastName": "Invited", "roles": ["Buyer"]}
+
+    def invite_keyed(payload: dict[str, Any], key: str, account: str = "acme") -> Response:
+        path = f"/accounts/{account}/invitations"
+        return env.call(FN, "POST", path, as_user=dana, body=payload, headers={"Idempotency-Key": key})
+
+    first = invite_keyed(body, "inv-1")
+    again = invite_keyed(body, "inv-1")
+    assert first.status == again.status == 202 and again.json() == first.json()
+    assert len(invitations_to(env, "ivy@new.example")) == 1  # one invitation, one email
+    listed = env.call(FN, "GET", "/accounts/acme/invitations", as_user=dana).json()["items"]
+    assert [i["invitationId"] for i in listed] == [first.json()["invitationId"]]
+    other = invite_keyed({**body, "roles": ["Administrator"]}, "inv-1")
+    assert other.status == 409 and other.json()["code"] == "idempotency_key_reused"
+    # revoked since: the retry does not invite again, it says the invitation is gone
+    invitation = first.json()["invitationId"]
+    assert env.call(FN, "DELETE", f"/invitations/{invitation}", as_user=dana).status == 204
+    assert invite_keyed(body, "inv-1").json()["code"] == "invitation_not_found"
+    assert len(invitations_to(env, "ivy@new.example")) == 1

@@ -101,6 +101,7 @@ INVITE_PER_ADDRESS = "invite-address"  # invitation emails a renew may send per 
 WELCOME_SLOT = INVITE
 CLAIM_SECONDS = 60
 CREATE_KEY_SCOPE = "create-user"  # the Idempotency-Key claims of POST /users
+INVITE_KEY_SCOPE = "invite"  # and of POST /accounts/{accountId}/invitations
 REQUEST_KEY_SECONDS = 86400  # a key answers its first request this long
 MAX_REQUEST_KEY_CHARS = 255
 DEFAULT_LISTED, MAX_LISTED = 50, 100  # invitations per page of GET /accounts/{accountId}/invitations
@@ -109,6 +110,19 @@ READ_BUDGET = 1000  # invitations one list call may read to fill its page (hidde
 
 class _KeyClaimed(IdempotencyKeyReused):
     """The creation's ``ClaimRequestKey`` failed: the same key was claimed meanwhile (``create`` replays)."""
+
+
+def _checked_key(key: str) -> str:
+    if not 0 < len(key) <= MAX_REQUEST_KEY_CHARS or not key.isprintable():
+        raise ValidationFailed(
+            errors=[FieldProblem("Idempotency-Key", f"must be 1 to {MAX_REQUEST_KEY_CHARS} characters")]
+        )
+    return key
+
+
+def _key_times(now: float) -> tuple[int, int]:
+    """A key claim's end and the moment it is made (a claim that ended is free again)."""
+    return int(now) + REQUEST_KEY_SECONDS, int(now)
 
 
 def _request_digest(pepper: str, body: object) -> str:
@@ -229,12 +243,7 @@ class InvitationService:
             raise Forbidden("Only a platform administrator may create users")
         digest = ""
         if key is not None:
-            if not 0 < len(key) <= MAX_REQUEST_KEY_CHARS or not key.isprintable():
-                raise ValidationFailed(
-                    errors=[
-                        FieldProblem("Idempotency-Key", f"must be 1 to {MAX_REQUEST_KEY_CHARS} characters")
-                    ]
-                )
+            key = _checked_key(key)
             digest = _request_digest(self.d.settings.hash_pepper, body)
             replay = self._created_with(caller, key, digest)
             if replay is not None:
@@ -258,15 +267,7 @@ class InvitationService:
                     errors=[FieldProblem(f"memberships.{i}.accountId", "is not a known account")]
                 )
             if key is not None:
-                claim = ClaimRequestKey(
-                    CREATE_KEY_SCOPE,
-                    caller.id,
-                    key,
-                    user.id,
-                    digest,
-                    int(now) + REQUEST_KEY_SECONDS,
-                    int(now),
-                )
+                claim = ClaimRequestKey(CREATE_KEY_SCOPE, caller.id, key, user.id, digest, *_key_times(now))
                 welcome.ops.append(claim)
                 welcome.errors[claim.label] = _KeyClaimed()
             return None, welcome, now
@@ -286,12 +287,10 @@ class InvitationService:
 
     def _created_with(self, caller: User, key: str, digest: str) -> tuple[dict[str, Any], int] | None:
         """The user an earlier ``POST /users`` with this key made, as it is now (None: no such request)."""
-        held = self.d.store.request_key(CREATE_KEY_SCOPE, caller.id, key)
-        if held is None or held.expires_at < int(self.d.clock.now()):
+        held = self._held_key(CREATE_KEY_SCOPE, caller, key, digest)
+        if held is None:
             return None
-        if held.body_hash != digest:
-            raise IdempotencyKeyReused()
-        user = self.d.store.get_user(held.target)
+        user = self.d.store.get_user(held)
         if user is None:
             raise UserNotFound("The user that request created has been deleted since")
         count("CreateUserReplayed")
@@ -326,23 +325,64 @@ class InvitationService:
         )
 
     # ------------------------------------------------------------------------------ invitations
-    def invite(self, ctx: RequestCtx, account_id: str, body: object) -> InvitationSent:
-        """Invite an address into an account: the same work and answer whoever holds the address."""
+    def invite(
+        self, ctx: RequestCtx, account_id: str, body: object, key: str | None = None
+    ) -> InvitationSent:
+        """Invite an address into an account: the same work and answer whoever holds the address.
+
+        With an ``Idempotency-Key`` (as ``create``): the same caller, key, account and body answer the
+        invitation that request made, and invite nobody again."""
         from usermgmt.schemas import InvitationBody, parse_body
 
         caller = self._account_admin(ctx, account_id)
         if split_invitation_id(f"{account_id}{INVITATION_ID_SEPARATOR}0") is None:
             raise AccountNotFound()  # no account has an id an invitation's id cannot carry
         fields = parse_body(InvitationBody, body)
+        claim: tuple[str, str] | None = None
+        if key is not None:
+            claim = (_checked_key(key), _request_digest(self.d.settings.hash_pepper, [account_id, body]))
+            replay = self._invited_with(caller, fields.email, *claim)
+            if replay is not None:
+                return replay
         for _attempt in range(2):
             try:
-                return self._invite(caller, account_id, fields, ctx.request_id)
+                return self._invite(caller, account_id, fields, ctx.request_id, claim)
             except _EmailRaced:
                 continue  # someone took the address meanwhile: it is an existing user's now
+            except _KeyClaimed:  # the same key at the same moment: answer what that request made
+                replay = self._invited_with(caller, fields.email, *claim) if claim else None
+                if replay is None:
+                    raise
+                return replay
         raise DependencyUnavailable()
 
+    def _invited_with(self, caller: User, email: str, key: str, digest: str) -> InvitationSent | None:
+        """The invitation an earlier request with this key made (None: no such request)."""
+        held = self._held_key(INVITE_KEY_SCOPE, caller, key, digest)
+        if held is None:
+            return None
+        invitation = self.d.store.get_invitation(held)
+        if invitation is None:
+            raise InvitationNotFound()  # revoked or accepted since
+        count("InvitationReplayed")
+        return InvitationSent(invitation.id, mask(email), invitation.expires_at)
+
+    def _held_key(self, scope: str, caller: User, key: str, digest: str) -> str | None:
+        """What this caller's live ``Idempotency-Key`` made on a route; 409 when its body was another."""
+        held = self.d.store.request_key(scope, caller.id, key)
+        if held is None or held.expires_at < int(self.d.clock.now()):
+            return None
+        if held.body_hash != digest:
+            raise IdempotencyKeyReused()
+        return held.target
+
     def _invite(
-        self, caller: User, account_id: str, fields: InvitationBody, request_id: str
+        self,
+        caller: User,
+        account_id: str,
+        fields: InvitationBody,
+        request_id: str,
+        claim: tuple[str, str] | None = None,
     ) -> InvitationSent:
         store = self.d.store
         ttl = self.d.settings.invite_link_ttl_seconds
@@ -398,6 +438,12 @@ class InvitationService:
                 AccountExists(account_id).label: AccountNotFound(),
                 "email": _EmailRaced(),
             }
+            if claim is not None:
+                key_op = ClaimRequestKey(
+                    INVITE_KEY_SCOPE, caller.id, claim[0], invitation_id, claim[1], *_key_times(now)
+                )
+                ops.append(key_op)
+                errors[key_op.label] = _KeyClaimed()
             email = invitation_email(
                 user.email, user.first_name, url, ttl / 86400, account_id, new_user=user.status == INVITED
             )
