@@ -450,3 +450,24 @@ def test_the_worker_reports_only_failed_messages(env: Env, cast: dict[str, User]
     result = env.send_event("bulk-worker", {"Records": records})
     assert result == {"batchItemFailures": []}
     assert items(env, cast["admin"], r.json()["id"]) == {cast["bob"].id: ("skipped", "no_change")}
+
+
+def test_a_job_and_everything_it_wrote_expire_after_the_retention(env: Env, cast: dict[str, User]) -> None:
+    env.configure(bulk_retention_days=3)
+    started = int(env.clock.now())
+    r = start(env, cast["admin"], {"action": "suspend", "userIds": [cast["bob"].id, cast["carol"].id]})
+    assert r.status == 202, r
+    env.drain_bulk()
+    job_id = r.json()["id"]
+    written = [
+        item
+        for item in env.scan()
+        if item["pk"]["S"].startswith(("JOB#", "JOBKEY#", "JOBS#")) or item["sk"]["S"].startswith("JOBITEM#")
+    ]
+    kinds = {item["pk"]["S"].split("#")[0] + "/" + item["sk"]["S"].split("#")[0] for item in written}
+    # the job, its counts, its items, its key, its list entries and each person's copy of their item
+    assert {"JOB/JOB", "JOB/COUNT", "JOB/ITEM", "JOBKEY/KEY", "USER/JOBITEM"} <= kinds, kinds
+    assert sum(kind.startswith("JOBS/") for kind in kinds) == 1, kinds
+    assert all(job_id in json.dumps(item) for item in written if not item["pk"]["S"].startswith("JOBKEY#"))
+    # DynamoDB's TTL removes each of them once the retention (BULK_RETENTION_DAYS) has passed
+    assert {int(item["ttl"]["N"]) for item in written} == {started + 3 * 86400}, written
