@@ -471,3 +471,33 @@ def test_a_job_and_everything_it_wrote_expire_after_the_retention(env: Env, cast
     assert all(job_id in json.dumps(item) for item in written if not item["pk"]["S"].startswith("JOBKEY#"))
     # DynamoDB's TTL removes each of them once the retention (BULK_RETENTION_DAYS) has passed
     assert {int(item["ttl"]["N"]) for item in written} == {started + 3 * 86400}, written
+
+
+def test_a_job_whose_messages_were_queued_in_part_finishes_when_the_request_is_repeated(
+    env: Env, cast: dict[str, User]
+) -> None:
+    users = [env.add_user(f"part{i:02d}@acme.example", memberships={"acme": ["Buyer"]}) for i in range(25)]
+    body = {"action": "suspend", "userIds": [u.id for u in users]}
+    queue = env.queue
+    original = queue.send
+
+    def first_message_only(bodies: list[dict[str, Any]]) -> None:
+        from usermgmt.ports import QueueUnavailable
+
+        original(bodies[:1])
+        raise QueueUnavailable("the connection dropped")
+
+    queue.send = first_message_only  # type: ignore[method-assign]
+    r = start(env, cast["admin"], body, key="partly")
+    queue.send = original  # type: ignore[method-assign]
+    assert r.status == 503 and r.json()["code"] == "dependency_unavailable", r
+    env.drain_bulk()  # the one queued message (10 items) runs: the job is running, 15 items pending
+    job_id = env.store.job_for_key(cast["admin"].id, "partly")
+    assert job_id is not None
+    assert job(env, cast["admin"], job_id).json()["counts"]["pending"] == 15
+    again = start(env, cast["admin"], body, key="partly")  # as the 503 said: repeat the request
+    assert again.status == 202 and again.json()["id"] == job_id
+    env.drain_bulk()
+    final = job(env, cast["admin"], job_id).json()
+    assert final["status"] == "succeeded" and final["counts"]["succeeded"] == 25, final
+    assert all((u2 := env.user(u.id)) is not None and u2.status == "SUSPENDED" for u in users)

@@ -275,11 +275,13 @@ class BulkService:
         if job.body_hash != digest:
             raise IdempotencyKeyReused()
         counts = self.d.store.job_counts(job.id)
-        if job.status == QUEUED and not counts:
-            # nothing started yet: the first answer may have died before its messages were queued;
-            # queueing them again is harmless (each item is decided once)
+        if job.status in ACTIVE_STATUSES:
+            # the first answer may have died before all its messages were queued (its 503 says to
+            # repeat the request), and some queued ones may have run since: queue every item still
+            # pending again. Harmless for messages still in flight: each item is decided once.
             pending = [i.user_id for i in self._all_items(job.id)]
-            self._enqueue(job, pending)
+            if pending:
+                self._enqueue(job, pending)
         return job_view(job, counts)
 
     def _check_active(self, caller: Caller) -> None:
