@@ -171,16 +171,24 @@ def test_any_extra_or_protected_key_is_422_and_changes_nothing(
     assert env.user(user.id) == user
 
 
-def test_a_run_reads_page_after_page_while_its_time_lasts(env: Env, admin: User) -> None:
+def pending_renames(env: Env, admin: User, last_name: str, count: int = 5) -> list[User]:
+    """``count`` users renamed while Auth0 was down: each waits for sync-identity, pages of 2."""
     env.configure(sync_batch_size=2)
     users = [
-        env.add_user(f"p{i}@acme.example", first=f"Page{i}", memberships={"acme": ["Buyer"]})
-        for i in range(5)
+        env.add_user(
+            f"{last_name.lower()}{i}@acme.example", first=f"Page{i}", memberships={"acme": ["Buyer"]}
+        )
+        for i in range(count)
     ]
-    env.idp.fail_next(5, IdpUnavailable("status 503"))
+    env.idp.fail_next(count, IdpUnavailable("status 503"))
     for u in users:
-        r = env.call(FN, "PATCH", f"/users/{u.id}", as_user=admin, body={"lastName": "Paged"})
+        r = env.call(FN, "PATCH", f"/users/{u.id}", as_user=admin, body={"lastName": last_name})
         assert r.status == 200 and r.json()["idpSync"] == "pending"
+    return users
+
+
+def test_a_run_reads_page_after_page_while_its_time_lasts(env: Env, admin: User) -> None:
+    users = pending_renames(env, admin, "Paged")
     sync = env.container.sync
     # without the Lambda's clock: one page
     assert sync.run_due(env.container.passwords)["synced"] == 2
@@ -190,16 +198,7 @@ def test_a_run_reads_page_after_page_while_its_time_lasts(env: Env, admin: User)
 
 
 def test_a_run_stops_reading_pages_when_its_time_runs_out(env: Env, admin: User) -> None:
-    env.configure(sync_batch_size=2)
-    users = [
-        env.add_user(f"q{i}@acme.example", first=f"Quick{i}", memberships={"acme": ["Buyer"]})
-        for i in range(5)
-    ]
-    env.idp.fail_next(5, IdpUnavailable("status 503"))
-    for u in users:
-        assert (
-            env.call(FN, "PATCH", f"/users/{u.id}", as_user=admin, body={"lastName": "Later"}).status == 200
-        )
+    users = pending_renames(env, admin, "Later")
     reserve = (env.container.settings.auth0_timeout_seconds * 3 + 2) * 1000
 
     def time_left() -> int:  # time for three pushes, then no more

@@ -55,7 +55,7 @@ from usermgmt.ports import Deps, JobQueue, QueueUnavailable
 from usermgmt.service.lists import MAX_LIMIT
 from usermgmt.service.outbox import BULK_JOB_FINISHED, cloud_event, outbox_key
 from usermgmt.service.sync import new_id
-from usermgmt.service.writes import Change
+from usermgmt.service.writes import Change, checked_idempotency_key
 from usermgmt.store import (
     BulkItem,
     BulkJob,
@@ -82,7 +82,6 @@ ACTIVE_STATUSES = (QUEUED, RUNNING)
 PENDING, SKIPPED, FAILED = "pending", "skipped", "failed"
 ITEM_STATUSES = (PENDING, SUCCEEDED, SKIPPED, FAILED)
 ITEMS_PER_MESSAGE = 10
-MAX_KEY_LENGTH = 255
 # an item Auth0 refused for now (429, 5xx) pauses the worker this long at least, or as long as Auth0
 # asked up to the cap (a message of 10 items must still fit in the worker's timeout)
 MIN_PAUSE_SECONDS, MAX_PAUSE_SECONDS = 1.0, 5.0
@@ -209,10 +208,7 @@ class BulkService:
         from usermgmt.schemas import parse_bulk_job  # pydantic: only when a body is parsed
 
         caller = self.caller(ctx)
-        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-            raise ValidationFailed(
-                errors=[FieldProblem("Idempotency-Key", f"is required (1 to {MAX_KEY_LENGTH} characters)")]
-            )
+        key = str(checked_idempotency_key(key, required=True))
         request = parse_bulk_job(body, self.d.settings.bulk_max_targets)
         action = request["action"]
         if ctx.is_machine and ACTIONS[action] not in ctx.scopes:

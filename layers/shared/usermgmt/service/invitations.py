@@ -72,7 +72,7 @@ from usermgmt.service import linkcheck
 from usermgmt.service.linkcheck import EXPIRED, INVALID, SUPERSEDED, USED
 from usermgmt.service.lists import ListCursors
 from usermgmt.service.sync import CREATE, DELETE, EMAIL, new_id
-from usermgmt.service.writes import Applied, DirectPlanner, Plan, Writer
+from usermgmt.service.writes import Applied, DirectPlanner, Plan, Writer, checked_idempotency_key
 from usermgmt.store import (
     INVITATION_ID_SEPARATOR,
     AccountExists,
@@ -103,21 +103,12 @@ CLAIM_SECONDS = 60
 CREATE_KEY_SCOPE = "create-user"  # the Idempotency-Key claims of POST /users
 INVITE_KEY_SCOPE = "invite"  # and of POST /accounts/{accountId}/invitations
 REQUEST_KEY_SECONDS = 86400  # a key answers its first request this long
-MAX_REQUEST_KEY_CHARS = 255
 DEFAULT_LISTED, MAX_LISTED = 50, 100  # invitations per page of GET /accounts/{accountId}/invitations
 READ_BUDGET = 1000  # invitations one list call may read to fill its page (hidden ones included)
 
 
 class _KeyClaimed(IdempotencyKeyReused):
     """The creation's ``ClaimRequestKey`` failed: the same key was claimed meanwhile (``create`` replays)."""
-
-
-def _checked_key(key: str) -> str:
-    if not 0 < len(key) <= MAX_REQUEST_KEY_CHARS or not key.isprintable():
-        raise ValidationFailed(
-            errors=[FieldProblem("Idempotency-Key", f"must be 1 to {MAX_REQUEST_KEY_CHARS} characters")]
-        )
-    return key
 
 
 def _key_times(now: float) -> tuple[int, int]:
@@ -242,8 +233,8 @@ class InvitationService:
         if not caller.is_platform_admin:
             raise Forbidden("Only a platform administrator may create users")
         digest = ""
+        key = checked_idempotency_key(key, required=False)
         if key is not None:
-            key = _checked_key(key)
             digest = _request_digest(self.d.settings.hash_pepper, body)
             replay = self._created_with(caller, key, digest)
             if replay is not None:
@@ -339,8 +330,9 @@ class InvitationService:
             raise AccountNotFound()  # no account has an id an invitation's id cannot carry
         fields = parse_body(InvitationBody, body)
         claim: tuple[str, str] | None = None
+        key = checked_idempotency_key(key, required=False)
         if key is not None:
-            claim = (_checked_key(key), _request_digest(self.d.settings.hash_pepper, [account_id, body]))
+            claim = (key, _request_digest(self.d.settings.hash_pepper, [account_id, body]))
             replay = self._invited_with(caller, fields.email, *claim)
             if replay is not None:
                 return replay

@@ -40,9 +40,11 @@ from usermgmt.clock import rfc3339
 from usermgmt.errors import (
     ConditionFailed,
     DependencyUnavailable,
+    FieldProblem,
     Forbidden,
     MailNotSent,
     StoreUnavailable,
+    ValidationFailed,
     VersionMismatch,
 )
 from usermgmt.links import address_hash, link_url, new_token
@@ -68,9 +70,26 @@ from usermgmt.store import (
     SetLinks,
     SyncState,
     UpdateUser,
+    merge_links,
 )
 
 MAX_CONFLICT_RETRIES = 5
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+def checked_idempotency_key(key: str | None, *, required: bool) -> str | None:
+    """An ``Idempotency-Key`` header as a route takes it (1 to 255 printable characters); 422 otherwise,
+    also when a route that ``required`` it got none."""
+    if key is None and not required:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
+        rule = "is required (1 to {} characters)" if required else "must be 1 to {} characters"
+        raise ValidationFailed(
+            errors=[FieldProblem("Idempotency-Key", rule.format(MAX_IDEMPOTENCY_KEY_CHARS))]
+        )
+    return key
+
+
 LINK_TTL_GRACE = 14 * 86400  # links stay readable (as expired) this long after expiry, then DynamoDB TTL
 
 # The business metric of each action: literal names, in one place.
@@ -128,6 +147,11 @@ class Written:
     user: User
     access: Access
     plan: Plan | None
+
+    @property
+    def before(self) -> User:
+        """The user as the write read them, before its change."""
+        return self.access.target
 
 
 @dataclass(frozen=True)
@@ -512,22 +536,13 @@ class Writer:
             try:
                 self.deliver(email)
             except MailUnavailable:
-                if isinstance(written, Written):
-                    self._restore_links(written.access.target, written.user)
-                elif written is not None and written.before is not None:
+                if written is not None and written.before is not None:
                     self._restore_links(written.before, written.user)
                 raise MailNotSent() from None
 
     def _restore_links(self, before: User, after: User) -> None:
         """Best effort, without a new version: only while the user is still as ``after`` left them."""
-        links = dict(after.links)
-        for slot in {*before.links, *after.links}:
-            if before.links.get(slot) == after.links.get(slot):
-                continue
-            if slot in before.links:
-                links[slot] = before.links[slot]
-            else:
-                links.pop(slot, None)
+        links = merge_links(after.links, after.links, before.links)  # the write's slots moved back
         if links == after.links:
             return
         try:
